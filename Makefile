@@ -1,0 +1,37 @@
+# Every target creates .venv and installs requirements.txt into it when missing or changed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/quickstart.yaml
+export ZENML_ANALYTICS_OPT_IN := false
+
+.PHONY: install quickstart process test test-fast sample-data clean
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and alone: pip takes the local CPU build of exactly this version if there is one.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+quickstart: install
+	$(PY) run_pipeline.py --config $(CONFIG) --summary outputs/quickstart/summary.json
+
+process: install
+	$(PY) run_pipeline.py process --config $(CONFIG)
+
+test: install
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow"
+
+sample-data:
+	$(PYTHON) scripts/make_sample_data.py
+
+clean:
+	rm -rf .llm_trainer outputs .pytest_cache

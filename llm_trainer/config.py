@@ -1,0 +1,262 @@
+"""The whole experiment YAML as one typed pydantic model, validated before any heavy work starts.
+
+Field names follow the libraries users know: transformers' TrainingArguments, peft's LoraConfig and
+BitsAndBytesConfig. Unknown keys and wrong types are errors that name the key path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from llm_trainer.errors import ConfigError
+from llm_trainer.registry import EVALUATORS, PROCESSORS, TRAINERS
+
+TINY_MODEL_NAME = "tiny-llama"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitFractions(Section):
+    """Fractions of the cleaned rows per split; assignment is by a stable hash of the question."""
+
+    train: float = Field(0.9, gt=0, le=1)
+    validation: float = Field(0.05, ge=0, lt=1)
+    test: float = Field(0.05, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitFractions:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + validation + test must sum to 1 (got {total:g})")
+        return self
+
+
+class DataConfig(Section):
+    processor: str = Field("reasoning", description="Data processor name (registry) or 'module:Class'.")
+    source: str = Field(description="Hub data set id, or a local .jsonl/.json/.parquet/.csv file or folder.")
+    split: str = Field("train", description="Split of a Hub data set to read.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for reproducibility.")
+    max_samples: int | None = Field(None, gt=0, description="Read only the first N rows of the source.")
+    num_proc: int = Field(1, gt=0, description="Worker processes for the batched map steps.")
+    map_batch_size: int = Field(1000, gt=0, description="Rows per batch in the batched map steps.")
+    system_prompt: str = "You are a careful assistant. Reason step by step, then give the final answer on its own line."
+    target: Literal["reference_answer", "response", "response_with_answer"] = Field(
+        "response_with_answer",
+        description="What the assistant learns: the reference answer, the first response, or the response "
+        "followed by a final-answer line built from the reference answer (falls back to whichever exists).",
+    )
+    final_answer_template: str = Field("Final answer: {answer}", description="Must contain '{answer}'.")
+    response_model: str | None = Field(None, description="Use the response of this model; default: the first.")
+    max_chars: int = Field(100_000, gt=0, description="Rows whose question+target exceed this are dropped early.")
+    max_seq_length: int = Field(2048, ge=16)
+    overlength: Literal["drop", "truncate"] = "drop"
+    packing: bool = True
+    deduplicate: bool = True
+    strict: bool = Field(False, description="Fail on the first malformed row instead of dropping it.")
+    splits: SplitFractions = SplitFractions()
+
+    @field_validator("processor")
+    @classmethod
+    def _known_processor(cls, value: str) -> str:
+        return PROCESSORS.check(value)
+
+    @field_validator("final_answer_template")
+    @classmethod
+    def _has_answer_field(cls, value: str) -> str:
+        if "{answer}" not in value:
+            raise ValueError("must contain '{answer}'")
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+class TinyModelConfig(Section):
+    """Shape of the offline tiny Llama used when model.base_model is 'tiny-llama'."""
+
+    vocab_size: int = Field(1024, ge=300)
+    hidden_size: int = Field(64, gt=0)
+    intermediate_size: int = Field(172, gt=0)
+    num_hidden_layers: int = Field(2, gt=0)
+    num_attention_heads: int = Field(4, gt=0)
+    num_key_value_heads: int = Field(2, gt=0)
+    max_position_embeddings: int = Field(2048, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TinyModelConfig:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("hidden_size must be divisible by num_attention_heads")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("num_attention_heads must be divisible by num_key_value_heads")
+        return self
+
+
+class ModelConfig(Section):
+    base_model: str = Field(description=f"Hub id, local path, or '{TINY_MODEL_NAME}' (built offline).")
+    revision: str | None = None
+    trust_remote_code: bool = False
+    load_in_4bit: bool = True
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"
+    bnb_4bit_use_double_quant: bool = True
+    bnb_4bit_compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Weights dtype when not loading in 4-bit."
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    chat_template: str | None = Field(None, description="Jinja chat template overriding the tokenizer's.")
+    tiny: TinyModelConfig = TinyModelConfig()
+
+    @field_validator("base_model")
+    @classmethod
+    def _local_path_exists(cls, value: str) -> str:
+        if value.startswith(("/", "./", "../", "~")) and not Path(value).expanduser().exists():
+            raise ValueError(f"local path '{value}' does not exist")
+        return value
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.base_model == TINY_MODEL_NAME
+
+
+class LoraSettings(Section):
+    """peft.LoraConfig fields."""
+
+    r: int = Field(16, gt=0)
+    lora_alpha: int = Field(32, gt=0)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"
+    bias: Literal["none", "all", "lora_only"] = "none"
+
+
+class TrainingConfig(Section):
+    """transformers.TrainingArguments fields, plus the trainer choice and resume policy."""
+
+    trainer: str = "qlora"
+    learning_rate: float = Field(2e-4, gt=0)
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: float = Field(0.03, ge=0, description="Steps, or a fraction of all steps when < 1.")
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    per_device_train_batch_size: int = Field(4, gt=0)
+    per_device_eval_batch_size: int = Field(4, gt=0)
+    gradient_accumulation_steps: int = Field(4, gt=0)
+    num_train_epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="Overrides num_train_epochs when > 0.")
+    optim: str = "paged_adamw_8bit"
+    gradient_checkpointing: bool = True
+    logging_steps: int = Field(10, gt=0)
+    eval_steps: int | None = Field(100, gt=0)
+    save_steps: int = Field(100, gt=0)
+    save_total_limit: int | None = Field(2, gt=0)
+    early_stopping_patience: int | None = Field(None, gt=0)
+    resume: Literal["auto", "never"] = "auto"
+    num_processes: int = Field(1, gt=0)
+
+    @field_validator("trainer")
+    @classmethod
+    def _known_trainer(cls, value: str) -> str:
+        return TRAINERS.check(value)
+
+
+class EvaluationConfig(Section):
+    evaluator: str = "reasoning"
+    max_samples: int | None = Field(200, gt=0)
+    batch_size: int = Field(8, gt=0)
+    max_new_tokens: int = Field(512, gt=0)
+    numeric_tolerance: float = Field(1e-4, ge=0)
+
+    @field_validator("evaluator")
+    @classmethod
+    def _known_evaluator(cls, value: str) -> str:
+        return EVALUATORS.check(value)
+
+
+class RegistryConfig(Section):
+    model_name: str | None = Field(None, description="ZenML/MLflow model name; default: the run name.")
+    promotion_metric: str = "exact_match"
+    promotion_margin: float = Field(0.0, ge=0)
+
+
+class ZenMLConfig(Section):
+    enable_cache: bool = True
+    tags: list[str] = []
+
+
+class RunConfig(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Experiment name.")
+    seed: int = 42
+    output_dir: str = "outputs"
+    data: DataConfig
+    model: ModelConfig
+    lora: LoraSettings = LoraSettings()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    registry: RegistryConfig = RegistryConfig()
+    zenml: ZenMLConfig = ZenMLConfig()
+
+    def section_hash(self, *sections: str) -> str:
+        """A short hash of some sections, for cache keys that must change when (only) they change."""
+        payload = {name: getattr(self, name).model_dump(mode="json") for name in sections}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """One line: the first error's key path and what was expected, plus how many more there are."""
+    errors = error.errors()
+    first = errors[0]
+    path = ".".join(str(part) for part in first["loc"]) or "<root>"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif first["type"] == "missing":
+        message = "required key is missing"
+    elif "input" in first and not isinstance(first["input"], dict | list):
+        message += f" (got {first['input']!r})"
+    more = f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return f"{path}: {message}{more}"
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=c`` overrides; values are parsed as YAML scalars so types follow the model."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. training.learning_rate=1e-4")
+        parts = key.strip().split(".")
+        node = raw
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: '{part}' is not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {format_validation_error(exc)}") from exc

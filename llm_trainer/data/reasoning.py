@@ -1,0 +1,90 @@
+"""ReasoningDataProcessor: facebook/natural_reasoning rows -> system/user/assistant chat messages.
+
+Schema: ``question`` (str), ``reference_answer`` (str, may be empty), ``responses`` (list of
+{``response_model``, ``response``}). ``data.target`` picks what the assistant learns.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from llm_trainer.data.base import TOO_LONG, BaseDataProcessor
+from llm_trainer.data.text import clean_text, dedup_key
+
+
+class ReasoningDataProcessor(BaseDataProcessor):
+    def format_batch(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {k: [] for k in ("messages", "question", "reference_answer", "dedup_text",
+                                                     "drop_reason")}
+        n = len(batch["row_id"])
+        load_errors = batch.get("load_error") or [None] * n
+        questions = batch.get("question") or [None] * n
+        references = batch.get("reference_answer") or [None] * n
+        responses = batch.get("responses") or [None] * n
+        for load_error, question, reference, response_list in zip(load_errors, questions, references, responses):
+            row = self._format_row(question, reference, response_list) if load_error is None else (load_error,)
+            reason, *values = row
+            messages, question_text, reference_text = values if values else ([], "", "")
+            out["messages"].append(messages)
+            out["question"].append(question_text)
+            out["reference_answer"].append(reference_text)
+            out["dedup_text"].append(dedup_key(question_text))
+            out["drop_reason"].append(reason)
+        return out
+
+    def _format_row(self, question: Any, reference: Any, responses: Any) -> tuple:
+        cfg = self.cfg
+        if question is None:
+            return ("missing_question",)
+        if not isinstance(question, str):
+            return ("question_not_a_string",)
+        question = clean_text(question)
+        if not question:
+            return ("empty_question",)
+        if reference is not None and not isinstance(reference, str):
+            return ("reference_answer_not_a_string",)
+        reference = clean_text(reference or "")
+        response = self._pick_response(responses)
+        if response is False:
+            return ("malformed_responses",)
+        target = self._target(reference, response)
+        if not target:
+            return ("no_target",)
+        if len(question) + len(target) > cfg.max_chars:
+            return (TOO_LONG,)
+        messages = [{"role": "user", "content": question}, {"role": "assistant", "content": target}]
+        if cfg.system_prompt:
+            messages.insert(0, {"role": "system", "content": cfg.system_prompt})
+        return (None, messages, question, reference)
+
+    def _pick_response(self, responses: Any) -> str | bool:
+        """The chosen response text ("" if none), or False when ``responses`` is malformed."""
+        if responses is None:
+            return ""
+        if isinstance(responses, str):  # CSV files carry the list as JSON text
+            try:
+                responses = json.loads(responses) if responses.strip() else []
+            except json.JSONDecodeError:
+                return False
+        if not isinstance(responses, list):
+            return False
+        for entry in responses:
+            if not isinstance(entry, dict) or not isinstance(entry.get("response"), str):
+                return False
+        wanted = self.cfg.response_model
+        for entry in responses:
+            if wanted is None or entry.get("response_model") == wanted:
+                text = clean_text(entry["response"])
+                if text:
+                    return text
+        return ""
+
+    def _target(self, reference: str, response: str) -> str:
+        target = self.cfg.target
+        answer_line = self.cfg.final_answer_template.format(answer=reference) if reference else ""
+        if target == "reference_answer":
+            return reference
+        if target == "response":
+            return response
+        return "\n\n".join(part for part in (response, answer_line) if part)

@@ -1,0 +1,117 @@
+"""Chat-template tokenization with prompt masking, over-length handling and packing.
+
+Labels are -100 on the prompt (system, user and the assistant header) and hold the assistant's tokens
+plus its end-of-turn token. The prompt and the completion are tokenized separately so the mask boundary
+is exact for any tokenizer; the chat template must render the prompt as a prefix of the conversation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import datasets
+import numpy as np
+
+from llm_trainer.config import DataConfig
+from llm_trainer.data.packing import pack_dataset
+from llm_trainer.errors import ConfigError
+
+IGNORE_INDEX = -100
+TOKENIZED_FEATURES = datasets.Features(
+    {
+        "input_ids": datasets.List(datasets.Value("int32")),
+        "labels": datasets.List(datasets.Value("int32")),
+        "length": datasets.Value("int32"),
+        "prompt_length": datasets.Value("int32"),
+        "label_tokens": datasets.Value("int32"),
+    }
+)
+
+
+def render_prompt_and_completion(tokenizer: Any, conversations: list[list[dict]]) -> tuple[list[str], list[str]]:
+    prompts = tokenizer.apply_chat_template([c[:-1] for c in conversations], tokenize=False,
+                                            add_generation_prompt=True)
+    fulls = tokenizer.apply_chat_template(conversations, tokenize=False)
+    completions = []
+    for prompt, full in zip(prompts, fulls):
+        if not full.startswith(prompt):
+            raise ConfigError("model.chat_template: the prompt with add_generation_prompt=True is not a prefix of "
+                              "the full conversation, so the assistant's tokens cannot be masked exactly")
+        completions.append(full[len(prompt):])
+    return prompts, completions
+
+
+def tokenize_batch(batch: dict[str, list], tokenizer: Any, max_seq_length: int, truncate: bool) -> dict[str, list]:
+    prompts, completions = render_prompt_and_completion(tokenizer, batch["messages"])
+    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    completion_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
+    out: dict[str, list] = {"input_ids": [], "labels": [], "length": [], "prompt_length": [], "label_tokens": []}
+    for prompt, completion in zip(prompt_ids, completion_ids):
+        if truncate and len(prompt) < max_seq_length:
+            completion = completion[: max_seq_length - len(prompt)]
+        out["input_ids"].append(prompt + completion)
+        out["labels"].append([IGNORE_INDEX] * len(prompt) + completion)
+        out["length"].append(len(prompt) + len(completion))
+        out["prompt_length"].append(len(prompt))
+        out["label_tokens"].append(len(completion))
+    return out
+
+
+def tokenize_splits(processed: datasets.DatasetDict, tokenizer: Any, cfg: DataConfig
+                    ) -> tuple[datasets.DatasetDict, dict[str, Any]]:
+    result, report = {}, {"max_seq_length": cfg.max_seq_length, "packing": cfg.packing, "splits": {}}
+    for name, split in processed.items():
+        if len(split) == 0:
+            result[name] = _empty_tokenized()
+            report["splits"][name] = {"samples": 0, "dropped": {}}
+            continue
+        tokenized = split.map(
+            tokenize_batch,
+            batched=True,
+            batch_size=cfg.map_batch_size,
+            num_proc=cfg.num_proc if cfg.num_proc > 1 and len(split) >= 10_000 else None,
+            remove_columns=split.column_names,
+            features=TOKENIZED_FEATURES,
+            fn_kwargs={"tokenizer": tokenizer, "max_seq_length": cfg.max_seq_length,
+                       "truncate": cfg.overlength == "truncate"},
+            desc=f"tokenize {name}",
+        )
+        lengths = tokenized.data.column("length").to_numpy()
+        prompt_lengths = tokenized.data.column("prompt_length").to_numpy()
+        label_tokens = tokenized.data.column("label_tokens").to_numpy()
+        dropped = {}
+        too_long = lengths > cfg.max_seq_length
+        prompt_too_long = too_long & (prompt_lengths >= cfg.max_seq_length)
+        if cfg.overlength == "truncate":
+            dropped["prompt_too_long"] = int(prompt_too_long.sum())
+        else:
+            dropped["too_long"] = int(too_long.sum())
+        if too_long.any():
+            tokenized = tokenized.select(np.flatnonzero(~too_long))
+            lengths, label_tokens = lengths[~too_long], label_tokens[~too_long]
+        split_report: dict[str, Any] = {"samples": len(tokenized), "dropped": {k: v for k, v in dropped.items() if v},
+                                        **length_stats(lengths)}
+        split_report["label_tokens"] = int(label_tokens.sum())
+        if cfg.packing and len(tokenized):
+            tokenized, packing = pack_dataset(tokenized, cfg.max_seq_length)
+            split_report.update(packing)
+        result[name] = tokenized
+        report["splits"][name] = split_report
+    return datasets.DatasetDict(result), report
+
+
+def length_stats(lengths: np.ndarray) -> dict[str, float | int]:
+    if len(lengths) == 0:
+        return {"tokens": 0}
+    return {
+        "tokens": int(lengths.sum()),
+        "length_min": int(lengths.min()),
+        "length_mean": round(float(lengths.mean()), 2),
+        "length_p50": int(np.percentile(lengths, 50)),
+        "length_p95": int(np.percentile(lengths, 95)),
+        "length_max": int(lengths.max()),
+    }
+
+
+def _empty_tokenized() -> datasets.Dataset:
+    return datasets.Dataset.from_dict({k: [] for k in TOKENIZED_FEATURES}, features=TOKENIZED_FEATURES)

@@ -1,0 +1,69 @@
+"""Test isolation: every test session gets its own project state, ZenML store and caches; no network."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="llm-trainer-tests-"))
+# Set before anything imports zenml, datasets or huggingface_hub: they read these at import time.
+os.environ.update(
+    {
+        "LLM_TRAINER_HOME": str(_SESSION_DIR / "home"),
+        "ZENML_CONFIG_PATH": str(_SESSION_DIR / "zenml"),
+        "ZENML_ANALYTICS_OPT_IN": "false",
+        "ZENML_LOGGING_VERBOSITY": "WARN",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HOME": str(_SESSION_DIR / "hf"),
+        "HF_DATASETS_CACHE": str(_SESSION_DIR / "hf" / "datasets"),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+)
+sys.path.insert(0, str(ROOT))
+
+import pytest  # noqa: E402
+
+SAMPLE_DATA = ROOT / "data" / "sample" / "natural_reasoning_sample.jsonl"
+QUICKSTART = ROOT / "configs" / "quickstart.yaml"
+
+
+@pytest.fixture
+def sample_rows() -> list[str]:
+    return SAMPLE_DATA.read_text().splitlines()
+
+
+@pytest.fixture
+def write_jsonl(tmp_path):
+    """Write lines (dicts are JSON-encoded, str/bytes written as they are) to a .jsonl file."""
+    import json
+
+    def write(lines, name: str = "data.jsonl") -> Path:
+        path = tmp_path / name
+        with path.open("wb") as handle:
+            for line in lines:
+                if isinstance(line, dict | list):
+                    line = json.dumps(line)
+                handle.write((line if isinstance(line, bytes) else line.encode()) + b"\n")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def make_config():
+    """A RunConfig for the tiny model with overrides given as a nested dict."""
+    from llm_trainer.config import RunConfig
+
+    def make(**sections):
+        raw = {"name": "test", "data": {"source": str(SAMPLE_DATA), "max_seq_length": 256},
+               "model": {"base_model": "tiny-llama"}}
+        for key, value in sections.items():
+            raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+        return RunConfig.model_validate(raw)
+
+    return make
