@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -56,10 +57,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     fingerprint = source_fingerprint(cfg.data)  # fails fast on a missing source
     configure_environment(is_local_source(cfg.data.source) and cfg.model.is_tiny)
 
+    from zenml.enums import ExecutionMode
+
     from pipelines import process_pipeline
 
+    if not args.debug:
+        # A failing step re-raises its exception here (FAIL_FAST); one line is printed for it below.
+        for name in ("zenml.orchestrators.step_launcher", "zenml.orchestrators.local.local_orchestrator"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     started = time.time()
     pipeline = process_pipeline.with_options(
+        execution_mode=ExecutionMode.FAIL_FAST,
         enable_cache=cfg.zenml.enable_cache and not args.no_cache,
         tags=cfg.zenml.tags,
         run_name=f"{cfg.name}-{args.command}-{{date}}-{{time}}",

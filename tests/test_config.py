@@ -1,0 +1,133 @@
+"""Config validation: every shipped YAML is valid; every bad config is one line naming the key path."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from llm_trainer.config import load_config
+from llm_trainer.errors import ConfigError
+from llm_trainer.registry import PROCESSORS, Registry
+
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if "stacks" not in p.parts], ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    cfg = load_config(path)
+    assert cfg.data.splits.train + cfg.data.splits.validation + cfg.data.splits.test == pytest.approx(1.0)
+
+
+def test_reasoning_config_is_llama3_8b_qlora_on_natural_reasoning():
+    cfg = load_config(ROOT / "configs" / "reasoning.yaml")
+    assert cfg.model.base_model == "meta-llama/Meta-Llama-3-8B-Instruct"
+    assert cfg.data.source == "facebook/natural_reasoning"
+    assert (cfg.model.load_in_4bit, cfg.model.bnb_4bit_quant_type, cfg.model.bnb_4bit_use_double_quant) == (
+        True, "nf4", True)
+    assert cfg.data.max_seq_length == 2048
+    assert cfg.model.trust_remote_code is False
+
+
+def test_quickstart_config_is_offline():
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml")
+    assert cfg.model.is_tiny
+    assert (ROOT / cfg.data.source).is_file()
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("data.max_samples=-5", "data.max_samples: Input should be greater than 0"),
+        ("data.max_samples=0", "data.max_samples: Input should be greater than 0"),
+        ("data.bogus=1", "data.bogus: unknown key"),
+        ("bogus_section.x=1", "bogus_section: unknown key"),
+        ("training.learning_rate=fast", "training.learning_rate: Input should be a valid number"),
+        ("data.splits.train=0.5", "data.splits: train + validation + test must sum to 1 (got 0.6)"),
+        ("data.processor=nope", "data.processor: unknown name 'nope'; known: reasoning"),
+        ("training.trainer=nope", "training.trainer: unknown name 'nope'; known: qlora"),
+        ("evaluation.evaluator=nope", "evaluation.evaluator: unknown name 'nope'; known: reasoning"),
+        ("model.base_model=./no/such/model", "model.base_model: local path './no/such/model' does not exist"),
+        ("data.final_answer_template=Answer", "data.final_answer_template: must contain '{answer}'"),
+        ("data.target=everything", "data.target: Input should be"),
+        ("model.tiny.hidden_size=65", "model.tiny: hidden_size must be divisible by num_attention_heads"),
+        ("data.max_seq_length=8", "data.max_seq_length: Input should be greater than or equal to 16"),
+    ],
+)
+def test_bad_values_name_the_key_path(override, expected):
+    with pytest.raises(ConfigError) as error:
+        load_config(ROOT / "configs" / "quickstart.yaml", [override])
+    message = str(error.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml",
+                      ["training.learning_rate=1e-4", "data.max_samples=100", "data.packing=false",
+                       "lora.target_modules=[q_proj, v_proj]", "data.splits.train=0.8", "data.splits.test=0.15"])
+    assert cfg.training.learning_rate == pytest.approx(1e-4)
+    assert cfg.data.max_samples == 100 and cfg.data.packing is False
+    assert cfg.lora.target_modules == ["q_proj", "v_proj"]
+    assert cfg.data.splits.train == 0.8
+
+
+def test_malformed_override_and_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(ROOT / "configs" / "quickstart.yaml", ["data.max_samples"])
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndata: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(bad)
+
+
+def test_registry_accepts_import_paths_and_registered_classes():
+    registry = Registry("data.processor", {"reasoning": "llm_trainer.data.reasoning:ReasoningDataProcessor"})
+    assert registry.check("my_pkg.module:MyProcessor") == "my_pkg.module:MyProcessor"
+    from llm_trainer.data.reasoning import ReasoningDataProcessor
+
+    assert registry.resolve("reasoning") is ReasoningDataProcessor
+    registry.register("again", ReasoningDataProcessor)
+    assert registry.resolve("again") is ReasoningDataProcessor
+    with pytest.raises(ConfigError, match="cannot import"):
+        registry.resolve("no_such_module_xyz:Thing")
+    assert "reasoning" in PROCESSORS.names()
+
+
+def test_library_never_imports_zenml():
+    offenders = []
+    for path in (ROOT / "llm_trainer").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in {"zenml", "mlflow"}]
+    assert offenders == []
+
+
+def test_config_validation_does_not_import_torch():
+    code = ("import sys; from llm_trainer.config import load_config; load_config('configs/reasoning.yaml'); "
+            "print(sorted(m for m in ('torch', 'transformers', 'zenml', 'datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_cli_bad_config_is_one_line_exit_2(tmp_path):
+    for extra in (["--set", "data.bogus=1"], ["--set", f"data.source={tmp_path / 'missing.jsonl'}"]):
+        result = subprocess.run([sys.executable, "run_pipeline.py", "process", "--config", "configs/quickstart.yaml",
+                                 *extra], cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode == 2
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert result.stderr.startswith("error: ")
+    debug = subprocess.run([sys.executable, "run_pipeline.py", "process", "--config", "configs/quickstart.yaml",
+                            "--set", "data.bogus=1", "--debug"], cwd=ROOT, capture_output=True, text=True)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
