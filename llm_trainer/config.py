@@ -88,7 +88,7 @@ class TinyModelConfig(Section):
 
     vocab_size: int = Field(1024, ge=300)
     hidden_size: int = Field(64, gt=0)
-    intermediate_size: int = Field(172, gt=0)
+    intermediate_size: int = Field(192, gt=0)
     num_hidden_layers: int = Field(2, gt=0)
     num_attention_heads: int = Field(4, gt=0)
     num_key_value_heads: int = Field(2, gt=0)

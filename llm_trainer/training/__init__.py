@@ -1,0 +1,5 @@
+"""Trainers: BaseTrainer and the QLoRA trainer, selected by ``training.trainer``."""
+
+from llm_trainer.training.base import BaseTrainer, TrainResult, build_trainer
+
+__all__ = ["BaseTrainer", "TrainResult", "build_trainer"]

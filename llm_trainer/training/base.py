@@ -1,0 +1,37 @@
+"""BaseTrainer: turn tokenized splits and a tokenizer into a trained adapter folder plus metrics."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llm_trainer.config import RunConfig
+from llm_trainer.registry import TRAINERS
+
+# Called with (metrics, global step) at every logging step and evaluation: the tracking hook.
+MetricsHook = Callable[[dict[str, float], int], None]
+
+
+@dataclass
+class TrainResult:
+    adapter_dir: Path
+    base_model: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class BaseTrainer(ABC):
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+
+    @abstractmethod
+    def train(self, tokenized: Any, tokenizer: Any, run_dir: Path, on_metrics: MetricsHook | None = None
+              ) -> TrainResult:
+        """Train on ``tokenized["train"]`` (evaluating on "validation"), checkpointing under ``run_dir``."""
+
+
+def build_trainer(cfg: RunConfig) -> BaseTrainer:
+    return TRAINERS.resolve(cfg.training.trainer)(cfg)

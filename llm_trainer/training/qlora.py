@@ -1,0 +1,196 @@
+"""QLoraTrainer: 4-bit NF4 base + LoRA adapter, trained with transformers' Trainer.
+
+Reads top to bottom: load the base model (4-bit unless ``model.load_in_4bit: false``), prepare it for
+k-bit training with non-reentrant gradient checkpointing, attach LoRA, build TrainingArguments straight
+from the config, resume from the newest complete checkpoint, train, evaluate, save the adapter atomically.
+"""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import Trainer, TrainerCallback
+
+from llm_trainer.data.collate import collator_for
+from llm_trainer.data.tokenization import IGNORE_INDEX
+from llm_trainer.fsutil import write_dir_atomically
+from llm_trainer.modeling import load_model, lora_config, resolve_base_model
+from llm_trainer.training.base import BaseTrainer, MetricsHook, TrainResult
+
+COMPLETE_MARKER = "CHECKPOINT_COMPLETE"
+
+
+class QLoraTrainer(BaseTrainer):
+    def train(self, tokenized: Any, tokenizer: Any, run_dir: Path, on_metrics: MetricsHook | None = None
+              ) -> TrainResult:
+        import torch
+        from peft import get_peft_model, prepare_model_for_kbit_training
+
+        cfg = self.cfg
+        run_dir = Path(run_dir)
+        base_model = resolve_base_model(cfg.model, tokenizer, cfg.seed)
+        model = load_model(base_model, cfg.model)
+        model.config.use_cache = False  # a KV cache would also disable the packed-sequence attention mask
+        gc_kwargs = {"use_reentrant": False}
+        if cfg.model.load_in_4bit:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.training.gradient_checkpointing,
+                                                    gradient_checkpointing_kwargs=gc_kwargs)
+        elif cfg.training.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+            model.enable_input_require_grads()
+        model = get_peft_model(model, lora_config(cfg.lora))
+        trainable, total = model.get_nb_trainable_parameters()
+
+        eval_dataset = tokenized["validation"] if len(tokenized.get("validation", [])) else None
+        trainer = _TrackingTrainer(
+            model=model,
+            args=self._training_arguments(run_dir / "checkpoints", has_eval=eval_dataset is not None),
+            train_dataset=tokenized["train"],
+            eval_dataset=eval_dataset,
+            data_collator=collator_for(cfg.data.packing, cfg.model.attn_implementation, tokenizer.pad_token_id),
+            callbacks=self._callbacks(),
+        )
+        trainer.on_metrics = on_metrics
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        started = time.time()
+        trainer._last_log = (0, started)
+        trainer.train(resume_from_checkpoint=self._resume_checkpoint(run_dir / "checkpoints"))
+        wall_time = time.time() - started
+        final_eval = trainer.evaluate() if eval_dataset is not None else {}
+
+        adapter_dir = write_dir_atomically(run_dir / "adapter", lambda d: (model.save_pretrained(d),
+                                                                           tokenizer.save_pretrained(d)),
+                                           replace=True)
+        history = list(trainer.state.log_history)
+        evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+        metrics = {
+            "train_loss": _last(history, "train_loss"),
+            "eval_loss_before": evals[0] if evals else None,
+            "eval_loss": final_eval.get("eval_loss"),
+            "global_step": trainer.state.global_step,
+            "trained_tokens": trainer.trained_tokens,
+            "wall_time_s": round(wall_time, 2),
+            "train_tokens_per_second": round(trainer.trained_tokens / wall_time, 1) if wall_time else None,
+            "peak_memory_mb": _peak_memory_mb(),
+            "trainable_params": int(trainable),
+            "total_params": int(total),
+        }
+        return TrainResult(adapter_dir=adapter_dir, base_model=base_model,
+                           metrics={k: v for k, v in metrics.items() if v is not None}, history=history)
+
+    def _training_arguments(self, output_dir: Path, has_eval: bool) -> Any:
+        import torch
+        from transformers import TrainingArguments
+
+        t, on_gpu = self.cfg.training, torch.cuda.is_available()
+        compute = self.cfg.model.bnb_4bit_compute_dtype if self.cfg.model.load_in_4bit else self.cfg.model.dtype
+        early_stopping = has_eval and t.early_stopping_patience is not None
+        return TrainingArguments(
+            output_dir=str(output_dir),
+            learning_rate=t.learning_rate,
+            lr_scheduler_type=t.lr_scheduler_type,
+            warmup_steps=t.warmup_steps,
+            weight_decay=t.weight_decay,
+            max_grad_norm=t.max_grad_norm,
+            per_device_train_batch_size=t.per_device_train_batch_size,
+            per_device_eval_batch_size=t.per_device_eval_batch_size,
+            gradient_accumulation_steps=t.gradient_accumulation_steps,
+            num_train_epochs=t.num_train_epochs,
+            max_steps=t.max_steps,
+            optim=t.optim,
+            logging_steps=t.logging_steps,
+            logging_first_step=True,
+            eval_strategy="steps" if has_eval else "no",
+            eval_steps=t.eval_steps or t.save_steps,
+            eval_on_start=has_eval,
+            save_strategy="steps",
+            save_steps=t.save_steps,
+            save_total_limit=t.save_total_limit,
+            load_best_model_at_end=early_stopping,
+            metric_for_best_model="eval_loss" if early_stopping else None,
+            seed=self.cfg.seed,
+            data_seed=self.cfg.seed,
+            bf16=on_gpu and compute == "bfloat16",
+            fp16=on_gpu and compute == "float16",
+            use_cpu=not on_gpu,
+            report_to="none",
+            remove_unused_columns=False,
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+        )
+
+    def _callbacks(self) -> list[Any]:
+        from transformers import EarlyStoppingCallback
+
+        callbacks: list[Any] = [_MarkCompleteCheckpoints()]
+        if self.cfg.training.early_stopping_patience is not None:
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=self.cfg.training.early_stopping_patience))
+        return callbacks
+
+    def _resume_checkpoint(self, checkpoints: Path) -> str | None:
+        """The newest checkpoint that finished saving; half-written ones (a crash mid-save) are removed."""
+        if not checkpoints.exists():
+            return None
+        complete = []
+        for folder in checkpoints.glob("checkpoint-*"):
+            if (folder / COMPLETE_MARKER).exists():
+                complete.append(folder)
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
+        if self.cfg.training.resume != "auto" or not complete:
+            return None
+        return str(max(complete, key=lambda p: int(p.name.rsplit("-", 1)[1])))
+
+
+class _TrackingTrainer(Trainer):
+    """Counts trained (label) tokens and reports throughput and metrics at every log."""
+
+    on_metrics: MetricsHook | None = None
+    trained_tokens = 0
+    _last_log: tuple[int, float | None] = (0, None)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training:
+            self.trained_tokens += int((inputs["labels"] != IGNORE_INDEX).sum())
+        return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                    num_items_in_batch=num_items_in_batch)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        now = time.time()
+        if "loss" in logs:
+            tokens, since = self._last_log
+            if since is not None and now > since:
+                logs["train_tokens_per_second"] = round((self.trained_tokens - tokens) / (now - since), 1)
+            self._last_log = (self.trained_tokens, now)
+        super().log(logs, start_time)
+        if self.on_metrics is not None:
+            self.on_metrics({k: float(v) for k, v in logs.items() if isinstance(v, int | float)},
+                            self.state.global_step)
+
+
+class _MarkCompleteCheckpoints(TrainerCallback):
+    """on_save runs after the Trainer has written the whole checkpoint: mark it usable for resume."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.exists():
+                (folder / COMPLETE_MARKER).write_text(str(state.global_step))
+
+
+def _last(history: list[dict[str, Any]], key: str) -> float | None:
+    values = [h[key] for h in history if key in h]
+    return values[-1] if values else None
+
+
+def _peak_memory_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
