@@ -22,7 +22,9 @@ from llm_trainer.paths import state_dir
 
 COMMANDS = {
     "process": "load -> preprocess -> tokenize",
-    "full": "the whole workflow; today: process (train, evaluate and register join as they land)",
+    "train": "process (cached when unchanged) -> QLoRA training, tracked in MLflow",
+    "full": "the whole workflow; today: process -> train (evaluate and register join as they land)",
+    "stack": "set up (once) and show the ZenML stack and MLflow store the pipelines run on",
 }
 
 
@@ -30,13 +32,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", nargs="?", default="full", choices=sorted(COMMANDS),
                         help="; ".join(f"{k}: {v}" for k, v in COMMANDS.items()))
-    parser.add_argument("--config", required=True, help="experiment YAML, e.g. configs/quickstart.yaml")
+    parser.add_argument("--config", help="experiment YAML, e.g. configs/quickstart.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set training.learning_rate=1e-4 (repeatable)")
     parser.add_argument("--summary", metavar="PATH", help="write the run's key figures as JSON to PATH")
     parser.add_argument("--no-cache", action="store_true", help="re-run every step even if unchanged")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.command != "stack" and not args.config:
+        parser.error("--config is required")
+    return args
 
 
 def configure_environment(local_data_and_model: bool) -> None:
@@ -49,6 +54,14 @@ def configure_environment(local_data_and_model: bool) -> None:
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+def show_stack() -> dict[str, Any]:
+    configure_environment(local_data_and_model=True)
+    import zenml_setup
+
+    zenml_setup.ensure_stack()
+    return zenml_setup.describe_stack()
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from llm_trainer.config import load_config
     from llm_trainer.data.sources import is_local_source, source_fingerprint
@@ -59,20 +72,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from zenml.enums import ExecutionMode
 
-    from pipelines import process_pipeline
+    import zenml_setup
+    from pipelines import process_pipeline, train_pipeline
+
+    settings: dict[str, Any] = {}
+    if args.command == "process":
+        pipeline, params = process_pipeline, {"data": cfg.data, "model": cfg.model, "source_fingerprint": fingerprint}
+    else:
+        zenml_setup.ensure_stack()
+        settings["experiment_tracker"] = {"experiment_name": cfg.name}
+        pipeline = train_pipeline
+        params = {"name": cfg.name, "seed": cfg.seed, "output_dir": cfg.output_dir, "data": cfg.data,
+                  "model": cfg.model, "lora": cfg.lora, "training": cfg.training, "source_fingerprint": fingerprint}
 
     if not args.debug:
         # A failing step re-raises its exception here (FAIL_FAST); one line is printed for it below.
         for name in ("zenml.orchestrators.step_launcher", "zenml.orchestrators.local.local_orchestrator"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     started = time.time()
-    pipeline = process_pipeline.with_options(
+    pipeline = pipeline.with_options(
+        settings=settings,
         execution_mode=ExecutionMode.FAIL_FAST,
         enable_cache=cfg.zenml.enable_cache and not args.no_cache,
         tags=cfg.zenml.tags,
         run_name=f"{cfg.name}-{args.command}-{{date}}-{{time}}",
     )
-    pipeline_run = pipeline(data=cfg.data, model=cfg.model, source_fingerprint=fingerprint)
+    pipeline_run = pipeline(**params)
     summary = run_summary(pipeline_run.id)
     summary["config"] = {"name": cfg.name, "path": str(args.config), "overrides": args.overrides}
     summary["wall_time_s"] = round(time.time() - started, 2)
@@ -89,7 +114,7 @@ def run_summary(run_id: Any) -> dict[str, Any]:
         figures: dict[str, Any] = {"status": str(step_run.status.value)}
         for output_name, versions in step_run.outputs.items():
             version = versions[0] if isinstance(versions, list) else versions
-            if output_name.endswith("_report"):
+            if output_name.endswith(("_report", "_metrics")):
                 figures.update(version.load())
             elif output_name == "raw_dataset":
                 figures["rows_read"] = version.run_metadata.get("rows")
@@ -108,6 +133,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     for name, figures in summary["steps"].items():
         keys = ("rows_read", "rows_kept", "dropped", "splits")
         shown = {k: figures[k] for k in keys if k in figures and name != "tokenize"}
+        if name == "train_model":
+            shown = {k: figures[k] for k in ("eval_loss_before", "eval_loss", "global_step",
+                                             "train_tokens_per_second", "wall_time_s") if k in figures}
         if name == "tokenize":
             train = figures.get("splits", {}).get("train", {})
             shown = {k: train[k] for k in ("samples", "tokens", "blocks", "packing_efficiency") if k in train}
@@ -118,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from llm_trainer.errors import UserError
 
+    if args.command == "stack":
+        print(json.dumps(show_stack(), indent=2))
+        return 0
     try:
         summary = run(args)
     except UserError as exc:

@@ -2,5 +2,6 @@
 
 from materializers.hf_dataset import HFDatasetMaterializer
 from materializers.hf_tokenizer import HFTokenizerMaterializer
+from materializers.lora_adapter import LoraAdapterMaterializer
 
-__all__ = ["HFDatasetMaterializer", "HFTokenizerMaterializer"]
+__all__ = ["HFDatasetMaterializer", "HFTokenizerMaterializer", "LoraAdapterMaterializer"]

@@ -4,5 +4,6 @@ import materializers  # noqa: F401  (registers the project's materializers befor
 from steps.load_data import load_data
 from steps.preprocess import preprocess
 from steps.tokenize import tokenize
+from steps.train import train_model
 
-__all__ = ["load_data", "preprocess", "tokenize"]
+__all__ = ["load_data", "preprocess", "tokenize", "train_model"]

@@ -16,11 +16,19 @@ MetricsHook = Callable[[dict[str, float], int], None]
 
 
 @dataclass
-class TrainResult:
-    adapter_dir: Path
+class LoraAdapter:
+    """A saved adapter folder (safetensors + adapter_config.json + tokenizer) and the base it belongs to."""
+
+    path: Path
     base_model: str
+
+
+@dataclass
+class TrainResult:
+    adapter: LoraAdapter
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    model: Any = field(default=None, repr=False)  # the trained PEFT model, still in memory
 
 
 class BaseTrainer(ABC):

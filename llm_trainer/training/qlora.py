@@ -19,7 +19,7 @@ from llm_trainer.data.collate import collator_for
 from llm_trainer.data.tokenization import IGNORE_INDEX
 from llm_trainer.fsutil import write_dir_atomically
 from llm_trainer.modeling import load_model, lora_config, resolve_base_model
-from llm_trainer.training.base import BaseTrainer, MetricsHook, TrainResult
+from llm_trainer.training.base import BaseTrainer, LoraAdapter, MetricsHook, TrainResult
 
 COMPLETE_MARKER = "CHECKPOINT_COMPLETE"
 
@@ -80,8 +80,9 @@ class QLoraTrainer(BaseTrainer):
             "trainable_params": int(trainable),
             "total_params": int(total),
         }
-        return TrainResult(adapter_dir=adapter_dir, base_model=base_model,
-                           metrics={k: v for k, v in metrics.items() if v is not None}, history=history)
+        return TrainResult(adapter=LoraAdapter(path=adapter_dir, base_model=base_model),
+                           metrics={k: v for k, v in metrics.items() if v is not None}, history=history,
+                           model=model)
 
     def _training_arguments(self, output_dir: Path, has_eval: bool) -> Any:
         import torch

@@ -1,0 +1,39 @@
+"""LoraAdapter <-> its folder (adapter safetensors, adapter_config.json, tokenizer) plus the base model id."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, ClassVar
+
+from zenml.enums import ArtifactType
+from zenml.materializers.base_materializer import BaseMaterializer
+
+from llm_trainer.training import LoraAdapter
+from materializers._folders import local_folder, save_folder
+
+INFO_FILE = "llm_trainer_adapter.json"
+
+
+class LoraAdapterMaterializer(BaseMaterializer):
+    ASSOCIATED_TYPES: ClassVar[tuple[type[Any], ...]] = (LoraAdapter,)
+    ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.MODEL
+
+    def load(self, data_type: type[Any]) -> LoraAdapter:
+        folder = Path(local_folder(self.uri))
+        info = json.loads((folder / INFO_FILE).read_text())
+        return LoraAdapter(path=folder, base_model=info["base_model"])
+
+    def save(self, data: LoraAdapter) -> None:
+        def write(folder: str) -> None:
+            shutil.copytree(data.path, folder, dirs_exist_ok=True)
+            (Path(folder) / INFO_FILE).write_text(json.dumps({"base_model": data.base_model}))
+
+        save_folder(self.uri, write)
+
+    def extract_metadata(self, data: LoraAdapter) -> dict[str, Any]:
+        config = json.loads((Path(data.path) / "adapter_config.json").read_text())
+        size = sum(f.stat().st_size for f in Path(data.path).glob("*.safetensors"))
+        return {"base_model": data.base_model, "r": config.get("r"), "lora_alpha": config.get("lora_alpha"),
+                "adapter_bytes": size}
