@@ -29,12 +29,15 @@ class QLoraTrainer(BaseTrainer):
               ) -> TrainResult:
         import torch
         from peft import get_peft_model, prepare_model_for_kbit_training
+        from transformers import set_seed
 
         cfg = self.cfg
+        set_seed(cfg.seed)  # before get_peft_model: LoRA's A matrices are initialised from the global RNG
         run_dir = Path(run_dir)
         base_model = resolve_base_model(cfg.model, tokenizer, cfg.seed)
         model = load_model(base_model, cfg.model)
         model.config.use_cache = False  # a KV cache would also disable the packed-sequence attention mask
+        _keep_4bit_encoding_stable(model)
         gc_kwargs = {"use_reentrant": False}
         if cfg.model.load_in_4bit:
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.training.gradient_checkpointing,
@@ -182,6 +185,15 @@ class _MarkCompleteCheckpoints(TrainerCallback):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.exists():
                 (folder / COMPLETE_MARKER).write_text(str(state.global_step))
+
+
+def _keep_4bit_encoding_stable(model: Any) -> None:
+    """On CPUs with AVX512-BF16, bitsandbytes re-encodes 4-bit weights (absmax in bf16) at the first
+    inference pass, e.g. the first evaluation. That changes the numbers mid-training and makes a resumed
+    run differ from an uninterrupted one, so training keeps the original encoding."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def _last(history: list[dict[str, Any]], key: str) -> float | None:
