@@ -1,0 +1,107 @@
+"""The train pipeline through the CLI: ZenML artifacts, MLflow run contents, caching, the stack command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+TRAIN_ARGS = ["train", "--config", "configs/quickstart.yaml", "--set", "training.max_steps=10",
+              "--set", "training.eval_steps=5", "--set", "training.save_steps=5", "--set", "training.logging_steps=2"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "run_pipeline.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    summary_path = tmp_path_factory.mktemp("train") / "summary.json"
+    result = run_cli(*TRAIN_ARGS, "--summary", str(summary_path))
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(summary_path.read_text()), result.stdout + result.stderr
+
+
+def test_train_step_reports_metrics(first_run):
+    summary, output = first_run
+    assert summary["pipeline"] == "train_pipeline" and summary["status"] == "completed"
+    metrics = summary["steps"]["train_model"]
+    assert metrics["global_step"] == 10
+    assert metrics["eval_loss"] < metrics["eval_loss_before"]
+    assert metrics["trainable_params"] > 0 and metrics["train_tokens_per_second"] > 0
+    assert "pickle" not in output.lower()
+    assert Path(metrics["run_dir"], "adapter", "adapter_model.safetensors").is_file()
+
+
+def test_mlflow_holds_params_metrics_tags_and_loss_image(first_run):
+    import mlflow
+
+    summary, _ = first_run
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{Path(os.environ['LLM_TRAINER_HOME']) / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("quickstart")
+    assert experiment is not None
+    runs = [r for r in client.search_runs([experiment.experiment_id])
+            if r.data.tags.get("zenml_run_id") == summary["run_id"]]
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.params["training.learning_rate"] == "0.002"
+    assert run.data.params["training.max_steps"] == "10"
+    assert run.data.params["model.base_model"] == "tiny-llama"
+    assert run.data.tags["zenml_pipeline"] == "train_pipeline"
+    assert len(run.data.tags["git_commit"]) in (40, len("unknown"))
+    assert run.data.tags["data_fingerprint"]
+    losses = client.get_metric_history(run.info.run_id, "loss")
+    evals = client.get_metric_history(run.info.run_id, "eval_loss")
+    assert len(losses) >= 5 and len(evals) >= 3
+    assert [m.step for m in evals][0] == 0
+    assert {"train_tokens_per_second", "learning_rate", "grad_norm", "peak_memory_mb"} <= set(run.data.metrics)
+    assert "loss_curve.png" in [a.path for a in client.list_artifacts(run.info.run_id)]
+
+
+def test_zenml_artifacts_and_cached_rerun(first_run, tmp_path):
+    from zenml.client import Client
+
+    summary, _ = first_run
+    run = Client().get_pipeline_run(summary["run_id"])
+    adapter_artifact = run.steps["train_model"].outputs["adapter"][0]
+    assert adapter_artifact.materializer.import_path.endswith("LoraAdapterMaterializer")
+    adapter = adapter_artifact.load()
+    assert (Path(adapter.path) / "adapter_config.json").is_file() and adapter.base_model
+    assert adapter_artifact.run_metadata["r"] == 16
+    curve = run.steps["train_model"].outputs["loss_curve"][0]
+    assert "data:image/png;base64," in curve.load()
+    assert curve.visualizations
+
+    again_path = tmp_path / "again.json"
+    again = run_cli(*TRAIN_ARGS, "--summary", str(again_path))
+    assert again.returncode == 0, again.stderr[-3000:]
+    statuses = {name: s["status"] for name, s in json.loads(again_path.read_text())["steps"].items()}
+    assert statuses == {"load_data": "cached", "preprocess": "cached", "tokenize": "cached",
+                        "train_model": "cached"}
+
+
+def test_changing_only_training_settings_reuses_processed_data(first_run, tmp_path):
+    path = tmp_path / "lr.json"
+    result = run_cli(*TRAIN_ARGS, "--set", "training.learning_rate=1e-3", "--summary", str(path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    statuses = {name: s["status"] for name, s in json.loads(path.read_text())["steps"].items()}
+    assert statuses == {"load_data": "cached", "preprocess": "cached", "tokenize": "cached",
+                        "train_model": "completed"}
+
+
+def test_stack_command_is_idempotent():
+    for _ in range(2):
+        result = run_cli("stack")
+        assert result.returncode == 0, result.stderr[-2000:]
+    described = json.loads(result.stdout[result.stdout.index("{"):])
+    tracker = described["components"]["experiment_tracker"]
+    assert tracker["flavor"] == "mlflow" and tracker["tracking_uri"].startswith("sqlite:///")
