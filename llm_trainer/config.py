@@ -189,6 +189,9 @@ class RegistryConfig(Section):
     promotion_margin: float = Field(0.0, ge=0)
 
 
+REASONING_METRICS = ("accuracy", "exact_match", "numeric_match", "token_f1", "eval_loss", "perplexity")
+
+
 class ZenMLConfig(Section):
     enable_cache: bool = True
     tags: list[str] = []
@@ -206,6 +209,14 @@ class RunConfig(Section):
     registry: RegistryConfig = RegistryConfig()
     zenml: ZenMLConfig = ZenMLConfig()
 
+    @model_validator(mode="after")
+    def _promotion_metric_exists(self) -> RunConfig:
+        metric = self.registry.promotion_metric
+        if self.evaluation.evaluator == "reasoning" and metric not in REASONING_METRICS:
+            raise ValueError(f"registry.promotion_metric: '{metric}' is not a metric of the reasoning evaluator "
+                             f"({', '.join(REASONING_METRICS)})")
+        return self
+
     def section_hash(self, *sections: str) -> str:
         """A short hash of some sections, for cache keys that must change when (only) they change."""
         payload = {name: getattr(self, name).model_dump(mode="json") for name in sections}
@@ -216,7 +227,7 @@ def format_validation_error(error: ValidationError) -> str:
     """One line: the first error's key path and what was expected, plus how many more there are."""
     errors = error.errors()
     first = errors[0]
-    path = ".".join(str(part) for part in first["loc"]) or "<root>"
+    path = ".".join(str(part) for part in first["loc"])
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key"
@@ -225,7 +236,7 @@ def format_validation_error(error: ValidationError) -> str:
     elif "input" in first and not isinstance(first["input"], dict | list):
         message += f" (got {first['input']!r})"
     more = f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
-    return f"{path}: {message}{more}"
+    return f"{path}: {message}{more}" if path else f"{message}{more}"
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

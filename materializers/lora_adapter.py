@@ -11,9 +11,8 @@ from zenml.enums import ArtifactType
 from zenml.materializers.base_materializer import BaseMaterializer
 
 from llm_trainer.training import LoraAdapter
+from llm_trainer.training.base import ADAPTER_INFO_FILE
 from materializers._folders import local_folder, save_folder
-
-INFO_FILE = "llm_trainer_adapter.json"
 
 
 class LoraAdapterMaterializer(BaseMaterializer):
@@ -21,14 +20,12 @@ class LoraAdapterMaterializer(BaseMaterializer):
     ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.MODEL
 
     def load(self, data_type: type[Any]) -> LoraAdapter:
-        folder = Path(local_folder(self.uri))
-        info = json.loads((folder / INFO_FILE).read_text())
-        return LoraAdapter(path=folder, base_model=info["base_model"])
+        return LoraAdapter.from_folder(local_folder(self.uri))
 
     def save(self, data: LoraAdapter) -> None:
         def write(folder: str) -> None:
             shutil.copytree(data.path, folder, dirs_exist_ok=True)
-            (Path(folder) / INFO_FILE).write_text(json.dumps({"base_model": data.base_model}))
+            (Path(folder) / ADAPTER_INFO_FILE).write_text(json.dumps({"base_model": data.base_model}))
 
         save_folder(self.uri, write)
 

@@ -10,4 +10,4 @@ def process_pipeline(data: DataConfig, model: ModelConfig, source_fingerprint: s
     raw_dataset = load_data(data=data, source_fingerprint=source_fingerprint)
     processed_dataset, _ = preprocess(raw_dataset, data=data)
     tokenized_dataset, tokenizer, _ = tokenize(processed_dataset, data=data, model=model)
-    return tokenized_dataset, tokenizer
+    return processed_dataset, tokenized_dataset, tokenizer

@@ -1,14 +1,16 @@
 from zenml import pipeline
 
-from llm_trainer.config import DataConfig, LoraSettings, ModelConfig, TrainingConfig
+from llm_trainer.config import RunConfig
 from pipelines.process import process_pipeline
 from steps import train_model
 
 
 @pipeline
-def train_pipeline(name: str, seed: int, output_dir: str, data: DataConfig, model: ModelConfig,
-                   lora: LoraSettings, training: TrainingConfig, source_fingerprint: str):
+def train_pipeline(config: RunConfig, source_fingerprint: str):
     """process (cached when data and tokenizer settings are unchanged) -> train."""
-    tokenized_dataset, tokenizer = process_pipeline(data=data, model=model, source_fingerprint=source_fingerprint)
-    train_model(tokenized_dataset, tokenizer, name=name, seed=seed, output_dir=output_dir, data=data, model=model,
-                lora=lora, training=training)
+    _, tokenized_dataset, tokenizer = process_pipeline(data=config.data, model=config.model,
+                                                       source_fingerprint=source_fingerprint)
+    adapter, training_metrics, _ = train_model(
+        tokenized_dataset, tokenizer, name=config.name, seed=config.seed, output_dir=config.output_dir,
+        data=config.data, model=config.model, lora=config.lora, training=config.training)
+    return adapter, training_metrics

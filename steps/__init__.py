@@ -1,9 +1,12 @@
 """One thin ZenML step per file: read a config section, call the library, return named artifacts."""
 
 import materializers  # noqa: F401  (registers the project's materializers before any step runs)
+from steps.evaluate import evaluate_model
+from steps.load_adapter import load_adapter
 from steps.load_data import load_data
 from steps.preprocess import preprocess
 from steps.tokenize import tokenize
+from steps.register import register_model
 from steps.train import train_model
 
-__all__ = ["load_data", "preprocess", "tokenize", "train_model"]
+__all__ = ["evaluate_model", "load_adapter", "load_data", "preprocess", "register_model", "tokenize", "train_model"]

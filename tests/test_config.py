@@ -131,3 +131,8 @@ def test_cli_bad_config_is_one_line_exit_2(tmp_path):
     debug = subprocess.run([sys.executable, "run_pipeline.py", "process", "--config", "configs/quickstart.yaml",
                             "--set", "data.bogus=1", "--debug"], cwd=ROOT, capture_output=True, text=True)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_promotion_metric_is_checked_before_any_run():
+    with pytest.raises(ConfigError, match="registry.promotion_metric: 'bleu' is not a metric of the reasoning"):
+        load_config(ROOT / "configs" / "quickstart.yaml", ["registry.promotion_metric=bleu"])

@@ -15,6 +15,7 @@ from conftest import ROOT
 pytestmark = pytest.mark.slow
 
 TRAIN_ARGS = ["train", "--config", "configs/quickstart.yaml", "--set", "training.max_steps=10",
+              "--set", f"output_dir={os.environ['LLM_TRAINER_HOME']}/outputs",
               "--set", "training.eval_steps=5", "--set", "training.save_steps=5", "--set", "training.logging_steps=2"]
 
 
@@ -65,6 +66,8 @@ def test_mlflow_holds_params_metrics_tags_and_loss_image(first_run):
     assert [m.step for m in evals][0] == 0
     assert {"train_tokens_per_second", "learning_rate", "grad_norm", "peak_memory_mb"} <= set(run.data.metrics)
     assert "loss_curve.png" in [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert experiment.artifact_location.startswith(Path(os.environ["LLM_TRAINER_HOME"]).as_uri())
+    assert not (ROOT / "mlruns").exists()
 
 
 def test_zenml_artifacts_and_cached_rerun(first_run, tmp_path):

@@ -7,6 +7,7 @@ from the config, resume from the newest complete checkpoint, train, evaluate, sa
 
 from __future__ import annotations
 
+import json
 import resource
 import shutil
 import time
@@ -19,7 +20,7 @@ from llm_trainer.data.collate import collator_for
 from llm_trainer.data.tokenization import IGNORE_INDEX
 from llm_trainer.fsutil import write_dir_atomically
 from llm_trainer.modeling import load_model, lora_config, resolve_base_model
-from llm_trainer.training.base import BaseTrainer, LoraAdapter, MetricsHook, TrainResult
+from llm_trainer.training.base import ADAPTER_INFO_FILE, BaseTrainer, LoraAdapter, MetricsHook, TrainResult
 
 COMPLETE_MARKER = "CHECKPOINT_COMPLETE"
 
@@ -66,9 +67,12 @@ class QLoraTrainer(BaseTrainer):
         wall_time = time.time() - started
         final_eval = trainer.evaluate() if eval_dataset is not None else {}
 
-        adapter_dir = write_dir_atomically(run_dir / "adapter", lambda d: (model.save_pretrained(d),
-                                                                           tokenizer.save_pretrained(d)),
-                                           replace=True)
+        def save_adapter(folder: str) -> None:
+            model.save_pretrained(folder)  # safetensors
+            tokenizer.save_pretrained(folder)
+            (Path(folder) / ADAPTER_INFO_FILE).write_text(json.dumps({"base_model": base_model}))
+
+        adapter_dir = write_dir_atomically(run_dir / "adapter", save_adapter, replace=True)
         history = list(trainer.state.log_history)
         evals = [h["eval_loss"] for h in history if "eval_loss" in h]
         metrics = {

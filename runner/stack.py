@@ -38,6 +38,23 @@ def ensure_stack() -> str:
     return STACK
 
 
+def ensure_mlflow_experiment(name: str) -> None:
+    """Create the experiment with its artifacts under the project state folder (MLflow's default for a
+    SQLite store is ./mlruns in whatever directory the run starts from)."""
+    from zenml.client import Client
+    from zenml.enums import StackComponentType
+
+    trackers = Client().active_stack_model.components.get(StackComponentType.EXPERIMENT_TRACKER) or []
+    uri = trackers[0].configuration.get("tracking_uri") if trackers else None
+    if not uri or not uri.startswith("sqlite:///"):
+        return
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    if client.get_experiment_by_name(name) is None:
+        client.create_experiment(name, artifact_location=(state_dir() / "mlflow-artifacts" / name).as_uri())
+
+
 def describe_stack() -> dict[str, Any]:
     from zenml.client import Client
 

@@ -1,0 +1,55 @@
+"""BaseEvaluator: score a model on the test split; the loss part is shared by every evaluator."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from llm_trainer.config import RunConfig
+from llm_trainer.registry import EVALUATORS
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+
+class BaseEvaluator(ABC):
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+
+    @abstractmethod
+    def evaluate(self, model: Any, tokenizer: Any, processed_test: Any, tokenized_test: Any) -> EvalResult:
+        """Metrics and per-example rows for ``model`` on the test split (processed rows and tokenized blocks)."""
+
+    def loss_metrics(self, model: Any, tokenizer: Any, tokenized_test: Any) -> dict[str, float]:
+        """Mean loss per label token over the whole test split, and its perplexity."""
+        import torch
+
+        from llm_trainer.data.collate import collator_for
+        from llm_trainer.data.tokenization import IGNORE_INDEX
+
+        if len(tokenized_test) == 0:
+            return {}
+        collate = collator_for(self.cfg.data.packing, self.cfg.model.attn_implementation, tokenizer.pad_token_id)
+        device = next(model.parameters()).device
+        total_loss, total_tokens = 0.0, 0
+        size = self.cfg.training.per_device_eval_batch_size
+        with torch.no_grad():
+            for start in range(0, len(tokenized_test), size):
+                batch = collate([tokenized_test[i] for i in range(start, min(start + size, len(tokenized_test)))])
+                batch = {k: v.to(device) for k, v in batch.items()}
+                # No KV cache: with one, transformers would not build the packed-sample attention mask.
+                loss = model(**batch, use_cache=False).loss
+                tokens = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+                total_loss += float(loss) * tokens
+                total_tokens += tokens
+        mean = total_loss / max(total_tokens, 1)
+        return {"eval_loss": mean, "perplexity": math.exp(min(mean, 50.0)), "loss_tokens": total_tokens}
+
+
+def build_evaluator(cfg: RunConfig) -> BaseEvaluator:
+    return EVALUATORS.resolve(cfg.evaluation.evaluator)(cfg)

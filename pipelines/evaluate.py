@@ -1,0 +1,19 @@
+from zenml import pipeline
+
+from llm_trainer.config import RunConfig
+from pipelines.process import process_pipeline
+from steps import evaluate_model, load_adapter
+
+
+@pipeline
+def evaluate_pipeline(config: RunConfig, source_fingerprint: str, adapter_path: str | None = None):
+    """process (cached) -> evaluate the adapter, or the base model when no adapter is given."""
+    processed_dataset, tokenized_dataset, tokenizer = process_pipeline(
+        data=config.data, model=config.model, source_fingerprint=source_fingerprint)
+    if adapter_path is None:
+        evaluate_model(processed_dataset, tokenized_dataset, tokenizer, config=config, label="base",
+                       id="evaluate_base")
+    else:
+        adapter = load_adapter(adapter_path=adapter_path)
+        evaluate_model(processed_dataset, tokenized_dataset, tokenizer, config=config, label="fine-tuned",
+                       adapter=adapter, id="evaluate_finetuned")

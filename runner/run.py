@@ -1,0 +1,77 @@
+"""Run one pipeline command and collect its summary."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from llm_trainer.config import RunConfig
+from runner import stack
+from runner.models import model_name
+
+TRACKED = {"train", "evaluate", "full"}
+
+
+def run_pipeline_command(command: str, cfg: RunConfig, fingerprint: str, adapter_path: str | None = None,
+                         no_cache: bool = False, debug: bool = False) -> dict[str, Any]:
+    from zenml import Model
+    from zenml.enums import ExecutionMode
+
+    from pipelines import evaluate_pipeline, full_pipeline, process_pipeline, train_pipeline
+
+    options: dict[str, Any] = {}
+    if command == "process":
+        pipeline, params = process_pipeline, {"data": cfg.data, "model": cfg.model, "source_fingerprint": fingerprint}
+    else:
+        pipeline = {"train": train_pipeline, "evaluate": evaluate_pipeline, "full": full_pipeline}[command]
+        params = {"config": cfg, "source_fingerprint": fingerprint}
+        if command == "evaluate":
+            params["adapter_path"] = adapter_path
+    if command in TRACKED:
+        stack.ensure_stack()
+        stack.ensure_mlflow_experiment(cfg.name)
+        options["settings"] = {"experiment_tracker": {"experiment_name": cfg.name}}
+    if command == "full":
+        options["model"] = Model(name=model_name(cfg), tags=cfg.zenml.tags,
+                                 description=f"QLoRA adapter for {cfg.model.base_model} ({cfg.name})")
+    if not debug:
+        # A failing step re-raises its exception (FAIL_FAST); the CLI prints one line for it.
+        for name in ("zenml.orchestrators.step_launcher", "zenml.orchestrators.local.local_orchestrator"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    started = time.time()
+    configured = pipeline.with_options(
+        execution_mode=ExecutionMode.FAIL_FAST,
+        enable_cache=cfg.zenml.enable_cache and not no_cache,
+        tags=cfg.zenml.tags,
+        run_name=f"{cfg.name}-{command}-{{date}}-{{time}}",
+        **options,
+    )
+    pipeline_run = configured(**params)
+    summary = run_summary(pipeline_run.id)
+    summary["wall_time_s"] = round(time.time() - started, 2)
+    return summary
+
+
+def run_summary(run_id: Any) -> dict[str, Any]:
+    """Pipeline name, run id, status and each step's key figures (its report, metrics and decision artifacts)."""
+    from zenml.client import Client
+
+    pipeline_run = Client().get_pipeline_run(run_id)
+    steps = {}
+    for name, step_run in pipeline_run.steps.items():
+        figures: dict[str, Any] = {"status": str(step_run.status.value)}
+        for output_name, versions in step_run.outputs.items():
+            version = versions[0] if isinstance(versions, list) else versions
+            if output_name.endswith(("_report", "_metrics", "_decision")) and output_name != "evaluation_report":
+                figures.update(version.load())
+            elif output_name == "raw_dataset":
+                figures["rows_read"] = version.run_metadata.get("rows")
+        steps[name] = figures
+    return {
+        "pipeline": pipeline_run.pipeline.name if pipeline_run.pipeline else None,
+        "run_id": str(pipeline_run.id),
+        "run_name": pipeline_run.name,
+        "status": str(pipeline_run.status.value),
+        "steps": steps,
+    }

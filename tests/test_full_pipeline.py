@@ -1,0 +1,150 @@
+"""The full workflow through the CLI: train, evaluate base and fine-tuned, register, promote, use."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+FAST = ["--config", "configs/quickstart.yaml", "--set", "training.num_train_epochs=1", "--set", "evaluation.max_samples=16",
+        "--set", "evaluation.max_new_tokens=48", "--set", "registry.model_name=quickstart-test",
+        "--set", f"output_dir={os.environ['LLM_TRAINER_HOME']}/outputs"]
+WORSE = ["--set", "training.learning_rate=1e-5", "--set", "training.max_steps=2"]
+
+
+def run_cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "run_pipeline.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def promoted(tmp_path_factory):
+    path = tmp_path_factory.mktemp("full") / "summary.json"
+    result = run_cli("full", *FAST, "--summary", str(path))
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(path.read_text())
+
+
+def test_full_run_evaluates_both_models_and_promotes(promoted):
+    steps = promoted["steps"]
+    assert list(steps) == ["load_data", "preprocess", "tokenize", "train_model", "evaluate_base",
+                           "evaluate_finetuned", "register_model"]
+    base, tuned = steps["evaluate_base"], steps["evaluate_finetuned"]
+    assert tuned["eval_loss"] < base["eval_loss"]
+    assert base["examples"] == tuned["examples"] == 16
+    assert base["scored"] + base["no_reference"] == 16
+    decision = steps["register_model"]
+    assert decision["promote"] is True and decision["stage"] == "production"
+    assert decision["metric"] == "eval_loss" and decision["candidate"] == pytest.approx(tuned["eval_loss"])
+
+    from zenml.client import Client
+    from zenml.enums import ModelStages
+
+    version = Client().get_model_version("quickstart-test", ModelStages.PRODUCTION)
+    assert version.run_metadata["evaluation_metrics"]["eval_loss"] == pytest.approx(tuned["eval_loss"])
+    assert version.get_artifact("adapter") is not None
+    report = Client().get_pipeline_run(promoted["run_id"]).steps["evaluate_finetuned"].outputs["evaluation_report"][0]
+    assert "Worst examples" in report.load() and report.visualizations
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{Path(os.environ['LLM_TRAINER_HOME']) / 'mlflow.db'}")
+    registered = client.get_model_version_by_alias("quickstart-test", "production")
+    assert registered.tags["base_model"] and float(registered.tags["metric.eval_loss"]) == pytest.approx(
+        tuned["eval_loss"], rel=1e-5)
+
+
+def test_worse_run_stays_in_staging(promoted, tmp_path):
+    path = tmp_path / "worse.json"
+    result = run_cli("full", *FAST, *WORSE, "--summary", str(path))
+    assert result.returncode == 0, result.stderr[-4000:]
+    decision = json.loads(path.read_text())["steps"]["register_model"]
+    assert decision["promote"] is False and decision["stage"] == "staging"
+    assert "does not beat production" in decision["reason"]
+
+    from zenml.client import Client
+    from zenml.enums import ModelStages
+
+    production = Client().get_model_version("quickstart-test", ModelStages.PRODUCTION)
+    assert str(production.number) == promoted["steps"]["register_model"]["model_version"]
+
+
+def test_use_answers_from_the_production_version(promoted, tmp_path):
+    one = run_cli("use", *FAST, "--model-version", "production", "--prompt", "What is 12 + 30?")
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert one.stdout.strip()
+
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"prompt": "What is 2 + 2?"}\nnot json\n{"prompt": "   "}\n"What is 9 - 4?"\n')
+    out = tmp_path / "out.jsonl"
+    batch = run_cli("use", *FAST, "--model-version", "production", "--input", str(source), "--output", str(out))
+    assert batch.returncode == 0, batch.stderr[-3000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["line"] for r in rows] == [1, 2, 3, 4]
+    assert rows[1]["error"] == "invalid JSON" and rows[2]["error"] == "empty prompt"
+    assert "response" in rows[0] and "response" in rows[3]
+    assert "line 2: invalid JSON" in batch.stderr
+
+
+def test_use_interactive_chat(promoted):
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(sys.executable, ["run_pipeline.py", "use", *FAST, "--model-version", "production",
+                                           "--interactive"], cwd=str(ROOT), env=dict(os.environ),
+                          encoding="utf-8", timeout=300)
+    try:
+        child.expect_exact("/exit quits.")
+        child.expect_exact("you> ")
+        child.sendline("What is 5 + 6?")
+        child.expect_exact("assistant> ")
+        child.expect_exact("you> ")
+        child.sendline("/reset")
+        child.expect_exact("(conversation cleared)")
+        child.expect_exact("you> ")
+        child.sendline("/exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+
+
+def test_merge_writes_a_loadable_full_model(promoted, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from runner.models import adapter_of_version
+
+    adapter = adapter_of_version("quickstart-test", "production")
+    merged_dir = tmp_path / "merged"
+    result = run_cli("use", *FAST, "--adapter", str(adapter.path), "--merge", str(merged_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (merged_dir / "model.safetensors").is_file() and (merged_dir / "tokenizer.json").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32)
+    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(adapter.base_model,
+                                                                               dtype=torch.float32), adapter.path)
+    ids = torch.tensor([[1, 50, 60, 70, 80]])
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, reference.eval()(ids).logits, atol=1e-4)
+
+
+def test_evaluate_command_with_a_model_version(promoted, tmp_path):
+    path = tmp_path / "evaluate.json"
+    result = run_cli("evaluate", *FAST, "--model-version", "production", "--summary", str(path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(path.read_text())
+    assert summary["pipeline"] == "evaluate_pipeline"
+    assert summary["steps"]["evaluate_finetuned"]["examples"] == 16
+
+
+def test_unknown_model_version_is_one_line():
+    result = run_cli("use", *FAST, "--model-version", "99", "--prompt", "hi")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --model-version: model 'quickstart-test' has no version")

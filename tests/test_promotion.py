@@ -1,0 +1,44 @@
+"""The promotion gate with fixed metric inputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from llm_trainer.errors import ConfigError
+from llm_trainer.promotion import decide_promotion
+
+
+@pytest.mark.parametrize(
+    ("metric", "margin", "candidate", "base", "production", "promote", "reason_part"),
+    [
+        ("exact_match", 0.0, 0.40, 0.10, None, True, "no production yet"),
+        ("exact_match", 0.0, 0.40, 0.10, 0.35, True, "production's 0.35"),
+        ("exact_match", 0.0, 0.40, 0.10, 0.40, False, "does not beat production's 0.4"),
+        ("exact_match", 0.0, 0.40, 0.40, None, False, "does not beat the base model's 0.4"),
+        ("exact_match", 0.05, 0.44, 0.40, None, False, "by more than 0.05"),
+        ("exact_match", 0.05, 0.46, 0.40, None, True, "beats the base model's 0.4"),
+        ("exact_match", 0.05, 0.50, 0.10, 0.46, False, "does not beat production's 0.46"),
+        ("eval_loss", 0.0, 1.40, 2.50, None, True, "lower is better"),
+        ("eval_loss", 0.0, 2.60, 2.50, None, False, "does not beat the base model's 2.5"),
+        ("eval_loss", 0.1, 1.45, 2.50, 1.40, False, "does not beat production's 1.4"),
+        ("eval_loss", 0.1, 1.20, 2.50, 1.40, True, "production's 1.4"),
+        ("perplexity", 0.0, 3.0, 12.0, 3.5, True, "lower is better"),
+    ],
+)
+def test_gate(metric, margin, candidate, base, production, promote, reason_part):
+    decision = decide_promotion(metric, margin, {metric: candidate}, {metric: base},
+                                None if production is None else {metric: production})
+    assert decision.promote is promote
+    assert decision.stage == ("production" if promote else "staging")
+    assert reason_part in decision.reason
+    assert decision.candidate == candidate and decision.base == base and decision.production == production
+
+
+def test_production_without_the_metric_is_ignored():
+    decision = decide_promotion("exact_match", 0.0, {"exact_match": 0.3}, {"exact_match": 0.1}, {"eval_loss": 1.0})
+    assert decision.promote and decision.production is None
+
+
+def test_unknown_metric_is_a_config_error():
+    with pytest.raises(ConfigError, match="registry.promotion_metric: 'bleu' is not an evaluation metric"):
+        decide_promotion("bleu", 0.0, {"exact_match": 0.3}, {"exact_match": 0.1}, None)

@@ -1,0 +1,264 @@
+"""Chat-template tokenization, label masking, over-length handling, packing and packed-vs-padded loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from llm_trainer.config import RunConfig
+from llm_trainer.data import build_processor
+from llm_trainer.data.collate import PackedBlockCollator, PaddedCollator, PaddingFreeCollator, collator_for
+from llm_trainer.data.packing import best_fit_decreasing
+from llm_trainer.data.tokenization import IGNORE_INDEX
+
+EOT = "<|eot_id|>"
+SAMPLE_DATA = Path(__file__).resolve().parent.parent / "data" / "sample" / "natural_reasoning_sample.jsonl"
+
+
+def _data_config(**data):
+    raw = {"name": "test", "data": {"source": str(SAMPLE_DATA), "max_seq_length": 512, "packing": False, **data},
+           "model": {"base_model": "tiny-llama"}}
+    return RunConfig.model_validate(raw)
+
+
+@pytest.fixture(scope="module")
+def cfg() -> RunConfig:
+    return _data_config()
+
+
+@pytest.fixture(scope="module")
+def processed(cfg):
+    processor = build_processor(cfg.data)
+    result, report = processor.preprocess(processor.load())
+    assert report["rows_kept"] == 2400
+    return result
+
+
+@pytest.fixture(scope="module")
+def tokenizer(cfg, processed):
+    from llm_trainer.tiny_model import build_tiny_tokenizer
+
+    texts = [turn["content"] for messages in processed["train"]["messages"] for turn in messages]
+    return build_tiny_tokenizer(texts, cfg.model)
+
+
+def _tokenize(processed, tokenizer, **data):
+    cfg = _data_config(**data)
+    return build_processor(cfg.data).tokenize(processed, tokenizer)
+
+
+@pytest.fixture(scope="module")
+def unpacked(processed, tokenizer):
+    """Tokenized, not packed, at 512 tokens: nothing in the sample data is longer (the longest is ~135)."""
+    tokenized, report = _tokenize(processed, tokenizer)
+    assert all(report["splits"][s]["dropped"] == {} for s in tokenized)
+    return tokenized, report
+
+
+# --- label masking ----------------------------------------------------------------------------------------------
+
+
+def test_labels_are_exactly_the_assistant_turn(processed, tokenizer, unpacked):
+    tokenized, report = unpacked
+    train = tokenized["train"]
+    assert len(train) == len(processed["train"]) == report["splits"]["train"]["samples"]
+    bos = tokenizer.bos_token_id
+    total_labels = 0
+    for sample, row in zip(train, processed["train"]):
+        ids, labels = sample["input_ids"], sample["labels"]
+        n_prompt = sample["prompt_length"]
+        assert len(ids) == len(labels) == sample["length"]
+        assert ids[0] == bos and ids.count(bos) == 1
+        assert labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
+        assert labels[n_prompt:] == ids[n_prompt:]  # every completion token is learned, none is masked
+        learned = [t for t, label in zip(ids, labels) if label != IGNORE_INDEX]
+        assert tokenizer.decode(learned, skip_special_tokens=False) == row["messages"][-1]["content"] + EOT
+        assert tokenizer.decode(ids, skip_special_tokens=False) == tokenizer.apply_chat_template(
+            row["messages"], tokenize=False)
+        assert tokenizer.decode(ids[:n_prompt], skip_special_tokens=False).endswith(
+            "<|start_header_id|>assistant<|end_header_id|>\n\n")
+        total_labels += len(learned)
+        assert sample["label_tokens"] == len(learned)
+    assert report["splits"]["train"]["label_tokens"] == total_labels
+    assert report["splits"]["train"]["tokens"] == sum(train["length"])
+
+
+# --- over-length ------------------------------------------------------------------------------------------------
+
+
+def test_overlength_drop_removes_exactly_the_long_rows(processed, tokenizer, unpacked):
+    full, _ = unpacked
+    limit = 115  # about the median length: roughly half the rows are longer
+    tokenized, report = _tokenize(processed, tokenizer, max_seq_length=limit, overlength="drop")
+    for name in full:
+        lengths = np.array(full[name]["length"])
+        n_long = int((lengths > limit).sum())
+        assert 0 < n_long < len(lengths)
+        split_report = report["splits"][name]
+        assert split_report["dropped"] == {"too_long": n_long}
+        assert split_report["samples"] == len(tokenized[name]) == len(lengths) - n_long
+        expected = [ids for ids, n in zip(full[name]["input_ids"], lengths) if n <= limit]
+        assert tokenized[name]["input_ids"] == expected
+
+
+def test_overlength_truncate_keeps_rows_at_max_length(processed, tokenizer, unpacked):
+    full, _ = unpacked
+    limit = 115  # longer than every prompt (the longest is ~101 tokens)
+    tokenized, report = _tokenize(processed, tokenizer, max_seq_length=limit, overlength="truncate")
+    for name in full:
+        lengths = np.array(full[name]["length"])
+        assert report["splits"][name]["dropped"] == {}
+        assert len(tokenized[name]) == len(lengths)
+        new_lengths = np.array(tokenized[name]["length"])
+        assert (new_lengths == np.minimum(lengths, limit)).all()
+        assert int((new_lengths == limit).sum()) >= int((lengths > limit).sum()) > 0
+        for short, long in zip(tokenized[name], full[name]):
+            assert len(short["input_ids"]) == len(short["labels"]) == short["length"]
+            assert short["input_ids"] == long["input_ids"][:limit]
+            assert short["labels"] == long["labels"][:limit]
+        label_tokens = sum(sum(label != IGNORE_INDEX for label in labels) for labels in tokenized[name]["labels"])
+        assert report["splits"][name]["label_tokens"] == label_tokens
+
+
+def test_overlength_truncate_drops_rows_whose_prompt_does_not_fit(processed, tokenizer, unpacked):
+    full, _ = unpacked
+    limit = 91  # about the median prompt length
+    tokenized, report = _tokenize(processed, tokenizer, max_seq_length=limit, overlength="truncate")
+    prompts = np.array(full["train"]["prompt_length"])
+    n_bad = int((prompts >= limit).sum())
+    assert 0 < n_bad < len(prompts)
+    assert report["splits"]["train"]["dropped"] == {"prompt_too_long": n_bad}
+    assert len(tokenized["train"]) == len(prompts) - n_bad
+    assert set(tokenized["train"]["length"]) == {limit}
+    assert all(sum(label != IGNORE_INDEX for label in labels) >= 1 for labels in tokenized["train"]["labels"])
+
+
+# --- packing ------------------------------------------------------------------------------------------------------
+
+
+def _segments(block: dict) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Split a packed block back into its samples at position 0."""
+    positions = np.asarray(block["position_ids"])
+    starts = np.flatnonzero(positions == 0).tolist() + [len(positions)]
+    return [(tuple(block["input_ids"][a:b]), tuple(block["labels"][a:b])) for a, b in zip(starts, starts[1:])]
+
+
+@pytest.fixture(scope="module")
+def packed(processed, tokenizer):
+    return _tokenize(processed, tokenizer, packing=True)
+
+
+def test_packing_preserves_every_sample(packed, unpacked):
+    tokenized, report = packed
+    full, full_report = unpacked
+    for name in full:
+        blocks = tokenized[name]
+        assert max(blocks["length"]) <= 512
+        samples = []
+        for block in blocks:
+            positions = np.asarray(block["position_ids"])
+            assert len(block["input_ids"]) == len(block["labels"]) == len(positions) == block["length"]
+            assert int((positions == 0).sum()) == block["num_samples"]
+            assert positions[0] == 0
+            steps = np.diff(positions)
+            assert ((steps == 1) | (positions[1:] == 0)).all()  # positions count up within a sample
+            samples.extend(_segments(block))
+        assert sum(blocks["num_samples"]) == len(full[name]) == report["splits"][name]["samples"]
+        assert sum(blocks["length"]) == sum(full[name]["length"]) == report["splits"][name]["tokens"]
+        packed_labels = sum(sum(label != IGNORE_INDEX for label in b["labels"]) for b in blocks)
+        assert packed_labels == full_report["splits"][name]["label_tokens"] == report["splits"][name]["label_tokens"]
+        assert sorted(samples) == sorted(zip(map(tuple, full[name]["input_ids"]), map(tuple, full[name]["labels"])))
+        assert report["splits"][name]["blocks"] == len(blocks)
+        assert report["splits"][name]["packing_efficiency"] == round(sum(blocks["length"]) / (len(blocks) * 512), 4)
+    assert report["splits"]["train"]["packing_efficiency"] >= 0.9
+
+
+def test_best_fit_decreasing_hand_example():
+    # Best fit puts the 1 into the fuller second bin (2 left), where first fit would use the first (3 left).
+    assert best_fit_decreasing(np.array([1, 4, 7, 4]), 10) == [[2], [1, 3, 0]]
+    assert best_fit_decreasing(np.array([10, 10]), 10) == [[0], [1]]
+    assert best_fit_decreasing(np.array([], dtype=np.int64), 10) == []
+    with pytest.raises(ValueError, match="11 tokens"):
+        best_fit_decreasing(np.array([3, 11]), 10)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_best_fit_decreasing_random_lengths(seed):
+    rng = np.random.default_rng(seed)
+    capacity = 256
+    lengths = rng.integers(1, capacity + 1, size=700)
+    bins = best_fit_decreasing(lengths, capacity)
+    placed = [i for b in bins for i in b]
+    assert sorted(placed) == list(range(len(lengths)))  # every index exactly once
+    loads = [int(lengths[b].sum()) for b in bins]
+    assert max(loads) <= capacity
+    for j, b in enumerate(bins):
+        assert list(lengths[b]) == sorted(lengths[b], reverse=True)  # longest first
+        # A new bin is opened only when the item fits none of the earlier bins (which only fill up later).
+        assert all(capacity - loads[i] < lengths[b[0]] for i in range(j))
+    assert len(bins) >= -(-int(lengths.sum()) // capacity)
+
+
+# --- packed loss == padded loss ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_path(cfg, tokenizer):
+    from llm_trainer.tiny_model import build_tiny_model
+
+    return build_tiny_model(tokenizer, cfg.model, seed=0)
+
+
+@pytest.fixture(scope="module", params=["sdpa", "eager"])
+def model(request, model_path):
+    from transformers import AutoModelForCausalLM
+
+    loaded = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32,
+                                                  attn_implementation=request.param)
+    return loaded.eval()
+
+
+def _loss(model, batch) -> float:
+    with torch.no_grad():
+        return float(model(**batch, use_cache=False).loss)
+
+
+def test_padding_free_loss_equals_padded_loss(model, tokenizer, unpacked):
+    tokenized, _ = unpacked
+    samples = [tokenized["train"][i] for i in range(6)]
+    assert len({len(s["input_ids"]) for s in samples}) > 1  # padding really happens
+    padded = PaddedCollator(tokenizer.pad_token_id)(samples)
+    flat = PaddingFreeCollator()(samples)
+    assert flat["input_ids"].shape == (1, sum(len(s["input_ids"]) for s in samples))
+    # Same learned tokens: the packed collator only masks the first label of each sample, already -100.
+    assert int((flat["labels"] != IGNORE_INDEX).sum()) == int((padded["labels"] != IGNORE_INDEX).sum())
+
+    loss_padded, loss_packed = _loss(model, padded), _loss(model, flat)
+    assert abs(loss_padded - loss_packed) < 1e-4
+
+    # The check would catch attention across samples: one position run over the whole row ...
+    no_restart = {**flat, "position_ids": torch.arange(flat["input_ids"].shape[1])[None]}
+    assert abs(_loss(model, no_restart) - loss_padded) > 1e-3
+    # ... and also correct positions with a plain (non block-diagonal) causal mask.
+    full_mask = {**flat, "attention_mask": torch.ones_like(flat["input_ids"])}
+    assert abs(_loss(model, full_mask) - loss_padded) > 1e-3
+
+
+def test_packed_blocks_loss_equals_padded_loss(model, tokenizer, packed):
+    """The collator training uses with SDPA/eager (blocks stacked, padded tails) against unpacked samples."""
+    blocks = [packed[0]["train"][i] for i in range(3)]
+    assert len({b["length"] for b in blocks}) > 1  # the stacked blocks are padded
+    samples = [{"input_ids": list(ids), "labels": list(labels)} for b in blocks for ids, labels in _segments(b)]
+    assert len(samples) == sum(b["num_samples"] for b in blocks)
+    loss_padded = _loss(model, PaddedCollator(tokenizer.pad_token_id)(samples))
+
+    collator = collator_for(True, model.config._attn_implementation, tokenizer.pad_token_id)
+    assert isinstance(collator, PackedBlockCollator)
+    stacked = collator(blocks)
+    assert abs(_loss(model, stacked) - loss_padded) < 1e-4
+    assert abs(_loss(model, PaddingFreeCollator()(blocks)) - loss_padded) < 1e-4
+    no_restart = {**stacked, "position_ids": torch.arange(stacked["input_ids"].shape[1]).repeat(len(blocks), 1)}
+    assert abs(_loss(model, no_restart) - loss_padded) > 1e-3
