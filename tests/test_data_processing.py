@@ -124,8 +124,6 @@ def test_strict_mode_line_number_counts_blank_lines(make_config, write_jsonl):
         processor.preprocess(processor.load())
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: on the Arrow fast path row_id is the position among non-blank lines, "
-                   "not the line number (sources.py load_source adds arange(1, n+1) after Arrow skipped blank lines)")
 def test_strict_mode_line_number_on_arrow_fast_path(make_config, write_jsonl):
     # Every line is valid JSON with consistent types, so Arrow reads it; line 2 is blank.
     path = write_jsonl([GOOD_A, b"", {"question": "", "reference_answer": "1", "responses": []}, GOOD_B])
@@ -288,8 +286,6 @@ def test_parquet_source_matches_jsonl(make_config, write_jsonl, first_rows, tmp_
     assert _kept(from_parquet) == _kept(from_jsonl)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: CSV columns are type-inferred, so numeric reference answers load as "
-                   "float64 and those rows are dropped as reference_answer_not_a_string (sources.py _load_local)")
 def test_csv_source_matches_jsonl(make_config, write_jsonl, first_rows, tmp_path):
     import pandas as pd
 

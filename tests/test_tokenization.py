@@ -176,6 +176,21 @@ def test_packing_preserves_every_sample(packed, unpacked):
     assert report["splits"]["train"]["packing_efficiency"] >= 0.9
 
 
+def test_packing_after_dropping_long_rows_keeps_the_right_rows(processed, tokenizer, unpacked):
+    """Packing reads rows through the index mapping left by dropping over-long rows."""
+    full, _ = unpacked
+    limit = 115
+    tokenized, report = _tokenize(processed, tokenizer, max_seq_length=limit, overlength="drop", packing=True)
+    for name in full:
+        lengths = np.array(full[name]["length"])
+        kept = [(tuple(ids), tuple(labels)) for ids, labels, n in zip(full[name]["input_ids"], full[name]["labels"],
+                                                                        lengths) if n <= limit]
+        samples = [segment for block in tokenized[name] for segment in _segments(block)]
+        assert report["splits"][name]["dropped"] == {"too_long": int((lengths > limit).sum())}
+        assert max(tokenized[name]["length"]) <= limit
+        assert sorted(samples) == sorted(kept)
+
+
 def test_best_fit_decreasing_hand_example():
     # Best fit puts the 1 into the fuller second bin (2 left), where first fit would use the first (3 left).
     assert best_fit_decreasing(np.array([1, 4, 7, 4]), 10) == [[2], [1, 3, 0]]
@@ -249,8 +264,12 @@ def test_padding_free_loss_equals_padded_loss(model, tokenizer, unpacked):
 
 def test_packed_blocks_loss_equals_padded_loss(model, tokenizer, packed):
     """The collator training uses with SDPA/eager (blocks stacked, padded tails) against unpacked samples."""
-    blocks = [packed[0]["train"][i] for i in range(3)]
-    assert len({b["length"] for b in blocks}) > 1  # the stacked blocks are padded
+    train = packed[0]["train"]
+    first_of_length = {}
+    for i, n in enumerate(train["length"]):
+        first_of_length.setdefault(n, i)
+    blocks = [train[i] for i in sorted(first_of_length.values())[:3]]
+    assert len({b["length"] for b in blocks}) == 3  # the stacked blocks get padded tails
     samples = [{"input_ids": list(ids), "labels": list(labels)} for b in blocks for ids, labels in _segments(b)]
     assert len(samples) == sum(b["num_samples"] for b in blocks)
     loss_padded = _loss(model, PaddedCollator(tokenizer.pad_token_id)(samples))

@@ -8,6 +8,7 @@ the bad rows are lost, and each one is counted.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
@@ -84,6 +85,34 @@ def load_source(cfg: DataConfig) -> datasets.Dataset:
     return dataset
 
 
+def _csv_as_text(path: Path) -> dict[str, Any]:
+    """Answers like "8" must stay text: every CSV column is read as a string, empty cells as ""."""
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        header = next(csv.reader(handle), [])
+    return {"features": datasets.Features({name: datasets.Value("string") for name in header}),
+            "keep_default_na": False}
+
+
+def nonblank_line_numbers(path: Path, chunk_bytes: int = 1 << 26) -> np.ndarray:
+    """1-based numbers of the lines that hold something, found with numpy over the raw bytes in chunks."""
+    numbers, line, carry_blank = [], 1, True
+    with path.open("rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            data = np.frombuffer(chunk, dtype=np.uint8)
+            ends = np.flatnonzero(data == 10)
+            starts = np.concatenate([[0], ends + 1])
+            stops = np.concatenate([ends, [len(data)]])
+            has_text = np.array([bool(chunk[a:b].strip()) if b - a < 8 else True for a, b in zip(starts, stops)])
+            if not carry_blank:  # the first piece continues a line that already had text
+                has_text[0] = True
+            numbers.append(np.flatnonzero(has_text[:-1]) + line)
+            line += len(ends)
+            carry_blank = not has_text[-1]
+    if not carry_blank:
+        numbers.append(np.array([line]))
+    return np.concatenate(numbers).astype(np.int64) if numbers else np.zeros(0, dtype=np.int64)
+
+
 def _load_hub(cfg: DataConfig) -> datasets.Dataset:
     try:
         return datasets.load_dataset(cfg.source, split=cfg.split, revision=cfg.revision)
@@ -97,9 +126,14 @@ def _load_local(files: list[Path], cfg: DataConfig) -> datasets.Dataset:
         raise DataError(f"data.source: {cfg.source} is empty")
     try:
         # split="train" is the name datasets gives to local files, not the data's own split.
-        dataset = datasets.load_dataset(loader, data_files=[str(f) for f in files], split="train")
+        dataset = datasets.load_dataset(loader, data_files=[str(f) for f in files], split="train",
+                                        **(_csv_as_text(files[0]) if loader == "csv" else {}))
         if cfg.max_samples is not None:
             dataset = dataset.select(range(min(cfg.max_samples, len(dataset))))
+        if len(files) == 1 and files[0].suffix == ".jsonl":
+            lines = nonblank_line_numbers(files[0])
+            if len(lines) >= len(dataset):  # Arrow skips blank lines: keep row_id = line number
+                dataset = dataset.add_column("row_id", lines[: len(dataset)])
         return dataset
     except Exception as exc:
         if loader != "json":
