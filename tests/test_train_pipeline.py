@@ -19,9 +19,12 @@ TRAIN_ARGS = ["train", "--config", "configs/quickstart.yaml", "--set", "training
               "--set", "training.eval_steps=5", "--set", "training.save_steps=5", "--set", "training.logging_steps=2"]
 
 
+SECRET = "hf_testSecretTokenValue0123456789"
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "run_pipeline.py", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=900)
+                          timeout=900, env={**os.environ, "HF_TOKEN": SECRET})
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +111,27 @@ def test_stack_command_is_idempotent():
     described = json.loads(result.stdout[result.stdout.index("{"):])
     tracker = described["components"]["experiment_tracker"]
     assert tracker["flavor"] == "mlflow" and tracker["tracking_uri"].startswith("sqlite:///")
+
+
+def test_hub_token_never_leaks_and_nothing_is_pickled(first_run):
+    """HF_TOKEN is in the environment of every run above; it must not show up anywhere the run writes."""
+    import mlflow
+    from zenml.client import Client
+
+    summary, output = first_run
+    assert SECRET not in output
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{Path(os.environ['LLM_TRAINER_HOME']) / 'mlflow.db'}")
+    for run in client.search_runs([e.experiment_id for e in client.search_experiments()]):
+        assert SECRET not in json.dumps({**run.data.params, **run.data.tags})
+    pipeline_run = Client().get_pipeline_run(summary["run_id"])
+    assert SECRET not in pipeline_run.model_dump_json()
+    for step_run in pipeline_run.steps.values():
+        assert SECRET not in json.dumps(step_run.run_metadata, default=str)
+        assert SECRET not in step_run.config.model_dump_json()
+        for versions in step_run.outputs.values():
+            for version in versions:
+                assert "pickle" not in version.materializer.import_path.lower(), version.name
+    run_dir = Path(summary["steps"]["train_model"]["run_dir"])
+    for path in run_dir.rglob("*"):
+        if path.is_file() and path.suffix in {".json", ".txt", ".yaml", ".md"}:
+            assert SECRET not in path.read_text(errors="ignore"), path

@@ -144,3 +144,24 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, mode, toleranc
         assert resumed_losses[step] == pytest.approx(loss, rel=tolerance), step
     assert resumed_metrics["global_step"] == 12
     assert resumed_metrics["eval_loss"] == pytest.approx(straight_metrics["eval_loss"], rel=tolerance)
+
+
+def test_failed_adapter_save_is_one_clear_error_and_keeps_the_previous_adapter(tmp_path, monkeypatch):
+    import errno
+
+    from llm_trainer.errors import UserError
+    from llm_trainer.training import build_trainer
+    from llm_trainer.training import qlora
+
+    cfg, tokenized, tokenizer = prepared(["training.max_steps=2", "model.load_in_4bit=false"])
+    first = build_trainer(cfg).train(tokenized, tokenizer, tmp_path)
+    saved = (first.adapter.path / "adapter_model.safetensors").read_bytes()
+
+    def disk_full(target, save, replace=False):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(qlora, "write_dir_atomically", disk_full)
+    with pytest.raises(UserError, match=r"cannot save the adapter to .*adapter: No space left on device; the "
+                                         r"previous adapter there \(if any\) is untouched"):
+        build_trainer(cfg.model_copy(update={"seed": 7})).train(tokenized, tokenizer, tmp_path)
+    assert (first.adapter.path / "adapter_model.safetensors").read_bytes() == saved

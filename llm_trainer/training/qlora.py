@@ -18,6 +18,7 @@ from transformers import Trainer, TrainerCallback
 
 from llm_trainer.data.collate import collator_for
 from llm_trainer.data.tokenization import IGNORE_INDEX
+from llm_trainer.errors import UserError
 from llm_trainer.fsutil import write_dir_atomically
 from llm_trainer.modeling import load_model, lora_config, resolve_base_model
 from llm_trainer.training.base import ADAPTER_INFO_FILE, BaseTrainer, LoraAdapter, MetricsHook, TrainResult
@@ -72,7 +73,11 @@ class QLoraTrainer(BaseTrainer):
             tokenizer.save_pretrained(folder)
             (Path(folder) / ADAPTER_INFO_FILE).write_text(json.dumps({"base_model": base_model}))
 
-        adapter_dir = write_dir_atomically(run_dir / "adapter", save_adapter, replace=True)
+        try:
+            adapter_dir = write_dir_atomically(run_dir / "adapter", save_adapter, replace=True)
+        except OSError as exc:
+            raise UserError(f"cannot save the adapter to {run_dir / 'adapter'}: {exc.strerror or exc}; "
+                            "the previous adapter there (if any) is untouched") from exc
         history = list(trainer.state.log_history)
         evals = [h["eval_loss"] for h in history if "eval_loss" in h]
         metrics = {
