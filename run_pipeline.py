@@ -68,8 +68,21 @@ def configure_environment(local_data_and_model: bool) -> None:
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+def configure_logging() -> None:
+    """The library's warnings (skipped input lines, truncated prompts) go to stderr as one line each."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    library = logging.getLogger("llm_trainer")
+    library.addHandler(handler)
+    library.setLevel(logging.WARNING)
+    library.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    configure_logging()
     from llm_trainer.errors import UserError
 
     try:

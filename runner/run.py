@@ -33,7 +33,10 @@ def run_pipeline_command(command: str, cfg: RunConfig, fingerprint: str, adapter
         stack.ensure_mlflow_experiment(cfg.name)
         options["settings"] = {"experiment_tracker": {"experiment_name": cfg.name}}
     if command == "full":
-        options["model"] = Model(name=model_name(cfg), tags=cfg.zenml.tags,
+        # Named by what it was made from: an unchanged re-run (all steps cached) lands on the same version
+        # instead of registering an empty duplicate.
+        version = f"{cfg.section_hash('data', 'model', 'lora', 'training', 'evaluation', 'registry')}-{cfg.seed}-{fingerprint[:8]}"
+        options["model"] = Model(name=model_name(cfg), version=version, tags=cfg.zenml.tags,
                                  description=f"QLoRA adapter for {cfg.model.base_model} ({cfg.name})")
     if not debug:
         # A failing step re-raises its exception (FAIL_FAST); the CLI prints one line for it.
@@ -63,7 +66,7 @@ def run_summary(run_id: Any) -> dict[str, Any]:
         figures: dict[str, Any] = {"status": str(step_run.status.value)}
         for output_name, versions in step_run.outputs.items():
             version = versions[0] if isinstance(versions, list) else versions
-            if output_name.endswith(("_report", "_metrics", "_decision")) and output_name != "evaluation_report":
+            if output_name.endswith(("_report", "_metrics", "_decision")) and version.data_type.attribute == "dict":
                 figures.update(version.load())
             elif output_name == "raw_dataset":
                 figures["rows_read"] = version.run_metadata.get("rows")

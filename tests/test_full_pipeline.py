@@ -35,8 +35,8 @@ def promoted(tmp_path_factory):
 
 def test_full_run_evaluates_both_models_and_promotes(promoted):
     steps = promoted["steps"]
-    assert list(steps) == ["load_data", "preprocess", "tokenize", "train_model", "evaluate_base",
-                           "evaluate_finetuned", "register_model"]
+    assert sorted(steps) == sorted(["load_data", "preprocess", "tokenize", "train_model", "evaluate_base",
+                                    "evaluate_finetuned", "register_model"])
     base, tuned = steps["evaluate_base"], steps["evaluate_finetuned"]
     assert tuned["eval_loss"] < base["eval_loss"]
     assert base["examples"] == tuned["examples"] == 16
@@ -60,6 +60,18 @@ def test_full_run_evaluates_both_models_and_promotes(promoted):
     registered = client.get_model_version_by_alias("quickstart-test", "production")
     assert registered.tags["base_model"] and float(registered.tags["metric.eval_loss"]) == pytest.approx(
         tuned["eval_loss"], rel=1e-5)
+
+
+def test_unchanged_rerun_is_cached_and_registers_no_duplicate_version(promoted, tmp_path):
+    from zenml.client import Client
+
+    before = Client().list_model_versions("quickstart-test", size=100).total
+    path = tmp_path / "again.json"
+    result = run_cli("full", *FAST, "--summary", str(path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = json.loads(path.read_text())["steps"]
+    assert {s["status"] for s in steps.values()} == {"cached"}
+    assert Client().list_model_versions("quickstart-test", size=100).total == before
 
 
 def test_worse_run_stays_in_staging(promoted, tmp_path):
