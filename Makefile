@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/quickstart.yaml
 export ZENML_ANALYTICS_OPT_IN := false
 
-.PHONY: install quickstart process test test-fast sample-data clean
+.PHONY: install quickstart process test test-fast sample-data dashboard mlflow-ui bench clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -m "not slow"
+
+# Both serve the project's own stores on 127.0.0.1, in the foreground: Ctrl-C stops them.
+dashboard: install
+	$(PY) -m runner.dashboards zenml --port $(or $(PORT),8237)
+
+mlflow-ui: install
+	$(PY) -m runner.dashboards mlflow --port $(or $(PORT),5000)
 
 sample-data:
 	$(PYTHON) scripts/make_sample_data.py

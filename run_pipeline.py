@@ -33,7 +33,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", nargs="?", default="full", choices=list(COMMANDS),
                         help="; ".join(f"{k}: {v}" for k, v in COMMANDS.items()))
-    parser.add_argument("--config", help="experiment YAML, e.g. configs/quickstart.yaml")
+    parser.add_argument("--config", action="append", metavar="YAML",
+                        help="experiment YAML, e.g. configs/quickstart.yaml; repeat to merge overlays in order, "
+                             "e.g. --config configs/reasoning.yaml --config configs/stacks/kubernetes.yaml")
+    parser.add_argument("--schedule", metavar="CRON",
+                        help='run on a schedule, e.g. "0 3 * * 1" (needs an orchestrator that supports schedules)')
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set training.learning_rate=1e-4 (repeatable)")
     parser.add_argument("--summary", metavar="PATH", help="write the run's key figures as JSON to PATH")
@@ -53,6 +57,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--config is required")
     if args.command == "use" and not (args.interactive or args.prompt or args.input or args.merge):
         parser.error("use needs --interactive, --prompt, --input or --merge")
+    if args.schedule and args.command in ("use", "stack"):
+        parser.error(f"--schedule runs pipelines; {args.command} is not one")
     if args.input and not args.output:
         parser.error("--input needs --output")
     return args
@@ -90,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             configure_environment(local_data_and_model=True)
             from runner import stack
 
+            stack.init_store()
             stack.ensure_stack()
             print(json.dumps(stack.describe_stack(), indent=2))
             return 0
@@ -120,13 +127,13 @@ def run_command(args: argparse.Namespace) -> int:
     from runner.run import run_pipeline_command
 
     summary = run_pipeline_command(args.command, cfg, fingerprint, adapter_path=str(adapter.path) if adapter else None,
-                                   no_cache=args.no_cache, debug=args.debug)
-    summary["config"] = {"name": cfg.name, "path": str(args.config), "overrides": args.overrides}
+                                   no_cache=args.no_cache, debug=args.debug, schedule=args.schedule)
+    summary["config"] = {"name": cfg.name, "paths": args.config, "overrides": args.overrides}
     print_summary(summary)
     if args.summary:
         Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
         Path(args.summary).write_text(json.dumps(summary, indent=2) + "\n")
-    return 0 if summary["status"] == "completed" else 1
+    return 0 if summary["status"] in ("completed", "scheduled") else 1
 
 
 def raise_user(message: str) -> None:

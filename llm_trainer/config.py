@@ -192,9 +192,39 @@ class RegistryConfig(Section):
 REASONING_METRICS = ("accuracy", "exact_match", "numeric_match", "token_f1", "eval_loss", "perplexity")
 
 
+class StepResources(Section):
+    """ZenML ResourceSettings for one step; the stack's orchestrator or step operator applies them."""
+
+    cpu_count: float | None = Field(None, gt=0)
+    gpu_count: int | None = Field(None, ge=0)
+    memory: str | None = Field(None, pattern=r"^[0-9]+(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB|PB|PiB)$",
+                               description="e.g. 32GB")
+
+
+class StepResourcesByStep(Section):
+    train: StepResources = StepResources()
+    evaluate: StepResources = StepResources()
+
+
+class DockerConfig(Section):
+    """ZenML DockerSettings for containerised stacks (ignored by the local orchestrator)."""
+
+    parent_image: str | None = Field(None, description="e.g. a CUDA PyTorch image")
+    requirements: str | list[str] | None = Field("requirements.txt", description="file or list of pins")
+    apt_packages: list[str] = []
+    environment: dict[str, str] = {}
+
+
 class ZenMLConfig(Section):
+    """Where and how the pipelines run. Stack components are registered with ZenML's own CLI (README)."""
+
     enable_cache: bool = True
     tags: list[str] = []
+    stack: str | None = Field(None, description="ZenML stack to run on; default: the project's local stack.")
+    step_operator: str | None = Field(None, description="Step operator of the stack that runs the train and "
+                                                        "evaluate steps (e.g. on a GPU machine).")
+    resources: StepResourcesByStep = StepResourcesByStep()
+    docker: DockerConfig | None = None
 
 
 class RunConfig(Section):
@@ -256,8 +286,18 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    path = Path(path)
+def merge_sections(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``overlay`` into ``base``: mappings merge key by key, everything else is replaced."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_sections(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -266,8 +306,19 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         raise ConfigError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return raw
+
+
+def load_config(paths: str | Path | list[str | Path], overrides: list[str] | None = None) -> RunConfig:
+    """Read one YAML, or several merged in order (an experiment, then overlays such as a stack's
+    settings from configs/stacks/), apply ``--set`` overrides and validate the result."""
+    paths = [Path(p) for p in (paths if isinstance(paths, list) else [paths])]
+    raw: dict[str, Any] = {}
+    for path in paths:
+        raw = merge_sections(raw, _read_yaml(path))
     raw = apply_overrides(raw, overrides or [])
+    label = " + ".join(str(p) for p in paths)
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {format_validation_error(exc)}") from exc
+        raise ConfigError(f"{label}: {format_validation_error(exc)}") from exc

@@ -1,4 +1,5 @@
-"""What a run reports about itself: flattened params, git commit, the loss-curve image."""
+"""What a run reports about itself: flattened params, git commit, and the charts the dashboard shows
+(loss curve, token-length histogram, drop counts)."""
 
 from __future__ import annotations
 
@@ -31,13 +32,26 @@ def git_commit() -> str:
         return "unknown"
 
 
-def loss_curve_png(history: list[dict[str, Any]], title: str = "loss") -> bytes:
-    """Training loss per logging step and validation loss per evaluation, as a PNG."""
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _png(figure: Any) -> bytes:
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png")
+    _pyplot().close(figure)
+    return buffer.getvalue()
+
+
+def loss_curve_png(history: list[dict[str, Any]], title: str = "loss") -> bytes:
+    """Training loss per logging step and validation loss per evaluation, as a PNG."""
+    plt = _pyplot()
     train = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
     evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h and "step" in h]
     figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
@@ -48,11 +62,33 @@ def loss_curve_png(history: list[dict[str, Any]], title: str = "loss") -> bytes:
     axes.set(xlabel="optimizer step", ylabel="loss", title=title)
     axes.grid(alpha=0.3)
     axes.legend()
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()
+    return _png(figure)
+
+
+def token_length_png(histograms: dict[str, dict[str, list]], max_seq_length: int) -> bytes:
+    """Token lengths per split (``{"train": {"edges": [...], "counts": [...]}}``) with the length limit."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
+    for name, histogram in histograms.items():
+        edges, counts = histogram["edges"], histogram["counts"]
+        axes.stairs(counts, edges, label=f"{name} ({sum(counts)} rows)", fill=name == "train", alpha=0.6)
+    axes.axvline(max_seq_length, color="tab:red", linestyle="--", label=f"max_seq_length {max_seq_length}")
+    axes.set(xlabel="tokens per sample (prompt + answer)", ylabel="samples", title="token lengths")
+    axes.legend()
+    return _png(figure)
+
+
+def drop_counts_png(kept: int, dropped: dict[str, int]) -> bytes:
+    """Rows kept and rows dropped per reason, as horizontal bars."""
+    plt = _pyplot()
+    labels = ["kept", *dropped]
+    values = [kept, *dropped.values()]
+    figure, axes = plt.subplots(figsize=(7, 0.5 * len(labels) + 1.2), dpi=100)
+    bars = axes.barh(labels, values, color=["tab:green"] + ["tab:red"] * len(dropped))
+    axes.bar_label(bars, padding=3)
+    axes.invert_yaxis()
+    axes.set(xlabel="rows", title="rows kept and dropped, by reason")
+    return _png(figure)
 
 
 def png_html(png: bytes, caption: str) -> str:

@@ -6,10 +6,10 @@ from steps import evaluate_model, load_adapter
 
 
 @pipeline
-def evaluate_pipeline(config: RunConfig, source_fingerprint: str, adapter_path: str | None = None):
+def evaluate_pipeline(config: RunConfig, adapter_path: str | None = None):
     """process (cached) -> evaluate the adapter, or the base model when no adapter is given."""
     processed_dataset, tokenized_dataset, tokenizer = process_pipeline(
-        data=config.data, model=config.model, source_fingerprint=source_fingerprint)
+        data=config.data, model=config.model)
     if adapter_path is None:
         evaluate_model(processed_dataset, tokenized_dataset, tokenizer, config=config, label="base",
                        id="evaluate_base")

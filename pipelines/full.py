@@ -6,10 +6,10 @@ from steps import evaluate_model, register_model, train_model
 
 
 @pipeline
-def full_pipeline(config: RunConfig, source_fingerprint: str):
+def full_pipeline(config: RunConfig):
     """process -> train -> evaluate(base), evaluate(fine-tuned) on the same test rows -> register."""
     processed_dataset, tokenized_dataset, tokenizer = process_pipeline(
-        data=config.data, model=config.model, source_fingerprint=source_fingerprint)
+        data=config.data, model=config.model)
     adapter, _, _ = train_model(
         tokenized_dataset, tokenizer, name=config.name, seed=config.seed, output_dir=config.output_dir,
         data=config.data, model=config.model, lora=config.lora, training=config.training)

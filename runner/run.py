@@ -9,12 +9,36 @@ from typing import Any
 from llm_trainer.config import RunConfig
 from runner import stack
 from runner.models import model_name
+from runner.options import check_stack_supports, parse_schedule, pipeline_settings, step_options
 
 TRACKED = {"train", "evaluate", "full"}
 
 
 def run_pipeline_command(command: str, cfg: RunConfig, fingerprint: str, adapter_path: str | None = None,
-                         no_cache: bool = False, debug: bool = False) -> dict[str, Any]:
+                         no_cache: bool = False, debug: bool = False, schedule: str | None = None
+                         ) -> dict[str, Any]:
+    if not debug:
+        # A failing step re-raises its exception (FAIL_FAST); the CLI prints one line for it.
+        for name in ("zenml.orchestrators.step_launcher", "zenml.orchestrators.local.local_orchestrator"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    started = time.time()
+    configured, params = configure_run(command, cfg, fingerprint, adapter_path, no_cache, schedule)
+    pipeline_run = configured(**params)
+    if pipeline_run is None:  # scheduled: the orchestrator runs it later
+        return {"pipeline": configured.name, "status": "scheduled", "schedule": schedule, "steps": {},
+                "run_id": None, "run_name": f"{cfg.name}-{command}",
+                "wall_time_s": round(time.time() - started, 2)}
+    summary = run_summary(pipeline_run.id)
+    summary["wall_time_s"] = round(time.time() - started, 2)
+    return summary
+
+
+def configure_run(command: str, cfg: RunConfig, fingerprint: str, adapter_path: str | None = None,
+                  no_cache: bool = False, schedule: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """The pipeline of ``command`` with every run option applied, and its parameters; nothing runs yet."""
+    stack.init_store()
+    if cfg.zenml.stack:
+        stack.use_stack(cfg.zenml.stack)
     from zenml import Model
     from zenml.enums import ExecutionMode
 
@@ -22,27 +46,31 @@ def run_pipeline_command(command: str, cfg: RunConfig, fingerprint: str, adapter
 
     options: dict[str, Any] = {}
     if command == "process":
-        pipeline, params = process_pipeline, {"data": cfg.data, "model": cfg.model, "source_fingerprint": fingerprint}
+        pipeline, params = process_pipeline, {"data": cfg.data, "model": cfg.model}
     else:
         pipeline = {"train": train_pipeline, "evaluate": evaluate_pipeline, "full": full_pipeline}[command]
-        params = {"config": cfg, "source_fingerprint": fingerprint}
+        params = {"config": cfg}
         if command == "evaluate":
             params["adapter_path"] = adapter_path
-    if command in TRACKED:
+    if command in TRACKED and not cfg.zenml.stack:
         stack.ensure_stack()
+    if command in TRACKED:
         stack.ensure_mlflow_experiment(cfg.name)
         options["settings"] = {"experiment_tracker": {"experiment_name": cfg.name}}
+    options["settings"] = {**options.get("settings", {}), **pipeline_settings(cfg)}
+    steps = step_options(cfg, command)
+    if command == "evaluate":
+        steps = {k: v for k, v in steps.items() if k == ("evaluate_finetuned" if adapter_path else "evaluate_base")}
+    options["steps"] = steps
+    if schedule:
+        options["schedule"] = parse_schedule(schedule, f"{cfg.name}-{command}")
+    check_stack_supports(cfg, command, options.get("schedule"))
     if command == "full":
         # Named by what it was made from: an unchanged re-run (all steps cached) lands on the same version
         # instead of registering an empty duplicate.
         version = f"{cfg.section_hash('data', 'model', 'lora', 'training', 'evaluation', 'registry')}-{cfg.seed}-{fingerprint[:8]}"
         options["model"] = Model(name=model_name(cfg), version=version, tags=cfg.zenml.tags,
                                  description=f"QLoRA adapter for {cfg.model.base_model} ({cfg.name})")
-    if not debug:
-        # A failing step re-raises its exception (FAIL_FAST); the CLI prints one line for it.
-        for name in ("zenml.orchestrators.step_launcher", "zenml.orchestrators.local.local_orchestrator"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-    started = time.time()
     configured = pipeline.with_options(
         execution_mode=ExecutionMode.FAIL_FAST,
         enable_cache=cfg.zenml.enable_cache and not no_cache,
@@ -50,10 +78,7 @@ def run_pipeline_command(command: str, cfg: RunConfig, fingerprint: str, adapter
         run_name=f"{cfg.name}-{command}-{{date}}-{{time}}",
         **options,
     )
-    pipeline_run = configured(**params)
-    summary = run_summary(pipeline_run.id)
-    summary["wall_time_s"] = round(time.time() - started, 2)
-    return summary
+    return configured, params
 
 
 def run_summary(run_id: Any) -> dict[str, Any]:

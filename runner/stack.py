@@ -6,6 +6,9 @@ stacks. A stack that already has an experiment tracker (a user's GPU stack, say)
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from llm_trainer.paths import state_dir
@@ -19,7 +22,45 @@ def mlflow_tracking_uri() -> str:
     return f"sqlite:///{state_dir() / 'mlflow.db'}"
 
 
+@contextmanager
+def project_lock(name: str) -> Iterator[None]:
+    """An exclusive lock file in the state folder: concurrent runs set shared things up one at a time."""
+    state_dir().mkdir(parents=True, exist_ok=True)
+    with open(state_dir() / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_stack() -> str:
+    with project_lock("stack"):
+        return _ensure_stack()
+
+
+def use_stack(name: str) -> None:
+    """Run this process on a registered stack (``zenml.stack``) without changing the project's active one."""
+    import os
+
+    from zenml.client import Client
+
+    from llm_trainer.errors import UserError
+
+    try:
+        stack = Client().get_stack(name, allow_name_prefix_match=False)
+    except KeyError as exc:
+        raise UserError(f"zenml.stack: no ZenML stack named '{name}'; register it first (see configs/stacks/)"
+                        ) from exc
+    os.environ["ZENML_ACTIVE_STACK_ID"] = str(stack.id)
+
+
+def init_store() -> None:
+    """Create (migrate) the local ZenML store once, before runs that start together race to do it."""
+    with project_lock("zenml-store"):
+        from zenml.client import Client
+
+        Client().active_stack_model  # noqa: B018 - touching the store initialises it
+
+
+def _ensure_stack() -> str:
     from zenml.client import Client
     from zenml.enums import StackComponentType
 
@@ -50,9 +91,12 @@ def ensure_mlflow_experiment(name: str) -> None:
         return
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    if client.get_experiment_by_name(name) is None:
-        client.create_experiment(name, artifact_location=(state_dir() / "mlflow-artifacts" / name).as_uri())
+    # Two runs starting at once would both create (migrate) the SQLite schema and the experiment; the
+    # second would fail. One at a time, and only the first does the work.
+    with project_lock("mlflow"):
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        if client.get_experiment_by_name(name) is None:
+            client.create_experiment(name, artifact_location=(state_dir() / "mlflow-artifacts" / name).as_uri())
 
 
 def describe_stack() -> dict[str, Any]:

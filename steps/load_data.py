@@ -10,7 +10,8 @@ from materializers import HFDatasetMaterializer
 
 @step(output_materializers=HFDatasetMaterializer)
 def load_data(data: DataConfig, source_fingerprint: str) -> Annotated[datasets.Dataset, "raw_dataset"]:
-    """Read the source. ``source_fingerprint`` (content hash of local files) is part of the cache key."""
+    """Read the source. ``source_fingerprint`` (an artifact: content hash of local files, or Hub id and
+    revision) is cached by value, so this step re-runs exactly when the data changed."""
     raw = build_processor(data).load()
     log_metadata(metadata={"source": data.source, "source_fingerprint": source_fingerprint, "rows": len(raw)})
     return raw

@@ -9,7 +9,7 @@ from zenml.types import HTMLString
 
 from llm_trainer.config import DataConfig, LoraSettings, ModelConfig, RunConfig, TrainingConfig
 from llm_trainer.reporting import flatten, git_commit, loss_curve_png, png_html
-from llm_trainer.training import LoraAdapter, build_trainer
+from llm_trainer.training import LoraAdapter, run_training
 from materializers import LoraAdapterMaterializer
 from steps import tracking
 
@@ -41,7 +41,7 @@ def train_model(
                    tags={"git_commit": git_commit(), "data_fingerprint": data_fingerprint, "run_dir": str(run_dir),
                          "zenml_run_id": str(context.pipeline_run.id), "zenml_pipeline": context.pipeline.name})
 
-    result = build_trainer(cfg).train(tokenized_dataset, tokenizer, run_dir, on_metrics=tracking.log_metrics)
+    result = run_training(cfg, tokenized_dataset, tokenizer, run_dir, on_metrics=tracking.log_metrics)
 
     png = loss_curve_png(result.history, title=f"{name}: loss")
     (run_dir / "loss_curve.png").write_bytes(png)

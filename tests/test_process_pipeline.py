@@ -69,12 +69,21 @@ def test_process_counts_every_drop_and_reruns_cached(dirty_source, tmp_path):
     loaded = tokenized.load()
     assert len(loaded["train"]) == train["blocks"]
 
+    # What the dashboard shows for the process steps: drop counts and the token-length histogram.
+    histograms = summary["steps"]["tokenize"]["length_histograms"]
+    assert sum(histograms["train"]["counts"]) == train["samples"] + sum(train["dropped"].values())
+    assert len(histograms["train"]["edges"]) == len(histograms["train"]["counts"]) + 1
+    for step_name, output in (("preprocess", "drop_counts"), ("tokenize", "token_lengths")):
+        version = run.steps[step_name].outputs[output][0]
+        assert "data:image/png;base64," in version.load()
+        assert [v.type.value for v in version.visualizations] == ["html"]
+
     again = run_cli("process", "--config", "configs/quickstart.yaml", "--set", f"data.source={dirty_source}",
                     "--summary", str(summary_path))
     assert again.returncode == 0, again.stderr[-3000:]
     steps = json.loads(summary_path.read_text())["steps"]
     assert {name: figures["status"] for name, figures in steps.items()} == {
-        "load_data": "cached", "preprocess": "cached", "tokenize": "cached"}
+        "fingerprint_source": "completed", "load_data": "cached", "preprocess": "cached", "tokenize": "cached"}
     assert steps["preprocess"]["dropped"] == pre["dropped"]
 
 

@@ -91,8 +91,8 @@ def test_zenml_artifacts_and_cached_rerun(first_run, tmp_path):
     again = run_cli(*TRAIN_ARGS, "--summary", str(again_path))
     assert again.returncode == 0, again.stderr[-3000:]
     statuses = {name: s["status"] for name, s in json.loads(again_path.read_text())["steps"].items()}
-    assert statuses == {"load_data": "cached", "preprocess": "cached", "tokenize": "cached",
-                        "train_model": "cached"}
+    assert statuses == {"fingerprint_source": "completed", "load_data": "cached", "preprocess": "cached",
+                        "tokenize": "cached", "train_model": "cached"}
 
 
 def test_changing_only_training_settings_reuses_processed_data(first_run, tmp_path):
@@ -100,8 +100,8 @@ def test_changing_only_training_settings_reuses_processed_data(first_run, tmp_pa
     result = run_cli(*TRAIN_ARGS, "--set", "training.learning_rate=1e-3", "--summary", str(path))
     assert result.returncode == 0, result.stderr[-3000:]
     statuses = {name: s["status"] for name, s in json.loads(path.read_text())["steps"].items()}
-    assert statuses == {"load_data": "cached", "preprocess": "cached", "tokenize": "cached",
-                        "train_model": "completed"}
+    assert statuses == {"fingerprint_source": "completed", "load_data": "cached", "preprocess": "cached",
+                        "tokenize": "cached", "train_model": "completed"}
 
 
 def test_stack_command_is_idempotent():

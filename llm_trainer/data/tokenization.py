@@ -77,6 +77,7 @@ def tokenize_splits(processed: datasets.DatasetDict, tokenizer: Any, cfg: DataCo
             desc=f"tokenize {name}",
         )
         lengths = tokenized.data.column("length").to_numpy()
+        histogram = length_histogram(lengths, cfg.max_seq_length)
         prompt_lengths = tokenized.data.column("prompt_length").to_numpy()
         label_tokens = tokenized.data.column("label_tokens").to_numpy()
         dropped = {}
@@ -90,7 +91,7 @@ def tokenize_splits(processed: datasets.DatasetDict, tokenizer: Any, cfg: DataCo
             tokenized = tokenized.select(np.flatnonzero(~too_long))
             lengths, label_tokens = lengths[~too_long], label_tokens[~too_long]
         split_report: dict[str, Any] = {"samples": len(tokenized), "dropped": {k: v for k, v in dropped.items() if v},
-                                        **length_stats(lengths)}
+                                        **length_stats(lengths), "length_histogram": histogram}
         split_report["label_tokens"] = int(label_tokens.sum())
         if cfg.packing and len(tokenized):
             tokenized, packing = pack_dataset(tokenized, cfg.max_seq_length)
@@ -98,6 +99,13 @@ def tokenize_splits(processed: datasets.DatasetDict, tokenizer: Any, cfg: DataCo
         result[name] = tokenized
         report["splits"][name] = split_report
     return datasets.DatasetDict(result), report
+
+
+def length_histogram(lengths: np.ndarray, max_seq_length: int, bins: int = 32) -> dict[str, list]:
+    """Counts of token lengths (before over-long rows are dropped) in equal bins up to the longest row."""
+    top = max(int(lengths.max()) if len(lengths) else 0, max_seq_length)
+    counts, edges = np.histogram(lengths, bins=bins, range=(0, top))
+    return {"edges": [round(float(e), 1) for e in edges], "counts": [int(c) for c in counts]}
 
 
 def length_stats(lengths: np.ndarray) -> dict[str, float | int]:

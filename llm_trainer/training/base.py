@@ -59,3 +59,15 @@ class BaseTrainer(ABC):
 
 def build_trainer(cfg: RunConfig) -> BaseTrainer:
     return TRAINERS.resolve(cfg.training.trainer)(cfg)
+
+
+def run_training(cfg: RunConfig, tokenized: Any, tokenizer: Any, run_dir: Path,
+                 on_metrics: MetricsHook | None = None) -> TrainResult:
+    """Train in this process, or in ``training.num_processes`` data-parallel processes."""
+    if cfg.training.num_processes > 1:
+        from llm_trainer.modeling import resolve_base_model
+        from llm_trainer.training.distributed import train_in_processes
+
+        resolve_base_model(cfg.model, tokenizer, cfg.seed)  # build/cache the tiny base once, not per rank
+        return train_in_processes(cfg, tokenized, tokenizer, run_dir, on_metrics)
+    return build_trainer(cfg).train(tokenized, tokenizer, run_dir, on_metrics)

@@ -8,6 +8,7 @@ from the config, resume from the newest complete checkpoint, train, evaluate, sa
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shutil
 import time
@@ -37,7 +38,10 @@ class QLoraTrainer(BaseTrainer):
         set_seed(cfg.seed)  # before get_peft_model: LoRA's A matrices are initialised from the global RNG
         run_dir = Path(run_dir)
         base_model = resolve_base_model(cfg.model, tokenizer, cfg.seed)
-        model = load_model(base_model, cfg.model)
+        local_rank = int(os.environ.get("LOCAL_RANK", "-1"))
+        # One model copy per GPU under DDP; the default device map otherwise.
+        device_map = {"": local_rank} if local_rank >= 0 and torch.cuda.is_available() else None
+        model = load_model(base_model, cfg.model, device_map=device_map)
         model.config.use_cache = False  # a KV cache would also disable the packed-sequence attention mask
         _keep_4bit_encoding_stable(model)
         gc_kwargs = {"use_reentrant": False}
@@ -68,13 +72,17 @@ class QLoraTrainer(BaseTrainer):
         wall_time = time.time() - started
         final_eval = trainer.evaluate() if eval_dataset is not None else {}
 
+        trained_tokens = _sum_over_ranks(trainer.trained_tokens)
+
         def save_adapter(folder: str) -> None:
             model.save_pretrained(folder)  # safetensors
             tokenizer.save_pretrained(folder)
             (Path(folder) / ADAPTER_INFO_FILE).write_text(json.dumps({"base_model": base_model}))
 
+        adapter_dir = run_dir / "adapter"
         try:
-            adapter_dir = write_dir_atomically(run_dir / "adapter", save_adapter, replace=True)
+            if trainer.is_world_process_zero():  # one adapter, whatever the number of processes
+                adapter_dir = write_dir_atomically(adapter_dir, save_adapter, replace=True)
         except OSError as exc:
             raise UserError(f"cannot save the adapter to {run_dir / 'adapter'}: {exc.strerror or exc}; "
                             "the previous adapter there (if any) is untouched") from exc
@@ -85,9 +93,11 @@ class QLoraTrainer(BaseTrainer):
             "eval_loss_before": evals[0] if evals else None,
             "eval_loss": final_eval.get("eval_loss"),
             "global_step": trainer.state.global_step,
-            "trained_tokens": trainer.trained_tokens,
+            "trained_tokens": trained_tokens,
+            "local_trained_tokens": trainer.trained_tokens,
+            "world_size": trainer.args.world_size,
             "wall_time_s": round(wall_time, 2),
-            "train_tokens_per_second": round(trainer.trained_tokens / wall_time, 1) if wall_time else None,
+            "train_tokens_per_second": round(trained_tokens / wall_time, 1) if wall_time else None,
             "peak_memory_mb": _peak_memory_mb(),
             "trainable_params": int(trainable),
             "total_params": int(total),
@@ -134,6 +144,7 @@ class QLoraTrainer(BaseTrainer):
             report_to="none",
             remove_unused_columns=False,
             dataloader_num_workers=0,
+            ddp_find_unused_parameters=False,  # LoRA leaves the frozen base out of the graph on purpose
             disable_tqdm=True,
         )
 
@@ -178,10 +189,12 @@ class _TrackingTrainer(Trainer):
         if "loss" in logs:
             tokens, since = self._last_log
             if since is not None and now > since:
-                logs["train_tokens_per_second"] = round((self.trained_tokens - tokens) / (now - since), 1)
+                # Ranks see equal-sized batches; local tokens x world size, no extra communication per log.
+                logs["train_tokens_per_second"] = round(
+                    (self.trained_tokens - tokens) * self.args.world_size / (now - since), 1)
             self._last_log = (self.trained_tokens, now)
         super().log(logs, start_time)
-        if self.on_metrics is not None:
+        if self.on_metrics is not None and self.is_world_process_zero():
             self.on_metrics({k: float(v) for k, v in logs.items() if isinstance(v, int | float)},
                             self.state.global_step)
 
@@ -208,6 +221,17 @@ def _keep_4bit_encoding_stable(model: Any) -> None:
 def _last(history: list[dict[str, Any]], key: str) -> float | None:
     values = [h[key] for h in history if key in h]
     return values[-1] if values else None
+
+
+def _sum_over_ranks(value: int) -> int:
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    total = torch.tensor([value], dtype=torch.long, device="cuda" if torch.cuda.is_available() else "cpu")
+    dist.all_reduce(total)
+    return int(total.item())
 
 
 def _peak_memory_mb() -> float:

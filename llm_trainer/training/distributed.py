@@ -1,0 +1,107 @@
+"""Data-parallel training in N processes: ``training.num_processes: N``.
+
+The caller (the train step) saves the tokenized data, tokenizer and config to the run folder and starts N
+workers with ``torch.distributed.run``; inside each worker transformers' Trainer runs on accelerate, which
+wraps the model in DDP (NCCL on GPUs, gloo on CPU). Rank 0 alone saves the adapter and writes metrics; the
+caller streams those metrics to its tracking hook while the workers run, so they are logged once.
+
+    python -m llm_trainer.training.distributed RUN_DIR/launch     # what each worker runs
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from llm_trainer.config import RunConfig
+from llm_trainer.errors import UserError
+from llm_trainer.training.base import LoraAdapter, MetricsHook, TrainResult, build_trainer
+
+METRICS_FILE = "metrics.jsonl"
+RESULT_FILE = "result.json"
+
+
+def train_in_processes(cfg: RunConfig, tokenized: Any, tokenizer: Any, run_dir: Path,
+                       on_metrics: MetricsHook | None = None) -> TrainResult:
+    import torch
+
+    launch = Path(run_dir) / "launch"
+    for stale in (METRICS_FILE, RESULT_FILE):
+        (launch / stale).unlink(missing_ok=True)
+    launch.mkdir(parents=True, exist_ok=True)
+    tokenized.save_to_disk(str(launch / "tokenized"))
+    tokenizer.save_pretrained(str(launch / "tokenizer"))
+    (launch / "config.json").write_text(cfg.model_dump_json())
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={cfg.training.num_processes}",
+               "-m", "llm_trainer.training.distributed", str(launch)]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    if not torch.cuda.is_available():
+        env["ACCELERATE_USE_CPU"] = "true"
+    log_path = launch / "workers.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        seen = 0
+        while process.poll() is None:
+            time.sleep(0.5)
+            seen = _forward_metrics(launch / METRICS_FILE, seen, on_metrics)
+        _forward_metrics(launch / METRICS_FILE, seen, on_metrics)
+    if process.returncode != 0 or not (launch / RESULT_FILE).exists():
+        tail = " | ".join(log_path.read_text().strip().splitlines()[-3:])
+        raise UserError(f"training in {cfg.training.num_processes} processes failed (exit {process.returncode}); "
+                        f"log: {log_path}; last lines: {tail}")
+    result = json.loads((launch / RESULT_FILE).read_text())
+    return TrainResult(adapter=LoraAdapter(path=Path(result["adapter"]), base_model=result["base_model"]),
+                       metrics=result["metrics"], history=result["history"])
+
+
+def _forward_metrics(path: Path, seen: int, on_metrics: MetricsHook | None) -> int:
+    """Pass the metrics lines written since the last call to the hook; return how many lines are done."""
+    if not path.exists():
+        return seen
+    lines = path.read_text().splitlines()
+    complete = lines if path.read_text().endswith("\n") else lines[:-1]
+    for line in complete[seen:]:
+        record = json.loads(line)
+        if on_metrics is not None:
+            on_metrics(record["metrics"], record["step"])
+    return len(complete)
+
+
+def worker(launch: Path) -> None:
+    """One rank: train with the Trainer (DDP through accelerate); rank 0 writes metrics and the result."""
+    import datasets
+    import torch.distributed as dist
+    from transformers import AutoTokenizer
+
+    cfg = RunConfig.model_validate_json((launch / "config.json").read_text())
+    tokenized = datasets.load_from_disk(str(launch / "tokenized"))
+    tokenizer = AutoTokenizer.from_pretrained(str(launch / "tokenizer"))
+    rank = int(os.environ.get("RANK", "0"))
+    metrics_file = (launch / METRICS_FILE).open("a") if rank == 0 else None
+
+    def write_metrics(metrics: dict[str, float], step: int) -> None:
+        if metrics_file is not None:
+            metrics_file.write(json.dumps({"step": step, "metrics": metrics}) + "\n")
+            metrics_file.flush()
+
+    result = build_trainer(cfg).train(tokenized, tokenizer, launch.parent, on_metrics=write_metrics)
+    (launch / f"rank-{rank}.json").write_text(json.dumps({"trained_tokens": result.metrics.get("local_trained_tokens"),
+                                                         "global_step": result.metrics.get("global_step")}))
+    if rank == 0:
+        metrics_file.close()
+        payload = {"adapter": str(result.adapter.path), "base_model": result.adapter.base_model,
+                   "metrics": result.metrics, "history": result.history}
+        (launch / RESULT_FILE).write_text(json.dumps(payload, default=str))
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    worker(Path(sys.argv[1]))

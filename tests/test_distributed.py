@@ -1,0 +1,36 @@
+"""training.num_processes: 2 data-parallel processes (gloo on CPU) on the tiny model in full precision."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from test_training import prepared
+
+
+@pytest.mark.slow
+def test_two_processes_train_one_adapter_and_log_once(tmp_path):
+    from llm_trainer.training import run_training
+
+    cfg, tokenized, tokenizer = prepared(["model.load_in_4bit=false", "model.dtype=float32",
+                                          "training.num_processes=2", "training.max_steps=4",
+                                          "training.logging_steps=1", "training.eval_steps=2",
+                                          "training.save_steps=2", "training.per_device_train_batch_size=4",
+                                          "training.gradient_accumulation_steps=1"])
+    logged: list[tuple[int, dict]] = []
+    result = run_training(cfg, tokenized, tokenizer, tmp_path, on_metrics=lambda m, s: logged.append((s, m)))
+
+    ranks = {path.name: json.loads(path.read_text()) for path in (tmp_path / "launch").glob("rank-*.json")}
+    assert sorted(ranks) == ["rank-0.json", "rank-1.json"]
+    assert all(r["trained_tokens"] > 0 and r["global_step"] == 4 for r in ranks.values())
+    assert result.metrics["world_size"] == 2
+    assert result.metrics["trained_tokens"] == sum(r["trained_tokens"] for r in ranks.values())
+
+    adapters = [p.parent for p in tmp_path.rglob("adapter_model.safetensors") if "checkpoint-" not in str(p)]
+    assert adapters == [tmp_path / "adapter"] and result.adapter.path == tmp_path / "adapter"
+    loss_steps = [step for step, metrics in logged if "loss" in metrics]
+    assert loss_steps == [1, 2, 3, 4]  # once per step, not once per rank
+    assert all(math.isfinite(m["loss"]) for _, m in logged if "loss" in m)
+    assert math.isfinite(result.metrics["eval_loss"])

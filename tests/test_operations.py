@@ -1,0 +1,104 @@
+"""Remote-stack settings reach the compiled pipeline; schedules fail clearly where they cannot run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from llm_trainer.config import load_config
+from llm_trainer.errors import UserError
+
+REASONING = ROOT / "configs" / "reasoning.yaml"
+STACKS = sorted((ROOT / "configs" / "stacks").glob("*.yaml"))
+FINGERPRINT = "f" * 64
+
+
+def _settings(value):
+    return value.model_dump(exclude_none=True) if hasattr(value, "model_dump") else dict(value)
+
+
+@pytest.mark.parametrize("overlay", STACKS, ids=lambda p: p.name)
+def test_every_stack_overlay_validates_on_the_reasoning_config(overlay):
+    cfg = load_config([REASONING, overlay])
+    assert cfg.model.base_model == "meta-llama/Meta-Llama-3-8B-Instruct"  # the overlay changes only zenml:
+    assert cfg.zenml.stack and cfg.zenml.docker and cfg.zenml.docker.parent_image
+    assert cfg.zenml.resources.train.gpu_count == 1 and cfg.zenml.resources.evaluate.gpu_count == 1
+
+
+def test_overlays_merge_key_by_key_and_overrides_come_last():
+    cfg = load_config([REASONING, STACKS[0]], ["zenml.resources.train.gpu_count=4"])
+    assert cfg.zenml.resources.train.gpu_count == 4
+    assert cfg.zenml.resources.evaluate.gpu_count == 1
+    assert cfg.training.learning_rate == load_config(REASONING).training.learning_rate
+
+
+def test_resources_and_docker_settings_reach_the_compiled_pipeline():
+    from runner.run import configure_run
+
+    cfg = load_config([REASONING, ROOT / "configs" / "stacks" / "kubernetes.yaml"],
+                      ["zenml.stack=null", "zenml.resources.evaluate.memory=16GB"])
+    configured, params = configure_run("full", cfg, FINGERPRINT)
+    configured.prepare(**params)
+    snapshot = configured.create_snapshot(name="settings-check")
+    steps = snapshot.step_configurations
+    train = _settings(steps["train_model"].config.settings["resources"])
+    assert (train["gpu_count"], train["cpu_count"], train["memory"]) == (1, 8, "64GB")
+    for name in ("evaluate_base", "evaluate_finetuned"):
+        assert _settings(steps[name].config.settings["resources"])["memory"] == "16GB"
+    assert "resources" not in steps["load_data"].config.settings
+    docker = _settings(snapshot.pipeline_configuration.settings["docker"])
+    assert docker["parent_image"].startswith("pytorch/pytorch:") and docker["requirements"] == "requirements.txt"
+    assert docker["environment"] == {"HF_HUB_ENABLE_HF_TRANSFER": "0"}
+
+
+def test_step_operator_goes_to_the_gpu_steps_and_must_exist_in_the_stack():
+    from runner.options import step_options
+    from runner.run import configure_run
+
+    cfg = load_config([REASONING, ROOT / "configs" / "stacks" / "vertex.yaml"], ["zenml.stack=null"])
+    options = step_options(cfg, "full")
+    assert {name: o["step_operator"] for name, o in options.items()} == {
+        "train_model": "vertex_gpu", "evaluate_base": "vertex_gpu", "evaluate_finetuned": "vertex_gpu"}
+    assert step_options(cfg, "process") == {}
+    with pytest.raises(UserError) as error:
+        configure_run("train", cfg, FINGERPRINT)
+    assert "zenml.step_operator: 'vertex_gpu' is not in stack" in str(error.value)
+
+
+def test_unknown_stack_is_one_line():
+    from runner.run import configure_run
+
+    cfg = load_config([REASONING, ROOT / "configs" / "stacks" / "vertex.yaml"])
+    with pytest.raises(UserError, match="zenml.stack: no ZenML stack named 'llm_trainer_vertex'"):
+        configure_run("train", cfg, FINGERPRINT)
+    os.environ.pop("ZENML_ACTIVE_STACK_ID", None)
+
+
+@pytest.mark.parametrize("cron", ["every monday", "0 3 * *", "0 3 * * 1 extra", "0 3 * * ?"])
+def test_bad_cron_is_one_line(cron):
+    from runner.options import parse_schedule
+
+    with pytest.raises(UserError, match="expected a cron expression of five fields"):
+        parse_schedule(cron, "x")
+    assert parse_schedule("0 3 * * 1", "weekly").cron_expression == "0 3 * * 1"
+
+
+def test_schedule_on_the_local_orchestrator_fails_before_running_anything():
+    def runs() -> int:
+        listing = subprocess.run([sys.executable, "-c", "from zenml.client import Client; "
+                                  "print(Client().list_pipeline_runs(size=1).total)"],
+                                 cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, check=True)
+        return int(listing.stdout.strip().splitlines()[-1])
+
+    before = runs()
+    result = subprocess.run([sys.executable, "run_pipeline.py", "train", "--config", "configs/quickstart.yaml",
+                             "--schedule", "0 3 * * 1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "cannot run schedules" in lines[0] and "configs/stacks/" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert runs() == before

@@ -1,0 +1,100 @@
+"""Reliability and security: huge rows, foreign schemas, safe loading defaults, concurrent runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+
+def test_a_one_megabyte_question_is_dropped_and_counted(make_config, write_jsonl, sample_rows):
+    from llm_trainer.data import build_processor
+
+    huge = {"question": "x" * 1_000_000, "reference_answer": "1", "responses": []}
+    path = write_jsonl([*sample_rows[:20], huge])
+    processor = build_processor(make_config(data={"source": str(path)}).data)
+    _, report = processor.preprocess(processor.load())
+    assert report["dropped"] == {"too_long": 1} and report["rows_kept"] == 20
+
+
+def test_parquet_with_a_different_schema_fails_with_one_line(make_config, tmp_path):
+    import pandas as pd
+
+    from llm_trainer.data import build_processor
+    from llm_trainer.errors import DataError
+
+    path = tmp_path / "other.parquet"
+    pd.DataFrame({"prompt": ["What is 1 + 1?"] * 3, "completion": ["2"] * 3}).to_parquet(path)
+    processor = build_processor(make_config(data={"source": str(path)}).data)
+    with pytest.raises(DataError) as error:
+        processor.preprocess(processor.load())
+    assert "no usable row" in str(error.value) and "missing_question: 3" in str(error.value)
+
+
+def test_trust_remote_code_is_off_unless_configured():
+    from llm_trainer.config import load_config
+
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        assert load_config(path).model.trust_remote_code is False
+    assert load_config(ROOT / "configs" / "quickstart.yaml", ["model.trust_remote_code=true"]).model.trust_remote_code
+
+
+def test_weights_load_from_safetensors_only(tmp_path, make_config):
+    """A model folder with only a pickle-based pytorch_model.bin is refused, with one clear line."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llm_trainer.errors import ConfigError
+    from llm_trainer.modeling import load_model
+
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1)
+    folder = tmp_path / "bin-only"
+    folder.mkdir()
+    config.save_pretrained(folder)
+    torch.save(LlamaForCausalLM(config).state_dict(), folder / "pytorch_model.bin")
+    cfg = make_config(model={"base_model": str(folder), "load_in_4bit": False})
+    with pytest.raises(ConfigError) as error:
+        load_model(str(folder), cfg.model)
+    assert str(error.value).startswith(f"model.base_model: cannot load '{folder}'")
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.slow
+def test_two_runs_started_at_once_both_finish_and_are_recorded(tmp_path):
+    home = tmp_path / "home"  # a fresh store, so both runs also race to set up the stack and MLflow
+    env = {**os.environ, "LLM_TRAINER_HOME": str(home), "ZENML_CONFIG_PATH": str(home / "zenml")}
+    runs = []
+    for lr in ("1e-3", "2e-3"):
+        summary = tmp_path / f"{lr}.json"
+        command = [sys.executable, "run_pipeline.py", "train", "--config", "configs/quickstart.yaml",
+                   "--set", f"output_dir={tmp_path / 'outputs'}", "--set", "training.max_steps=3", "--set", "training.logging_steps=1",
+                   "--set", f"training.learning_rate={lr}", "--summary", str(summary)]
+        runs.append((subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True), summary))
+    run_ids = []
+    for process, summary in runs:
+        _, stderr = process.communicate(timeout=900)
+        assert process.returncode == 0, stderr[-3000:]
+        data = json.loads(summary.read_text())
+        assert data["status"] == "completed"
+        run_ids.append(data["run_id"])
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("quickstart")
+    recorded = {r.data.tags.get("zenml_run_id"): r for r in client.search_runs([experiment.experiment_id])}
+    for run_id in run_ids:
+        assert run_id in recorded
+        assert len(client.get_metric_history(recorded[run_id].info.run_id, "loss")) == 3
+    listing = subprocess.run([sys.executable, "-c", "from zenml.client import Client; "
+                              "print(sorted(str(r.id) for r in Client().list_pipeline_runs(size=50)))"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert all(run_id in listing.stdout for run_id in run_ids)
