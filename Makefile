@@ -37,6 +37,10 @@ dashboard: install
 mlflow-ui: install
 	$(PY) -m runner.dashboards mlflow --port $(or $(PORT),5000)
 
+# CPU benchmarks against plain baselines (not part of the tests); results go to bench/RESULTS.md by hand.
+bench: install
+	$(PY) -m bench.run_all
+
 sample-data:
 	$(PYTHON) scripts/make_sample_data.py
 
