@@ -160,7 +160,10 @@ class TrainingConfig(Section):
     eval_steps: int | None = Field(100, gt=0)
     save_steps: int = Field(100, gt=0)
     save_total_limit: int | None = Field(2, gt=0)
-    early_stopping_patience: int | None = Field(None, gt=0)
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="Stop after this many evaluations without improving eval_loss; the best "
+                                "checkpoint is loaded at the end. The evaluation before the first step is no baseline.")
+    early_stopping_threshold: float = Field(0.0, ge=0, description="Least eval_loss decrease that counts as improving.")
     resume: Literal["auto", "never"] = "auto"
     num_processes: int = Field(1, gt=0)
 

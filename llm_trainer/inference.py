@@ -24,13 +24,11 @@ class Generation:
 
 def load_for_inference(cfg: ModelConfig, base_model: str, adapter_path: str | Path | None = None) -> Any:
     """The base model (4-bit when configured) with the adapter attached, in eval mode with a KV cache."""
-    from llm_trainer.modeling import load_model
+    from llm_trainer.modeling import attach_adapter, load_model
 
     model = load_model(base_model, cfg)
     if adapter_path is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter_path))
+        model = attach_adapter(model, adapter_path)
     model.config.use_cache = True
     model.eval()
     return model

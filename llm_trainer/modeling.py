@@ -6,10 +6,14 @@ so it goes through exactly this path too, 4-bit included.
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 from llm_trainer.config import LoraSettings, ModelConfig
-from llm_trainer.errors import ConfigError
+from llm_trainer.errors import ConfigError, UserError
+
+logger = logging.getLogger(__name__)
 
 
 def load_tokenizer(name_or_path: str, cfg: ModelConfig) -> Any:
@@ -37,6 +41,18 @@ def torch_dtype(name: str) -> Any:
     return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "auto": "auto"}[name]
 
 
+def compute_dtype(cfg: ModelConfig) -> str:
+    """The configured compute dtype (4-bit compute dtype, or weights dtype without 4-bit); float16 instead of
+    bfloat16 on a GPU without bfloat16 (a T4 or V100, e.g. Colab's free tier), where bf16 training fails."""
+    import torch
+
+    name = cfg.bnb_4bit_compute_dtype if cfg.load_in_4bit else cfg.dtype
+    if name == "bfloat16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        logger.warning("this GPU (%s) has no bfloat16: computing in float16 instead", torch.cuda.get_device_name())
+        return "float16"
+    return name
+
+
 def bnb_config(cfg: ModelConfig) -> Any:
     """BitsAndBytesConfig for 4-bit loading, or None for full-precision LoRA."""
     if not cfg.load_in_4bit:
@@ -47,7 +63,7 @@ def bnb_config(cfg: ModelConfig) -> Any:
         load_in_4bit=True,
         bnb_4bit_quant_type=cfg.bnb_4bit_quant_type,
         bnb_4bit_use_double_quant=cfg.bnb_4bit_use_double_quant,
-        bnb_4bit_compute_dtype=torch_dtype(cfg.bnb_4bit_compute_dtype),
+        bnb_4bit_compute_dtype=torch_dtype(compute_dtype(cfg)),
     )
 
 
@@ -66,7 +82,7 @@ def load_model(name_or_path: str, cfg: ModelConfig, device_map: Any = None) -> A
     quantization = bnb_config(cfg)
     if device_map is None:
         device_map = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
-    dtype = torch_dtype(cfg.bnb_4bit_compute_dtype if quantization else cfg.dtype)
+    dtype = torch_dtype(compute_dtype(cfg))
     try:
         return AutoModelForCausalLM.from_pretrained(
             name_or_path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code,
@@ -75,6 +91,22 @@ def load_model(name_or_path: str, cfg: ModelConfig, device_map: Any = None) -> A
         )
     except OSError as exc:
         raise ConfigError(f"model.base_model: cannot load '{name_or_path}': {' '.join(str(exc).split())}") from exc
+
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def attach_adapter(model: Any, adapter_path: str | Path) -> Any:
+    """The base model with a saved LoRA adapter attached; safetensors only (peft would fall back to a
+    pickle-based adapter_model.bin), so a folder without ``adapter_model.safetensors`` is refused."""
+    from peft import PeftModel
+
+    folder = Path(adapter_path)
+    if not (folder / ADAPTER_WEIGHTS).is_file():
+        found = ", ".join(sorted(p.name for p in folder.iterdir())) if folder.is_dir() else "no such folder"
+        raise UserError(f"adapter: '{folder}' holds no {ADAPTER_WEIGHTS} (found: {found or 'nothing'}); "
+                          "adapters load from safetensors only")
+    return PeftModel.from_pretrained(model, str(folder))
 
 
 def prepare_tokenizer(cfg: ModelConfig, train_split: Any) -> Any:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
+
+import psutil
 
 import pytest
 
@@ -20,7 +23,18 @@ def test_two_processes_train_one_adapter_and_log_once(tmp_path):
                                           "training.save_steps=2", "training.per_device_train_batch_size=4",
                                           "training.gradient_accumulation_steps=1"])
     logged: list[tuple[int, dict]] = []
-    result = run_training(cfg, tokenized, tokenizer, tmp_path, on_metrics=lambda m, s: logged.append((s, m)))
+    listening: set[str] = set()
+
+    def on_metrics(metrics, step):  # runs in this process while the workers train: look at their sockets
+        logged.append((step, metrics))
+        for child in psutil.Process().children(recursive=True):
+            try:
+                listening.update(c.laddr.ip for c in child.net_connections("inet") if c.status == psutil.CONN_LISTEN)
+            except psutil.NoSuchProcess:
+                pass
+
+    result = run_training(cfg, tokenized, tokenizer, tmp_path, on_metrics=on_metrics)
+    assert listening and all(ipaddress.ip_address(ip).is_loopback for ip in listening), listening
 
     ranks = {path.name: json.loads(path.read_text()) for path in (tmp_path / "launch").glob("rank-*.json")}
     assert sorted(ranks) == ["rank-0.json", "rank-1.json"]

@@ -51,8 +51,25 @@ def test_full_run_evaluates_both_models_and_promotes(promoted):
     version = Client().get_model_version("quickstart-test", ModelStages.PRODUCTION)
     assert version.run_metadata["evaluation_metrics"]["eval_loss"] == pytest.approx(tuned["eval_loss"])
     assert version.get_artifact("adapter") is not None
-    report = Client().get_pipeline_run(promoted["run_id"]).steps["evaluate_finetuned"].outputs["evaluation_report"][0]
+    pipeline_run = Client().get_pipeline_run(promoted["run_id"])
+    report = pipeline_run.steps["evaluate_finetuned"].outputs["evaluation_report"][0]
     assert "Worst examples" in report.load() and report.visualizations
+    for step_run in pipeline_run.steps.values():  # evaluation tables, reports and decisions too: no pickle
+        for versions in step_run.outputs.values():
+            for artifact in versions:
+                assert "pickle" not in artifact.materializer.import_path.lower(), (step_run.name, artifact.name)
+
+    # The per-example table: one row per evaluated test question; rows without a reference are not scored.
+    for name, metrics in (("evaluate_base", base), ("evaluate_finetuned", tuned)):
+        table = pipeline_run.steps[name].outputs["evaluation_examples"][0].load()
+        assert len(table) == 16
+        assert {"question", "reference", "generation", "extracted", "correct", "scored"} <= set(table.column_names)
+        no_reference = [not r.strip() for r in table["reference"]]
+        assert table["scored"] == [not empty for empty in no_reference]
+        assert sum(no_reference) == metrics["no_reference"] and metrics["scored"] == 16 - sum(no_reference)
+        scored = [c for c, s in zip(table["correct"], table["scored"]) if s]
+        assert metrics["accuracy"] == pytest.approx(sum(scored) / len(scored))
+    assert table["question"] == pipeline_run.steps["evaluate_base"].outputs["evaluation_examples"][0].load()["question"]
 
     import mlflow
 
@@ -155,6 +172,19 @@ def test_evaluate_command_with_a_model_version(promoted, tmp_path):
     summary = json.loads(path.read_text())
     assert summary["pipeline"] == "evaluate_pipeline"
     assert summary["steps"]["evaluate_finetuned"]["examples"] == 16
+    production_loss = promoted["steps"]["evaluate_finetuned"]["eval_loss"]
+    assert summary["steps"]["evaluate_finetuned"]["eval_loss"] == pytest.approx(production_loss, rel=1e-4)
+
+
+def test_evaluate_command_with_an_adapter_folder(promoted, tmp_path):
+    from runner.models import adapter_of_version
+
+    adapter = adapter_of_version("quickstart-test", "production")
+    path = tmp_path / "evaluate.json"
+    result = run_cli("evaluate", *FAST, "--adapter", str(adapter.path), "--summary", str(path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluated = json.loads(path.read_text())["steps"]["evaluate_finetuned"]
+    assert evaluated["eval_loss"] == pytest.approx(promoted["steps"]["evaluate_finetuned"]["eval_loss"], rel=1e-4)
 
 
 def test_unknown_model_version_is_one_line():

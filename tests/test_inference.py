@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+import torch
 
 from conftest import ROOT
 
@@ -52,3 +53,28 @@ def test_overlong_prompt_is_cut_from_the_left_with_a_warning(model_and_tokenizer
     assert len(encoded[0]) == 100
     assert tokenizer.decode(encoded[0]).endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
     assert "keeping the last 100" in caplog.text
+
+
+def test_generation_over_the_context_window_keeps_the_prompt_end(model_and_tokenizer, caplog):
+    """Through generate_batch and stream_reply: the model's context window decides the cut, and the answers
+    of a too-long prompt are those of its last (window - max_new_tokens) tokens."""
+    from llm_trainer.inference import context_window, encode_prompts, generate_batch, stream_reply
+
+    cfg, model, tokenizer = model_and_tokenizer
+    window = context_window(model, tokenizer)
+    assert window == cfg.model.tiny.max_position_embeddings
+    long_prompt = conversation("seven " * (2 * window) + "What is 2 + 2?")
+    with caplog.at_level(logging.WARNING, logger="llm_trainer.inference"):
+        long, short = generate_batch(model, tokenizer, [long_prompt, conversation("hi")], max_new_tokens=8,
+                                     batch_size=2)
+    assert (long.prompt_truncated, short.prompt_truncated) == (True, False)
+    assert f"keeping the last {window - 8}" in caplog.text
+    (kept,), _ = encode_prompts(tokenizer, [long_prompt], window - 8)
+    with torch.no_grad():
+        direct = model.generate(input_ids=torch.tensor([kept]), attention_mask=torch.ones(1, len(kept), dtype=torch.long),
+                                max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    expected = direct[0, len(kept):].tolist()
+    assert long.new_tokens <= 8
+    assert tokenizer.decode(expected[: long.new_tokens], skip_special_tokens=True).strip() == long.text
+    streamed = "".join(stream_reply(model, tokenizer, long_prompt, max_new_tokens=8)).strip()
+    assert streamed == long.text

@@ -45,6 +45,49 @@ def test_trust_remote_code_is_off_unless_configured():
     assert load_config(ROOT / "configs" / "quickstart.yaml", ["model.trust_remote_code=true"]).model.trust_remote_code
 
 
+@pytest.mark.parametrize("trust", [False, True])
+def test_trust_remote_code_reaches_every_from_pretrained_call(monkeypatch, make_config, trust):
+    """The config's value, and only it, is what transformers is given for the tokenizer and the model."""
+    import transformers
+
+    from llm_trainer.errors import ConfigError
+    from llm_trainer.modeling import load_model, load_tokenizer
+
+    seen: list[tuple[str, object]] = []
+
+    def fake_from_pretrained(kind):
+        def load(name, **kwargs):
+            seen.append((kind, kwargs.get("trust_remote_code", "missing")))
+            raise OSError("stop here")
+        return load
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fake_from_pretrained("tokenizer"))
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fake_from_pretrained("model"))
+    cfg = make_config(model={"base_model": "some/model", "trust_remote_code": trust})
+    for load in (load_tokenizer, load_model):
+        with pytest.raises(ConfigError, match="stop here"):
+            load("some/model", cfg.model)
+    assert seen == [("tokenizer", trust), ("model", trust)]
+
+
+def test_adapters_load_from_safetensors_only(tmp_path):
+    """A pickle-based adapter_model.bin (which peft would load) is refused before anything is read."""
+    import torch
+
+    from llm_trainer.errors import UserError
+    from llm_trainer.modeling import attach_adapter
+
+    folder = tmp_path / "bin-adapter"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text("{}")
+    torch.save({}, folder / "adapter_model.bin")
+    for path, found in ((folder, "adapter_config.json, adapter_model.bin"), (tmp_path / "nowhere", "no such folder")):
+        with pytest.raises(UserError) as error:
+            attach_adapter(torch.nn.Linear(2, 2), path)
+        assert str(error.value) == (f"adapter: '{path}' holds no adapter_model.safetensors (found: {found}); "
+                                    "adapters load from safetensors only")
+
+
 def test_weights_load_from_safetensors_only(tmp_path, make_config):
     """A model folder with only a pickle-based pytorch_model.bin is refused, with one clear line."""
     import torch

@@ -104,13 +104,37 @@ def test_changing_only_training_settings_reuses_processed_data(first_run, tmp_pa
                         "tokenize": "cached", "train_model": "completed"}
 
 
-def test_stack_command_is_idempotent():
-    for _ in range(2):
-        result = run_cli("stack")
+def test_stack_command_is_idempotent(tmp_path):
+    """On a fresh store the first call creates the stack; later calls, also after the user switched to
+    another stack, re-activate it without registering anything twice."""
+    home = tmp_path / "home"
+    env = {**os.environ, "LLM_TRAINER_HOME": str(home), "ZENML_CONFIG_PATH": str(home / "zenml")}
+
+    def stack_cli(*args: str) -> dict:
+        result = subprocess.run([sys.executable, "run_pipeline.py", "stack", *args], cwd=ROOT, capture_output=True,
+                                text=True, timeout=300, env=env)
         assert result.returncode == 0, result.stderr[-2000:]
-    described = json.loads(result.stdout[result.stdout.index("{"):])
-    tracker = described["components"]["experiment_tracker"]
-    assert tracker["flavor"] == "mlflow" and tracker["tracking_uri"].startswith("sqlite:///")
+        return json.loads(result.stdout[result.stdout.index("{"):])
+
+    def registered() -> tuple[list[str], list[str]]:
+        listing = subprocess.run([sys.executable, "-c", (
+            "from zenml.client import Client; c = Client(); "
+            "print(sorted(s.name for s in c.list_stacks(size=100))); "
+            "print(sorted(x.name for x in c.list_stack_components(size=100)))")],
+            cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+        assert listing.returncode == 0, listing.stderr[-2000:]
+        return listing.stdout.strip().splitlines()[-2:]
+
+    first = stack_cli()
+    tracker = first["components"]["experiment_tracker"]
+    assert tracker["flavor"] == "mlflow" and tracker["tracking_uri"] == f"sqlite:///{home / 'mlflow.db'}"
+    after_first = registered()
+    assert "llm_trainer_local" in after_first[0] and "llm_trainer_mlflow" in after_first[1]
+    subprocess.run([sys.executable, "-m", "zenml", "stack", "set", "default"], cwd=ROOT, env=env,
+                   capture_output=True, timeout=300, check=True)
+    again = stack_cli()
+    assert again["stack"] == first["stack"] == "llm_trainer_local"
+    assert registered() == after_first
 
 
 def test_hub_token_never_leaks_and_nothing_is_pickled(first_run):

@@ -143,6 +143,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, mode, toleranc
     for step, loss in straight_losses.items():
         assert resumed_losses[step] == pytest.approx(loss, rel=tolerance), step
     assert resumed_metrics["global_step"] == 12
+    # It resumed rather than started over: this process trained only steps 9-12 (a third of the batches).
+    assert 0 < resumed_metrics["trained_tokens"] < 0.5 * straight_metrics["trained_tokens"]
     assert resumed_metrics["eval_loss"] == pytest.approx(straight_metrics["eval_loss"], rel=tolerance)
 
 
@@ -165,3 +167,21 @@ def test_failed_adapter_save_is_one_clear_error_and_keeps_the_previous_adapter(t
                                          r"previous adapter there \(if any\) is untouched"):
         build_trainer(cfg.model_copy(update={"seed": 7})).train(tokenized, tokenizer, tmp_path)
     assert (first.adapter.path / "adapter_model.safetensors").read_bytes() == saved
+
+
+def test_early_stopping_stops_without_enough_improvement(tmp_path):
+    """With a threshold no step can meet, patience 1 stops at the second evaluation in training (the one
+    before the first step is no baseline: there is no checkpoint of it); the final eval is of the better one."""
+    from llm_trainer.training import build_trainer
+
+    cfg, tokenized, tokenizer = prepared(["model.load_in_4bit=false", "training.max_steps=30",
+                                          "training.eval_steps=2", "training.save_steps=2",
+                                          "training.early_stopping_patience=1",
+                                          "training.early_stopping_threshold=100"])
+    result = build_trainer(cfg).train(tokenized, tokenizer, tmp_path)
+    evals = [(h["step"], h["eval_loss"]) for h in result.history if "eval_loss" in h]
+    (first_step, _), *during, (_, final) = evals  # before training, in training, after (best model loaded)
+    assert first_step == 0 and [step for step, _ in during] == [2, 4]
+    assert result.metrics["global_step"] == 4
+    best = min(loss for _, loss in during)
+    assert final == pytest.approx(best, rel=1e-4) and result.metrics["eval_loss"] == pytest.approx(best, rel=1e-4)

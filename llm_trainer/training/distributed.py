@@ -1,9 +1,12 @@
 """Data-parallel training in N processes: ``training.num_processes: N``.
 
 The caller (the train step) saves the tokenized data, tokenizer and config to the run folder and starts N
-workers with ``torch.distributed.run``; inside each worker transformers' Trainer runs on accelerate, which
-wraps the model in DDP (NCCL on GPUs, gloo on CPU). Rank 0 alone saves the adapter and writes metrics; the
-caller streams those metrics to its tracking hook while the workers run, so they are logged once.
+worker processes on this machine; each joins the process group through a file in the run folder (no TCP
+rendezvous store: torch's TCPStore listens on every network interface whatever host it is given) with
+gloo's and NCCL's sockets on the loopback interface. Inside each worker transformers' Trainer runs on
+accelerate, which wraps the model in DDP (NCCL on GPUs, gloo on CPU). Rank 0 alone saves the adapter and
+writes metrics; the caller streams those metrics to its tracking hook while the workers run, so they are
+logged once. If one worker fails, the others are stopped.
 
     python -m llm_trainer.training.distributed RUN_DIR/launch     # what each worker runs
 """
@@ -24,6 +27,8 @@ from llm_trainer.training.base import LoraAdapter, MetricsHook, TrainResult, bui
 
 METRICS_FILE = "metrics.jsonl"
 RESULT_FILE = "result.json"
+RENDEZVOUS_FILE = "rendezvous"
+RENDEZVOUS_ENV = "LLM_TRAINER_RENDEZVOUS"
 
 
 def train_in_processes(cfg: RunConfig, tokenized: Any, tokenizer: Any, run_dir: Path,
@@ -37,24 +42,36 @@ def train_in_processes(cfg: RunConfig, tokenized: Any, tokenizer: Any, run_dir: 
     tokenized.save_to_disk(str(launch / "tokenized"))
     tokenizer.save_pretrained(str(launch / "tokenizer"))
     (launch / "config.json").write_text(cfg.model_dump_json())
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={cfg.training.num_processes}",
-               "-m", "llm_trainer.training.distributed", str(launch)]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    rendezvous = launch / RENDEZVOUS_FILE
+    rendezvous.unlink(missing_ok=True)  # a FileStore file left by an earlier run would confuse this one
+    n = cfg.training.num_processes
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "WORLD_SIZE": str(n),
+           "LOCAL_WORLD_SIZE": str(n), RENDEZVOUS_ENV: str(rendezvous),
+           "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo"),
+           "NCCL_SOCKET_IFNAME": os.environ.get("NCCL_SOCKET_IFNAME", "lo")}
     if not torch.cuda.is_available():
         env["ACCELERATE_USE_CPU"] = "true"
     log_path = launch / "workers.log"
     with log_path.open("w") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        seen = 0
-        while process.poll() is None:
+        workers = [subprocess.Popen([sys.executable, "-m", "llm_trainer.training.distributed", str(launch)],
+                                    env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                                    stdout=log, stderr=subprocess.STDOUT) for rank in range(n)]
+        seen, failed = 0, None
+        while any(w.poll() is None for w in workers):
             time.sleep(0.5)
             seen = _forward_metrics(launch / METRICS_FILE, seen, on_metrics)
+            failed = next((w for w in workers if w.returncode not in (None, 0)), None)
+            if failed is not None:  # the others would wait for it in their next collective forever
+                for w in workers:
+                    if w.poll() is None:
+                        w.kill()
+                        w.wait()
         _forward_metrics(launch / METRICS_FILE, seen, on_metrics)
-    if process.returncode != 0 or not (launch / RESULT_FILE).exists():
+    codes = [w.returncode for w in workers]
+    if any(codes) or not (launch / RESULT_FILE).exists():
         tail = " | ".join(log_path.read_text().strip().splitlines()[-3:])
-        raise UserError(f"training in {cfg.training.num_processes} processes failed (exit {process.returncode}); "
-                        f"log: {log_path}; last lines: {tail}")
+        raise UserError(f"training in {n} processes failed (exit codes {codes}); log: {log_path}; "
+                        f"last lines: {tail}")
     result = json.loads((launch / RESULT_FILE).read_text())
     return TrainResult(adapter=LoraAdapter(path=Path(result["adapter"]), base_model=result["base_model"]),
                        metrics=result["metrics"], history=result["history"])
@@ -83,6 +100,7 @@ def worker(launch: Path) -> None:
     tokenized = datasets.load_from_disk(str(launch / "tokenized"))
     tokenizer = AutoTokenizer.from_pretrained(str(launch / "tokenizer"))
     rank = int(os.environ.get("RANK", "0"))
+    _join_process_group(rank, int(os.environ["WORLD_SIZE"]))
     metrics_file = (launch / METRICS_FILE).open("a") if rank == 0 else None
 
     def write_metrics(metrics: dict[str, float], step: int) -> None:
@@ -101,6 +119,18 @@ def worker(launch: Path) -> None:
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def _join_process_group(rank: int, world_size: int) -> None:
+    """Join through the run folder's file store; accelerate then uses this process group as it is."""
+    import torch
+    import torch.distributed as dist
+
+    on_gpu = torch.cuda.is_available()
+    if on_gpu:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
+    dist.init_process_group("nccl" if on_gpu else "gloo", init_method=f"file://{os.environ[RENDEZVOUS_ENV]}",
+                            rank=rank, world_size=world_size)
 
 
 if __name__ == "__main__":

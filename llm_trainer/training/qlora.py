@@ -21,7 +21,7 @@ from llm_trainer.data.collate import collator_for
 from llm_trainer.data.tokenization import IGNORE_INDEX
 from llm_trainer.errors import UserError
 from llm_trainer.fsutil import write_dir_atomically
-from llm_trainer.modeling import load_model, lora_config, resolve_base_model
+from llm_trainer.modeling import compute_dtype, load_model, lora_config, resolve_base_model
 from llm_trainer.training.base import ADAPTER_INFO_FILE, BaseTrainer, LoraAdapter, MetricsHook, TrainResult
 
 COMPLETE_MARKER = "CHECKPOINT_COMPLETE"
@@ -111,7 +111,7 @@ class QLoraTrainer(BaseTrainer):
         from transformers import TrainingArguments
 
         t, on_gpu = self.cfg.training, torch.cuda.is_available()
-        compute = self.cfg.model.bnb_4bit_compute_dtype if self.cfg.model.load_in_4bit else self.cfg.model.dtype
+        compute = compute_dtype(self.cfg.model)
         early_stopping = has_eval and t.early_stopping_patience is not None
         return TrainingArguments(
             output_dir=str(output_dir),
@@ -153,7 +153,8 @@ class QLoraTrainer(BaseTrainer):
 
         callbacks: list[Any] = [_MarkCompleteCheckpoints()]
         if self.cfg.training.early_stopping_patience is not None:
-            callbacks.append(EarlyStoppingCallback(early_stopping_patience=self.cfg.training.early_stopping_patience))
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=self.cfg.training.early_stopping_patience,
+                                                   early_stopping_threshold=self.cfg.training.early_stopping_threshold))
         return callbacks
 
     def _resume_checkpoint(self, checkpoints: Path) -> str | None:

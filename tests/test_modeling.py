@@ -1,0 +1,70 @@
+"""Config -> BitsAndBytesConfig / LoraConfig / precision, for the shipped Llama 3 config (no weights loaded)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import ROOT
+
+
+@pytest.fixture
+def reasoning():
+    from llm_trainer.config import load_config
+
+    return load_config(ROOT / "configs" / "reasoning.yaml")
+
+
+def test_bnb_config_is_nf4_with_double_quantisation_and_bf16_compute(reasoning, monkeypatch):
+    from llm_trainer.modeling import bnb_config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    quantization = bnb_config(reasoning.model)
+    assert quantization.load_in_4bit and not quantization.load_in_8bit
+    assert quantization.bnb_4bit_quant_type == "nf4"
+    assert quantization.bnb_4bit_use_double_quant is True
+    assert quantization.bnb_4bit_compute_dtype == torch.bfloat16
+    assert bnb_config(reasoning.model.model_copy(update={"load_in_4bit": False})) is None
+
+
+def test_lora_config_follows_the_yaml(reasoning):
+    from llm_trainer.modeling import lora_config
+
+    lora = lora_config(reasoning.lora)
+    assert (lora.r, lora.lora_alpha, lora.lora_dropout) == (reasoning.lora.r, reasoning.lora.lora_alpha,
+                                                            reasoning.lora.lora_dropout)
+    assert lora.target_modules == reasoning.lora.target_modules == "all-linear"
+    assert lora.task_type == "CAUSAL_LM"
+
+
+@pytest.mark.parametrize("bf16_supported,expected", [(True, "bfloat16"), (False, "float16")])
+def test_gpu_without_bfloat16_computes_in_float16(reasoning, monkeypatch, caplog, bf16_supported, expected):
+    """A T4 (Colab's free GPU) has no bf16: the 4-bit compute dtype and the Trainer's mixed precision follow."""
+    from llm_trainer.modeling import bnb_config, compute_dtype
+    from llm_trainer.training.qlora import QLoraTrainer
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16_supported)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "Tesla T4")
+    assert compute_dtype(reasoning.model) == expected
+    assert bnb_config(reasoning.model).bnb_4bit_compute_dtype == getattr(torch, expected)
+    assert ("has no bfloat16" in caplog.text) is (not bf16_supported)
+
+    # TrainingArguments refuses bf16/fp16 without a real GPU, so look at what the trainer would pass.
+    import transformers
+
+    captured = {}
+    monkeypatch.setattr(transformers, "TrainingArguments", lambda **kwargs: captured.update(kwargs))
+    QLoraTrainer(reasoning)._training_arguments(ROOT / "unused", has_eval=True)
+    assert (captured["bf16"], captured["fp16"]) == (bf16_supported, not bf16_supported)
+    assert captured["use_cpu"] is False
+
+
+def test_float32_is_kept_on_a_cpu(monkeypatch):
+    from llm_trainer.config import load_config
+    from llm_trainer.modeling import compute_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml")
+    assert compute_dtype(cfg.model) == cfg.model.bnb_4bit_compute_dtype
+    assert compute_dtype(cfg.model.model_copy(update={"load_in_4bit": False, "dtype": "float32"})) == "float32"
