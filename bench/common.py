@@ -31,18 +31,13 @@ def _configure_environment() -> Path:
     base = Path(inherited or tempfile.mkdtemp(prefix="llm-trainer-bench-"))
     if not inherited and not os.environ.get("LLM_TRAINER_BENCH_KEEP"):
         atexit.register(shutil.rmtree, base, ignore_errors=True)  # only the process that made it removes it
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from llm_trainer.paths import isolated_environment
+
     env = {
         BENCH_DIR_ENV: str(base),
-        "LLM_TRAINER_HOME": str(base / "home"),
-        "ZENML_CONFIG_PATH": str(base / "zenml"),
-        "ZENML_ANALYTICS_OPT_IN": "false",
-        "ZENML_LOGGING_VERBOSITY": "WARN",
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "HF_HOME": str(base / "hf"),
-        "HF_DATASETS_CACHE": str(base / "hf" / "datasets"),
-        "TOKENIZERS_PARALLELISM": "false",
+        **isolated_environment(base),
         # OpenMP threads that spin while waiting make torch 10-20x slower whenever another process wants the
         # same cores (measured here: 20 training steps took 50-67 s instead of 4-5 s next to a test run).
         # Both sides of every comparison get the same setting; export OMP_WAIT_POLICY=ACTIVE to override.
@@ -51,8 +46,6 @@ def _configure_environment() -> Path:
     for key, value in env.items():
         if not inherited or key not in os.environ:  # a worker keeps what its parent set (e.g. its own cache)
             os.environ[key] = value
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     return base
 
 

@@ -20,3 +20,20 @@ def cache_dir(*parts: str) -> Path:
     path = state_dir().joinpath("cache", *parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def isolated_environment(base: Path) -> dict[str, str]:
+    """Environment that puts every store (project state, ZenML, Hugging Face caches) under ``base`` and keeps
+    the Hub offline: what tests and benchmarks set before anything imports zenml, datasets or transformers."""
+    return {
+        "LLM_TRAINER_HOME": str(base / "home"),
+        "ZENML_CONFIG_PATH": str(base / "zenml"),
+        "ZENML_ANALYTICS_OPT_IN": "false",
+        "ZENML_LOGGING_VERBOSITY": "WARN",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HOME": str(base / "hf"),
+        "HF_DATASETS_CACHE": str(base / "hf" / "datasets"),
+        "TOKENIZERS_PARALLELISM": "false",
+    }

@@ -9,22 +9,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="llm-trainer-tests-"))
-# Set before anything imports zenml, datasets or huggingface_hub: they read these at import time.
-os.environ.update(
-    {
-        "LLM_TRAINER_HOME": str(_SESSION_DIR / "home"),
-        "ZENML_CONFIG_PATH": str(_SESSION_DIR / "zenml"),
-        "ZENML_ANALYTICS_OPT_IN": "false",
-        "ZENML_LOGGING_VERBOSITY": "WARN",
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "HF_HOME": str(_SESSION_DIR / "hf"),
-        "HF_DATASETS_CACHE": str(_SESSION_DIR / "hf" / "datasets"),
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-)
 sys.path.insert(0, str(ROOT))
+
+from llm_trainer.paths import isolated_environment  # noqa: E402 - imports nothing heavy
+
+# Set before anything imports zenml, datasets or huggingface_hub: they read these at import time.
+os.environ.update(isolated_environment(_SESSION_DIR))
 
 import pytest  # noqa: E402
 

@@ -48,3 +48,26 @@ def test_two_processes_train_one_adapter_and_log_once(tmp_path):
     assert loss_steps == [1, 2, 3, 4]  # once per step, not once per rank
     assert all(math.isfinite(m["loss"]) for _, m in logged if "loss" in m)
     assert math.isfinite(result.metrics["eval_loss"])
+
+
+@pytest.mark.slow
+def test_a_failing_worker_stops_the_others_with_one_line(tmp_path):
+    """Rank 1 crashes after training (its result file's name is taken by a folder) while rank 0 waits for it
+    at the final barrier: the launcher must stop rank 0 and say which exit codes it saw."""
+    import time
+
+    from llm_trainer.errors import UserError
+    from llm_trainer.training import run_training
+
+    cfg, tokenized, tokenizer = prepared(["model.load_in_4bit=false", "model.dtype=float32",
+                                          "training.num_processes=2", "training.max_steps=2",
+                                          "training.save_steps=2", "training.per_device_train_batch_size=4"])
+    (tmp_path / "launch" / "rank-1.json").mkdir(parents=True)
+    started = time.monotonic()
+    with pytest.raises(UserError) as error:
+        run_training(cfg, tokenized, tokenizer, tmp_path)
+    message = str(error.value)
+    assert message.startswith("training in 2 processes failed (exit codes [")
+    assert "IsADirectoryError" in (tmp_path / "launch" / "workers.log").read_text()
+    assert "\n" not in message and time.monotonic() - started < 300
+    assert psutil.Process().children(recursive=True) == []  # rank 0 was stopped, not left waiting

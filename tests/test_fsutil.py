@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -26,16 +27,34 @@ def test_replace_swaps_in_a_complete_new_version(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
 
 
-def test_disk_full_during_save_keeps_the_previous_version(tmp_path):
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])
+def test_a_failed_save_keeps_the_previous_version(tmp_path, code):
     target = tmp_path / "adapter"
     write_dir_atomically(target, write_files("v1"))
 
     def fails_half_way(folder: str) -> None:
         (Path(folder) / "weights.safetensors").write_text("partial")
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise OSError(code, os.strerror(code))
 
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError, match=os.strerror(code)):
         write_dir_atomically(target, fails_half_way, replace=True)
+    assert (target / "weights.safetensors").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
+
+
+def test_a_folder_that_is_not_writable_keeps_the_previous_version(tmp_path, monkeypatch):
+    """Root ignores file modes, so the refusal to create the staging folder is simulated."""
+    import tempfile
+
+    target = tmp_path / "adapter"
+    write_dir_atomically(target, write_files("v1"))
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    with pytest.raises(PermissionError):
+        write_dir_atomically(target, write_files("v2"), replace=True)
     assert (target / "weights.safetensors").read_text() == "v1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
 

@@ -173,7 +173,7 @@ def test_packing_preserves_every_sample(packed, unpacked):
         assert sorted(samples) == sorted(zip(map(tuple, full[name]["input_ids"]), map(tuple, full[name]["labels"])))
         assert report["splits"][name]["blocks"] == len(blocks)
         assert report["splits"][name]["packing_efficiency"] == round(sum(blocks["length"]) / (len(blocks) * 512), 4)
-    assert report["splits"]["train"]["packing_efficiency"] >= 0.95
+    assert report["splits"]["train"]["packing_efficiency"] >= 0.9  # 92-135 tokens: mostly 4 to a block
 
 
 def test_packing_after_dropping_long_rows_keeps_the_right_rows(processed, tokenizer, unpacked):

@@ -130,8 +130,8 @@ def test_stack_command_is_idempotent(tmp_path):
     assert tracker["flavor"] == "mlflow" and tracker["tracking_uri"] == f"sqlite:///{home / 'mlflow.db'}"
     after_first = registered()
     assert "llm_trainer_local" in after_first[0] and "llm_trainer_mlflow" in after_first[1]
-    subprocess.run([sys.executable, "-m", "zenml", "stack", "set", "default"], cwd=ROOT, env=env,
-                   capture_output=True, timeout=300, check=True)
+    subprocess.run([sys.executable, "-c", "from zenml.client import Client; Client().activate_stack('default')"],
+                   cwd=ROOT, env=env, capture_output=True, timeout=300, check=True)
     again = stack_cli()
     assert again["stack"] == first["stack"] == "llm_trainer_local"
     assert registered() == after_first
