@@ -86,6 +86,51 @@ def test_labels_are_exactly_the_assistant_turn(processed, tokenizer, unpacked):
     assert report["splits"]["train"]["tokens"] == sum(train["length"])
 
 
+def _slow_split(tokenizer, conversations):
+    """The reference: every prompt rendered with add_generation_prompt, the completion is the rest."""
+    prompts = tokenizer.apply_chat_template([c[:-1] for c in conversations], tokenize=False,
+                                            add_generation_prompt=True)
+    fulls = tokenizer.apply_chat_template(conversations, tokenize=False)
+    return prompts, [full[len(prompt):] for prompt, full in zip(prompts, fulls)]
+
+
+def test_one_render_split_equals_rendering_every_prompt(processed, tokenizer):
+    from llm_trainer.data.tokenization import render_prompt_and_completion
+
+    conversations = processed["train"]["messages"][:300]
+    conversations[5] = [*conversations[5][:-1], {"role": "assistant", "content": "  padded answer \n"}]
+    assert render_prompt_and_completion(tokenizer, conversations) == _slow_split(tokenizer, conversations)
+
+
+def test_a_template_that_rewrites_the_answer_falls_back_to_rendering_the_prompt(processed, tokenizer):
+    """Here the template upper-cases assistant turns that contain a digit 7: those rows do not end with their
+    content, so their prompts are rendered separately; the split still matches the reference."""
+    from llm_trainer.data.tokenization import render_prompt_and_completion
+
+    original = tokenizer.chat_template
+    tokenizer.chat_template = original.replace("message['content']", "(message['content'] | upper if "
+                                               "message['role'] == 'assistant' and '7' in message['content'] "
+                                               "else message['content'])")
+    assert tokenizer.chat_template != original
+    try:
+        conversations = processed["train"]["messages"][:200]
+        rewritten = [c for c in conversations if "7" in c[-1]["content"]]
+        assert 0 < len(rewritten) < len(conversations)
+        prompts, completions = render_prompt_and_completion(tokenizer, conversations)
+        assert (prompts, completions) == _slow_split(tokenizer, conversations)
+        assert any(c.startswith(r[-1]["content"].upper()) for c, r in zip(completions, conversations) if r in rewritten)
+    finally:
+        tokenizer.chat_template = original
+
+
+def test_encode_gives_the_tokenizers_own_ids(processed, tokenizer):
+    from llm_trainer.data.tokenization import encode
+
+    texts = tokenizer.apply_chat_template(processed["train"]["messages"][:300], tokenize=False)
+    texts += ["", "  spaces  ", "<|eot_id|> special in text", "ünïcödé ✓ 12,345.6%"]
+    assert encode(tokenizer, texts) == tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
 # --- over-length ------------------------------------------------------------------------------------------------
 
 

@@ -3,6 +3,11 @@
 Labels are -100 on the prompt (system, user and the assistant header) and hold the assistant's tokens
 plus its end-of-turn token. The prompt and the completion are tokenized separately so the mask boundary
 is exact for any tokenizer; the chat template must render the prompt as a prefix of the conversation.
+
+Speed: each conversation is rendered once. Its prompt is the rendered text less the assistant's content and
+the template's end-of-turn suffix; that suffix is learnt from the batch's first row, whose prompt is also
+rendered with ``add_generation_prompt=True`` to check the split. A row whose text does not end with its
+content and that suffix (a template that rewrites the content) has its prompt rendered separately.
 """
 
 from __future__ import annotations
@@ -29,22 +34,46 @@ TOKENIZED_FEATURES = datasets.Features(
 
 
 def render_prompt_and_completion(tokenizer: Any, conversations: list[list[dict]]) -> tuple[list[str], list[str]]:
+    fulls = tokenizer.apply_chat_template(conversations, tokenize=False)
+    (first_prompt,) = _render_prompts(tokenizer, conversations[:1], fulls[:1])
+    first_content = conversations[0][-1]["content"]
+    after = fulls[0][len(first_prompt):]
+    suffix = after[len(first_content):] if after.startswith(first_content) else None
+    prompts: list[str | None] = [None] * len(fulls)
+    for index, (full, conversation) in enumerate(zip(fulls, conversations)):
+        if suffix is not None:
+            tail = conversation[-1]["content"] + suffix
+            if full.endswith(tail):
+                prompts[index] = full[: len(full) - len(tail)]
+    slow = [i for i, prompt in enumerate(prompts) if prompt is None]
+    for i, prompt in zip(slow, _render_prompts(tokenizer, [conversations[i] for i in slow], [fulls[i] for i in slow])):
+        prompts[i] = prompt
+    return prompts, [full[len(prompt):] for full, prompt in zip(fulls, prompts)]  # type: ignore[arg-type]
+
+
+def _render_prompts(tokenizer: Any, conversations: list[list[dict]], fulls: list[str]) -> list[str]:
+    if not conversations:
+        return []
     prompts = tokenizer.apply_chat_template([c[:-1] for c in conversations], tokenize=False,
                                             add_generation_prompt=True)
-    fulls = tokenizer.apply_chat_template(conversations, tokenize=False)
-    completions = []
-    for prompt, full in zip(prompts, fulls):
-        if not full.startswith(prompt):
-            raise ConfigError("model.chat_template: the prompt with add_generation_prompt=True is not a prefix of "
-                              "the full conversation, so the assistant's tokens cannot be masked exactly")
-        completions.append(full[len(prompt):])
-    return prompts, completions
+    if not all(full.startswith(prompt) for prompt, full in zip(prompts, fulls)):
+        raise ConfigError("model.chat_template: the prompt with add_generation_prompt=True is not a prefix of "
+                          "the full conversation, so the assistant's tokens cannot be masked exactly")
+    return prompts
+
+
+def encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """Token ids without special tokens; straight through the Rust tokenizer when there is one (the same ids
+    as ``tokenizer(texts, add_special_tokens=False)``, without building offsets and attention masks)."""
+    if getattr(tokenizer, "is_fast", False):
+        return [e.ids for e in tokenizer.backend_tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
 def tokenize_batch(batch: dict[str, list], tokenizer: Any, max_seq_length: int, truncate: bool) -> dict[str, list]:
     prompts, completions = render_prompt_and_completion(tokenizer, batch["messages"])
-    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    completion_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
+    prompt_ids = encode(tokenizer, prompts)
+    completion_ids = encode(tokenizer, completions)
     out: dict[str, list] = {"input_ids": [], "labels": [], "length": [], "prompt_length": [], "label_tokens": []}
     for prompt, completion in zip(prompt_ids, completion_ids):
         if truncate and len(prompt) < max_seq_length:
