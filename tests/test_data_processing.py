@@ -303,3 +303,26 @@ def test_max_chars_drops_too_long_rows_even_in_strict_mode(make_config, write_js
     _, _, processed, report = _process(make_config, path, max_chars=30, strict=True)
     assert report["dropped"] == {"too_long": 1}
     assert [r["row_id"] for r in _all_rows(processed)] == [2]
+
+
+def test_json_array_file_matches_jsonl(make_config, write_jsonl, first_rows, tmp_path):
+    (tmp_path / "rows.json").write_text(json.dumps(first_rows))
+    _, _, from_jsonl, jsonl_report = _process(make_config, write_jsonl(first_rows))
+    _, _, from_json, json_report = _process(make_config, tmp_path / "rows.json")
+    assert json_report == jsonl_report and json_report["rows_kept"] == 300
+    assert _kept(from_json) == _kept(from_jsonl)
+
+
+def test_folder_of_files_reads_every_file_and_refuses_mixed_formats(make_config, first_rows, tmp_path):
+    folder = tmp_path / "shards"
+    (folder / "part").mkdir(parents=True)
+    (folder / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in first_rows[:120]))
+    (folder / "part" / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in first_rows[120:]))
+    (folder / "README.md").write_text("not data")  # other files are ignored
+    _, raw, processed, report = _process(make_config, folder)
+    assert len(raw) == 300 and report["rows_kept"] == 300
+    assert sorted(r["question"] for r in _all_rows(processed)) == sorted(r["question"] for r in first_rows)
+
+    (folder / "c.csv").write_text("question\nWhat?\n")
+    with pytest.raises(DataError, match=r"^data.source: mixed file types in .*; use one format per folder$"):
+        _process(make_config, folder)
