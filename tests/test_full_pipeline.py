@@ -50,10 +50,25 @@ def test_full_run_evaluates_both_models_and_promotes(promoted):
 
     version = Client().get_model_version("quickstart-test", ModelStages.PRODUCTION)
     assert version.run_metadata["evaluation_metrics"]["eval_loss"] == pytest.approx(tuned["eval_loss"])
-    assert version.get_artifact("adapter") is not None
+    assert {t.name for t in version.tags} >= {"quickstart", "tiny-llama"}  # zenml.tags of the config
+    for name in ("raw_dataset", "processed_dataset", "tokenized_dataset", "tokenizer", "training_metrics",
+                 "evaluation_examples", "promotion_report"):
+        assert version.get_artifact(name) is not None, name
+    # Lineage: from the registered adapter back through every producing step to the raw data's fingerprint.
+    chain, artifact = [], version.get_artifact("adapter")
+    while artifact is not None:
+        producer = Client().get_run_step(artifact.producer_step_run_id)
+        chain.append(producer.name)
+        upstream = [producer.inputs[n][0] for n in ("tokenized_dataset", "processed_dataset", "raw_dataset",
+                                                    "source_fingerprint") if n in producer.inputs]
+        artifact = upstream[0] if upstream else None
+    assert chain == ["train_model", "tokenize", "preprocess", "load_data", "fingerprint_source"]
     pipeline_run = Client().get_pipeline_run(promoted["run_id"])
     report = pipeline_run.steps["evaluate_finetuned"].outputs["evaluation_report"][0]
     assert "Worst examples" in report.load() and report.visualizations
+    comparison = pipeline_run.steps["register_model"].outputs["promotion_report"][0].load()
+    assert "promoted to production" in comparison and "base" in comparison and "fine-tuned" in comparison
+    assert f"{tuned['eval_loss']:.4g}" in comparison and f"{base['eval_loss']:.4g}" in comparison
     for step_run in pipeline_run.steps.values():  # evaluation tables, reports and decisions too: no pickle
         for versions in step_run.outputs.values():
             for artifact in versions:
