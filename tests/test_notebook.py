@@ -45,3 +45,4 @@ def test_notebook_runs_the_quickstart_top_to_bottom(tmp_path, monkeypatch):
               if "image/png" in o.get("data", {})]
     assert len(images) == 1  # the loss curve
     assert (home / "mlflow.db").exists() and (home / "zenml").exists()
+    assert (tmp_path / "outputs" / "quickstart" / "notebook-summary.json").is_file()  # nothing written in the repo
