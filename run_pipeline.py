@@ -114,6 +114,10 @@ def run_command(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     fingerprint = source_fingerprint(cfg.data)  # fails fast on a missing source
+    if not (cfg.zenml.stack or cfg.zenml.step_operator):  # the model loads on this machine: check it can
+        from llm_trainer.modeling import check_attention
+
+        check_attention(cfg.model)
     configure_environment(is_local_source(cfg.data.source) and cfg.model.is_tiny)
     from runner.models import resolve_adapter
 

@@ -74,11 +74,29 @@ def lora_config(cfg: LoraSettings) -> Any:
                       target_modules=cfg.target_modules, bias=cfg.bias, task_type="CAUSAL_LM")
 
 
+def check_attention(cfg: ModelConfig) -> None:
+    """flash_attention_2 needs the flash-attn package and a CUDA GPU where the model loads; say so in one
+    line before anything is loaded, not from deep inside ``from_pretrained``."""
+    if cfg.attn_implementation != "flash_attention_2":
+        return
+    import importlib.util
+
+    import torch
+
+    missing = [what for what, ok in (("the flash-attn package (pip install flash-attn)",
+                                      importlib.util.find_spec("flash_attn") is not None),
+                                     ("a CUDA GPU", torch.cuda.is_available())) if not ok]
+    if missing:
+        raise ConfigError(f"model.attn_implementation: flash_attention_2 needs {' and '.join(missing)} here; "
+                          "use sdpa (the default)")
+
+
 def load_model(name_or_path: str, cfg: ModelConfig, device_map: Any = None) -> Any:
     """The base model through ``from_pretrained``: 4-bit when configured, safetensors only."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    check_attention(cfg)
     quantization = bnb_config(cfg)
     if device_map is None:
         device_map = {"": 0} if torch.cuda.is_available() else {"": "cpu"}

@@ -326,3 +326,35 @@ def test_folder_of_files_reads_every_file_and_refuses_mixed_formats(make_config,
     (folder / "c.csv").write_text("question\nWhat?\n")
     with pytest.raises(DataError, match=r"^data.source: mixed file types in .*; use one format per folder$"):
         _process(make_config, folder)
+
+
+# --- Hub sources (no network: datasets.load_dataset is replaced) --------------------------------------------------
+
+
+def test_hub_source_passes_split_revision_and_max_samples(make_config, monkeypatch, first_rows):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(path, **kwargs):
+        calls.append((path, kwargs))
+        return datasets.Dataset.from_list(first_rows)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    _, raw, _, report = _process(make_config, "facebook/natural_reasoning", split="train", revision="abc123",
+                                 max_samples=50)
+    assert calls == [("facebook/natural_reasoning", {"split": "train", "revision": "abc123"})]
+    assert len(raw) == 50 and raw["row_id"] == list(range(1, 51)) and report["rows_kept"] == 50
+
+
+def test_hub_failure_is_one_line(make_config, monkeypatch):
+    import datasets
+
+    def offline(path, **kwargs):
+        raise ConnectionError("Couldn't reach 'facebook/natural_reasoning' on the Hub\n(LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DataError) as error:
+        _process(make_config, "facebook/natural_reasoning")
+    assert str(error.value) == ("data.source: cannot load Hub data set 'facebook/natural_reasoning': Couldn't reach "
+                                "'facebook/natural_reasoning' on the Hub (LocalEntryNotFoundError)")

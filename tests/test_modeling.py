@@ -68,3 +68,25 @@ def test_float32_is_kept_on_a_cpu(monkeypatch):
     cfg = load_config(ROOT / "configs" / "quickstart.yaml")
     assert compute_dtype(cfg.model) == cfg.model.bnb_4bit_compute_dtype
     assert compute_dtype(cfg.model.model_copy(update={"load_in_4bit": False, "dtype": "float32"})) == "float32"
+
+
+def test_flash_attention_without_its_package_or_a_gpu_is_one_line_before_loading(monkeypatch):
+    import subprocess
+    import sys
+
+    from llm_trainer.config import load_config
+    from llm_trainer.errors import ConfigError
+    from llm_trainer.modeling import check_attention, load_model
+
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml", ["model.attn_implementation=flash_attention_2"]).model
+    with pytest.raises(ConfigError, match=r"^model.attn_implementation: flash_attention_2 needs .*a CUDA GPU here; "
+                                          r"use sdpa \(the default\)$"):
+        load_model("/nonexistent/model", cfg)  # refused before from_pretrained looks for the folder
+    check_attention(cfg.model_copy(update={"attn_implementation": "sdpa"}))
+
+    result = subprocess.run([sys.executable, "run_pipeline.py", "train", "--config", "configs/quickstart.yaml",
+                             "--set", "model.attn_implementation=flash_attention_2"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: model.attn_implementation: flash_attention_2")
+    assert "Traceback" not in result.stderr
