@@ -100,6 +100,7 @@ def test_one_render_split_equals_rendering_every_prompt(processed, tokenizer):
     conversations = processed["train"]["messages"][:300]
     conversations[5] = [*conversations[5][:-1], {"role": "assistant", "content": "  padded answer \n"}]
     assert render_prompt_and_completion(tokenizer, conversations) == _slow_split(tokenizer, conversations)
+    assert render_prompt_and_completion(tokenizer, []) == ([], [])
 
 
 def test_a_template_that_rewrites_the_answer_falls_back_to_rendering_the_prompt(processed, tokenizer):

@@ -34,6 +34,8 @@ TOKENIZED_FEATURES = datasets.Features(
 
 
 def render_prompt_and_completion(tokenizer: Any, conversations: list[list[dict]]) -> tuple[list[str], list[str]]:
+    if not conversations:
+        return [], []
     fulls = tokenizer.apply_chat_template(conversations, tokenize=False)
     (first_prompt,) = _render_prompts(tokenizer, conversations[:1], fulls[:1])
     first_content = conversations[0][-1]["content"]
