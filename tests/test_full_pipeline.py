@@ -75,8 +75,9 @@ def test_full_run_evaluates_both_models_and_promotes(promoted):
                 assert "pickle" not in artifact.materializer.import_path.lower(), (step_run.name, artifact.name)
 
     # The per-example table: one row per evaluated test question; rows without a reference are not scored.
+    tables = {}
     for name, metrics in (("evaluate_base", base), ("evaluate_finetuned", tuned)):
-        table = pipeline_run.steps[name].outputs["evaluation_examples"][0].load()
+        table = tables[name] = pipeline_run.steps[name].outputs["evaluation_examples"][0].load()
         assert len(table) == 16
         assert {"question", "reference", "generation", "extracted", "correct", "scored"} <= set(table.column_names)
         no_reference = [not r.strip() for r in table["reference"]]
@@ -84,7 +85,7 @@ def test_full_run_evaluates_both_models_and_promotes(promoted):
         assert sum(no_reference) == metrics["no_reference"] and metrics["scored"] == 16 - sum(no_reference)
         scored = [c for c, s in zip(table["correct"], table["scored"]) if s]
         assert metrics["accuracy"] == pytest.approx(sum(scored) / len(scored))
-    assert table["question"] == pipeline_run.steps["evaluate_base"].outputs["evaluation_examples"][0].load()["question"]
+    assert tables["evaluate_base"]["question"] == tables["evaluate_finetuned"]["question"]  # the same test rows
 
     import mlflow
 

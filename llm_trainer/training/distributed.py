@@ -56,12 +56,11 @@ def train_in_processes(cfg: RunConfig, tokenized: Any, tokenizer: Any, run_dir: 
         workers = [subprocess.Popen([sys.executable, "-m", "llm_trainer.training.distributed", str(launch)],
                                     env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
                                     stdout=log, stderr=subprocess.STDOUT) for rank in range(n)]
-        seen, failed = 0, None
+        seen = 0
         while any(w.poll() is None for w in workers):
             time.sleep(0.5)
             seen = _forward_metrics(launch / METRICS_FILE, seen, on_metrics)
-            failed = next((w for w in workers if w.returncode not in (None, 0)), None)
-            if failed is not None:  # the others would wait for it in their next collective forever
+            if any(w.returncode not in (None, 0) for w in workers):  # the others would wait for it forever
                 for w in workers:
                     if w.poll() is None:
                         w.kill()
@@ -81,8 +80,8 @@ def _forward_metrics(path: Path, seen: int, on_metrics: MetricsHook | None) -> i
     """Pass the metrics lines written since the last call to the hook; return how many lines are done."""
     if not path.exists():
         return seen
-    lines = path.read_text().splitlines()
-    complete = lines if path.read_text().endswith("\n") else lines[:-1]
+    text = path.read_text()  # one read: the worker may append between two, leaving a half line "complete"
+    complete = text.splitlines() if text.endswith("\n") else text.splitlines()[:-1]
     for line in complete[seen:]:
         record = json.loads(line)
         if on_metrics is not None:
