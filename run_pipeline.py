@@ -150,8 +150,8 @@ SHOWN = {
     "load_data": ("rows_read",),
     "preprocess": ("rows_read", "rows_kept", "dropped", "splits"),
     "train_model": ("eval_loss_before", "eval_loss", "global_step", "train_tokens_per_second", "wall_time_s"),
-    "evaluate_base": ("accuracy", "exact_match", "eval_loss", "scored", "no_reference"),
-    "evaluate_finetuned": ("accuracy", "exact_match", "eval_loss", "scored", "no_reference"),
+    "evaluate_base": ("accuracy", "extraction_failed", "eval_loss", "scored", "no_reference"),
+    "evaluate_finetuned": ("accuracy", "extraction_failed", "eval_loss", "scored", "no_reference"),
     "register_model": ("model_version", "stage", "reason"),
 }
 
@@ -164,6 +164,14 @@ def print_summary(summary: dict[str, Any]) -> None:
             train = figures.get("splits", {}).get("train", {})
             shown = {k: train[k] for k in ("samples", "tokens", "blocks", "packing_efficiency") if k in train}
         print(f"  {name:<19} {figures['status']:<10} {json.dumps(shown, default=str)}")
+    evaluated = {label: summary["steps"][name] for label, name in (("base", "evaluate_base"),
+                 ("fine-tuned", "evaluate_finetuned")) if name in summary["steps"]}
+    if any("count_none" in figures for figures in evaluated.values()):
+        from llm_trainer.evaluation.report import per_type_text
+
+        print("\n  test answers by type (accuracy on verifiable references; F1 / ROUGE-L on long ones):")
+        for line in per_type_text(evaluated):
+            print(f"    {line}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llm_trainer.errors import ConfigError
+from llm_trainer.evaluation.answer_types import metric_names
 from llm_trainer.registry import EVALUATORS, PROCESSORS, TRAINERS
 
 TINY_MODEL_NAME = "tiny-llama"
@@ -47,7 +48,7 @@ class DataConfig(Section):
     max_samples: int | None = Field(None, gt=0, description="Read only the first N rows of the source.")
     num_proc: int = Field(1, gt=0, description="Worker processes for the batched map steps.")
     map_batch_size: int = Field(1000, gt=0, description="Rows per batch in the batched map steps.")
-    system_prompt: str = "You are a careful assistant. Reason step by step, then give the final answer on its own line."
+    system_prompt: str = "You are a careful assistant. Reason step by step, then end with a line 'Final answer: <answer>'."
     target: Literal["reference_answer", "response", "response_with_answer"] = Field(
         "response_with_answer",
         description="What the assistant learns: the reference answer, the first response, or the response "
@@ -173,26 +174,45 @@ class TrainingConfig(Section):
         return TRAINERS.check(value)
 
 
+class JudgeConfig(Section):
+    """A local LLM that judges long and prose references with a one-token yes/no verdict."""
+
+    model: str = Field(description=f"Hub id, local path, or '{TINY_MODEL_NAME}' (the run's own tiny base model).")
+    revision: str | None = None
+    load_in_4bit: bool = True
+    batch_size: int = Field(8, gt=0)
+
+
 class EvaluationConfig(Section):
     evaluator: str = "reasoning"
     max_samples: int | None = Field(200, gt=0)
     batch_size: int = Field(8, gt=0)
     max_new_tokens: int = Field(512, gt=0)
-    numeric_tolerance: float = Field(1e-4, ge=0)
+    numeric_tolerance: float = Field(0.0, ge=0, description="Relative tolerance for numbers; 0 accepts only "
+                                     "exact values (a rounded 0.3333 is not 1/3).")
+    verify_timeout_seconds: int = Field(3, gt=0, description="Limit for each math-verify parse or comparison; "
+                                        "an answer over it is wrong and counted as verify_timeout.")
+    short_answer_max_words: int = Field(20, gt=0, description="References with more words are 'long': scored "
+                                        "by token F1 and ROUGE-L rather than as correct or wrong.")
+    judge: JudgeConfig | None = Field(None, description="Optional LLM judge for long and prose references.")
+    benchmarks: list[str] = Field([], description="lm-eval-harness tasks run on each evaluated model, e.g. [gsm8k].")
+    benchmark_limit: int | None = Field(None, gt=0, description="Examples per benchmark task (all when null).")
+    benchmark_include_path: str | None = Field(None, description="Folder of extra lm-eval task YAMLs.")
 
     @field_validator("evaluator")
     @classmethod
     def _known_evaluator(cls, value: str) -> str:
         return EVALUATORS.check(value)
 
+    def metric_names(self) -> tuple[str, ...]:
+        """Every metric name the evaluation produces (benchmark metrics as ``benchmark.<task>.*``)."""
+        return metric_names(judge=self.judge is not None) if self.evaluator == "reasoning" else ()
+
 
 class RegistryConfig(Section):
     model_name: str | None = Field(None, description="ZenML/MLflow model name; default: the run name.")
-    promotion_metric: str = "exact_match"
+    promotion_metric: str = "accuracy"
     promotion_margin: float = Field(0.0, ge=0)
-
-
-REASONING_METRICS = ("accuracy", "exact_match", "numeric_match", "token_f1", "eval_loss", "perplexity")
 
 
 class StepResources(Section):
@@ -245,9 +265,16 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _promotion_metric_exists(self) -> RunConfig:
         metric = self.registry.promotion_metric
-        if self.evaluation.evaluator == "reasoning" and metric not in REASONING_METRICS:
-            raise ValueError(f"registry.promotion_metric: '{metric}' is not a metric of the reasoning evaluator "
-                             f"({', '.join(REASONING_METRICS)})")
+        known = self.evaluation.metric_names()
+        task = metric.split(".")[1] if metric.startswith("benchmark.") and metric.count(".") >= 2 else None
+        if task is not None:
+            if task not in self.evaluation.benchmarks:
+                raise ValueError(f"registry.promotion_metric: '{metric}' needs '{task}' in evaluation.benchmarks "
+                                 f"(have: {', '.join(self.evaluation.benchmarks) or 'none'})")
+        elif known and metric not in known:
+            raise ValueError(f"registry.promotion_metric: '{metric}' is not a metric of the "
+                             f"{self.evaluation.evaluator} evaluator ({', '.join(known)}, or "
+                             "benchmark.<task>.<metric>)")
         return self
 
     def section_hash(self, *sections: str) -> str:

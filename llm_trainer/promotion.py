@@ -7,8 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from llm_trainer.errors import ConfigError
-
-LOWER_IS_BETTER = {"eval_loss", "perplexity"}
+from llm_trainer.evaluation.answer_types import LOWER_IS_BETTER
 
 
 @dataclass
@@ -39,8 +38,8 @@ def decide_promotion(metric: str, margin: float, candidate: dict[str, Any], base
         return sign * (value - other) > margin
 
     def decision(promote: bool, reason: str) -> PromotionDecision:
-        return PromotionDecision(promote, "production" if promote else "staging", reason, metric, value, base_value,
-                                 production_value)
+        return PromotionDecision(promote, "production" if promote else "staging", reason + _extraction(candidate, base),
+                                 metric, value, base_value, production_value)
 
     if not beats(base_value):
         return decision(False, f"{metric} {value:.4g} does not beat the base model's {base_value:.4g} by more than "
@@ -51,3 +50,11 @@ def decide_promotion(metric: str, margin: float, candidate: dict[str, Any], base
     against = f"and production's {production_value:.4g}" if production_value is not None else "(no production yet)"
     return decision(True, f"{metric} {value:.4g} beats the base model's {base_value:.4g} {against} by more than "
                           f"{margin:g} ({direction} is better)")
+
+
+def _extraction(candidate: dict[str, Any], base: dict[str, Any]) -> str:
+    """An unfair comparison must be visible: how often no answer could be read out of each model's output."""
+    if "extraction_failed" not in candidate or "extraction_failed" not in base:
+        return ""
+    return (f"; no answer could be extracted from {float(candidate['extraction_failed']):.0%} of the fine-tuned "
+            f"model's and {float(base['extraction_failed']):.0%} of the base model's outputs")

@@ -57,3 +57,22 @@ def make_config():
         return RunConfig.model_validate(raw)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_fp32():
+    """The quickstart's tiny model in fp32, built offline from the sample data, with its config, tokenizer and
+    processed splits. Shared by the whole session: tests that hook or wrap the model must undo it."""
+    from types import SimpleNamespace
+
+    from llm_trainer.config import load_config
+    from llm_trainer.data import build_processor
+    from llm_trainer.inference import load_for_inference
+    from llm_trainer.modeling import prepare_tokenizer, resolve_base_model
+
+    cfg = load_config(QUICKSTART, ["model.load_in_4bit=false", "model.dtype=float32"])
+    processor = build_processor(cfg.data)
+    processed, _ = processor.preprocess(processor.load())
+    tokenizer = prepare_tokenizer(cfg.model, processed["train"])
+    model = load_for_inference(cfg.model, resolve_base_model(cfg.model, tokenizer, cfg.seed))
+    return SimpleNamespace(cfg=cfg, model=model, tokenizer=tokenizer, processed=processed)

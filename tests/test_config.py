@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +137,36 @@ def test_cli_bad_config_is_one_line_exit_2(tmp_path):
 def test_promotion_metric_is_checked_before_any_run():
     with pytest.raises(ConfigError, match="registry.promotion_metric: 'bleu' is not a metric of the reasoning"):
         load_config(ROOT / "configs" / "quickstart.yaml", ["registry.promotion_metric=bleu"])
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "accuracy_short", "accuracy_single_word", "rouge_l_long",
+                                    "token_f1_long", "extraction_failed", "eval_loss", "math_match"])
+def test_every_metric_the_evaluator_produces_can_gate_promotion(metric):
+    assert load_config(ROOT / "configs" / "quickstart.yaml", [f"registry.promotion_metric={metric}"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [(["registry.promotion_metric=accuracy_long"], "'accuracy_long' is not a metric of the reasoning evaluator"),
+     (["registry.promotion_metric=judge_agreement"], "'judge_agreement' is not a metric"),
+     (["registry.promotion_metric=benchmark.gsm8k.exact_match_strict-match"],
+      "needs 'gsm8k' in evaluation.benchmarks (have: none)")],
+)
+def test_metrics_that_are_never_produced_fail_before_anything_runs(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(ROOT / "configs" / "quickstart.yaml", overrides)
+
+
+def test_judge_and_benchmark_metrics_exist_once_configured():
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml", [
+        "evaluation.judge={model: tiny-llama}", "registry.promotion_metric=judge_accuracy_long"])
+    assert cfg.evaluation.judge.model == "tiny-llama" and cfg.evaluation.judge.load_in_4bit is True
+    cfg = load_config(ROOT / "configs" / "reasoning.yaml", ["registry.promotion_metric=benchmark.gsm8k.exact_match"])
+    assert cfg.evaluation.benchmarks == ["gsm8k"]
+
+
+def test_evaluated_prompt_asks_for_the_final_answer_line():
+    for name in ("quickstart.yaml", "reasoning.yaml"):
+        cfg = load_config(ROOT / "configs" / name)
+        prefix = cfg.data.final_answer_template.split("{answer}")[0].strip()
+        assert prefix in cfg.data.system_prompt, name

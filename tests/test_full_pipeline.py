@@ -30,7 +30,7 @@ def promoted(tmp_path_factory):
     path = tmp_path_factory.mktemp("full") / "summary.json"
     result = run_cli("full", *FAST, "--summary", str(path))
     assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(path.read_text())
+    return {**json.loads(path.read_text()), "stdout": result.stdout}
 
 
 def test_full_run_evaluates_both_models_and_promotes(promoted):
@@ -86,10 +86,29 @@ def test_full_run_evaluates_both_models_and_promotes(promoted):
         scored = [c for c, s in zip(table["correct"], table["scored"]) if s]
         assert metrics["accuracy"] == pytest.approx(sum(scored) / len(scored))
     assert tables["evaluate_base"]["question"] == tables["evaluate_finetuned"]["question"]  # the same test rows
+    # The same instruction for both models, and it asks for the final-answer line.
+    prompts = set(tables["evaluate_base"]["system_prompt"]) | set(tables["evaluate_finetuned"]["system_prompt"])
+    assert len(prompts) == 1 and "Final answer:" in prompts.pop()
+    # Per answer type: counts match the table, and every scored row names its type and its judge.
+    for name, metrics in (("evaluate_base", base), ("evaluate_finetuned", tuned)):
+        table = tables[name]
+        for kind in ("none", "single_word", "short", "long"):
+            assert metrics[f"count_{kind}"] == table["answer_type"].count(kind), (name, kind)
+        assert all(j for j, s in zip(table["judge"], table["scored"]) if s)
+        verifiable = [c for c, t in zip(table["correct"], table["answer_type"]) if t in ("single_word", "short")]
+        assert metrics["accuracy"] == pytest.approx(sum(verifiable) / len(verifiable))
+        failed = [f for f, s in zip(table["extraction_failed"], table["scored"]) if s]
+        assert metrics["extraction_failed"] == pytest.approx(sum(failed) / len(failed))
+    assert "By answer type" in report.load() and "Who decided" in report.load()
+    assert "By answer type" in comparison and "no answer could be extracted from" in decision["reason"]
+    assert "test answers by type" in promoted["stdout"] and "no answer extracted" in promoted["stdout"]
 
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{Path(os.environ['LLM_TRAINER_HOME']) / 'mlflow.db'}")
+    logged = {key for run in client.search_runs([e.experiment_id for e in client.search_experiments()])
+              for key in run.data.metrics}
+    assert {"fine-tuned.count_single_word", "base.accuracy_single_word", "fine-tuned.extraction_failed"} <= logged
     registered = client.get_model_version_by_alias("quickstart-test", "production")
     assert registered.tags["base_model"] and float(registered.tags["metric.eval_loss"]) == pytest.approx(
         tuned["eval_loss"], rel=1e-5)

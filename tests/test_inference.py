@@ -8,22 +8,12 @@ import logging
 import pytest
 import torch
 
-from conftest import ROOT
+
 
 
 @pytest.fixture(scope="module")
-def model_and_tokenizer():
-    from llm_trainer.config import load_config
-    from llm_trainer.data import build_processor
-    from llm_trainer.inference import load_for_inference
-    from llm_trainer.modeling import prepare_tokenizer, resolve_base_model
-
-    cfg = load_config(ROOT / "configs" / "quickstart.yaml", ["model.load_in_4bit=false", "model.dtype=float32"])
-    processor = build_processor(cfg.data)
-    processed, _ = processor.preprocess(processor.load())
-    tokenizer = prepare_tokenizer(cfg.model, processed["train"])
-    model = load_for_inference(cfg.model, resolve_base_model(cfg.model, tokenizer, cfg.seed))
-    return cfg, model, tokenizer
+def model_and_tokenizer(tiny_fp32):
+    return tiny_fp32.cfg, tiny_fp32.model, tiny_fp32.tokenizer
 
 
 def conversation(text):

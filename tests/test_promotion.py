@@ -42,3 +42,18 @@ def test_production_without_the_metric_is_ignored():
 def test_unknown_metric_is_a_config_error():
     with pytest.raises(ConfigError, match="registry.promotion_metric: 'bleu' is not an evaluation metric"):
         decide_promotion("bleu", 0.0, {"exact_match": 0.3}, {"exact_match": 0.1}, None)
+
+
+def test_gate_on_a_per_type_metric_states_each_models_extraction_failures():
+    candidate = {"accuracy_short": 0.50, "accuracy": 0.2, "extraction_failed": 0.05}
+    base = {"accuracy_short": 0.25, "accuracy": 0.3, "extraction_failed": 0.40}
+    decision = decide_promotion("accuracy_short", 0.1, candidate, base, {"accuracy_short": 0.45})
+    assert decision.promote is False and "does not beat production's 0.45" in decision.reason
+    assert "from 5% of the fine-tuned model's and 40% of the base model's outputs" in decision.reason
+    decision = decide_promotion("accuracy_short", 0.1, candidate, base, {"accuracy_short": 0.30})
+    assert decision.promote is True and decision.candidate == 0.5 and decision.base == 0.25
+
+
+def test_extraction_failures_are_lower_is_better():
+    decision = decide_promotion("extraction_failed", 0.0, {"extraction_failed": 0.1}, {"extraction_failed": 0.6}, None)
+    assert decision.promote is True and "lower is better" in decision.reason

@@ -1,11 +1,12 @@
-"""ReasoningEvaluator: greedy answers to the test questions, extracted and scored against references."""
+"""ReasoningEvaluator: greedy answers to the test questions, read out of the solutions and judged against the
+references by answer type; optionally an LLM judge and lm-eval-harness benchmarks on the same model."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from llm_trainer.evaluation.base import BaseEvaluator, EvalResult
-from llm_trainer.evaluation.scoring import aggregate, score
+from llm_trainer.evaluation.scoring import ScoringSettings, aggregate, score_many
 from llm_trainer.inference import timed_generate
 
 
@@ -15,31 +16,61 @@ class ReasoningEvaluator(BaseEvaluator):
         rows = processed_test
         if cfg.max_samples is not None:
             rows = rows.select(range(min(cfg.max_samples, len(rows))))
+        # The same prompt for every model evaluated: the config's system prompt and the question.
         prompts = [messages[:-1] for messages in rows["messages"]]
         generations, seconds = timed_generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size,
                                               progress=True)
-        examples, scores, unscored = [], [], 0
-        for row, generation in zip(rows, generations):
-            example = {"row_id": row["row_id"], "question": row["question"], "reference": row["reference_answer"],
-                       "generation": generation.text}
-            if row["reference_answer"].strip():
-                result = score(generation.text, row["reference_answer"], cfg.numeric_tolerance)
-                scores.append(result)
-                example.update(result, scored=True)
-            else:
-                unscored += 1
-                example.update(extracted="", exact_match=0.0, numeric_match=0.0, token_f1=0.0, correct=False,
-                               scored=False)
-            examples.append(example)
+        settings = ScoringSettings(cfg.numeric_tolerance, cfg.verify_timeout_seconds, cfg.short_answer_max_words)
+        scores = score_many([g.text for g in generations], list(rows["reference_answer"]), settings)
+        examples = [{"row_id": row_id, "system_prompt": _system(prompt), "question": question, "reference": reference,
+                     "generation": generation.text, **result}
+                    for row_id, prompt, question, reference, generation, result in zip(
+                        rows["row_id"], prompts, rows["question"], rows["reference_answer"], generations, scores)]
+        metrics: dict[str, Any] = aggregate(scores)
+        if cfg.judge is not None:
+            metrics.update(self._judge(tokenizer, examples))
         generated = sum(g.new_tokens for g in generations)
-        metrics = {
-            **aggregate(scores),
+        metrics.update({
             "examples": len(examples),
-            "scored": len(scores),
-            "no_reference": unscored,
+            "scored": sum(bool(e["scored"]) for e in examples),
+            "no_reference": sum(not e["scored"] for e in examples),
             "generated_tokens": generated,
             "generation_tokens_per_second": round(generated / seconds, 1) if seconds else 0.0,
             **self.loss_metrics(model, tokenizer, tokenized_test),
-        }
-        metrics.pop("count", None)
+        })
+        if cfg.benchmarks:
+            from llm_trainer.evaluation.benchmarks import run_benchmarks
+
+            metrics.update(run_benchmarks(model, tokenizer, cfg.benchmarks, limit=cfg.benchmark_limit,
+                                          include_path=cfg.benchmark_include_path, batch_size=cfg.batch_size,
+                                          max_new_tokens=cfg.max_new_tokens))
         return EvalResult(metrics=metrics, examples=examples)
+
+    def _judge(self, tokenizer: Any, examples: list[dict[str, Any]]) -> dict[str, float]:
+        """Judge every scored example: the judge decides long references; on the others it is compared with
+        the rules (agreement)."""
+        from llm_trainer.evaluation.judge import judge, load_judge
+
+        judge_cfg = self.cfg.evaluation.judge
+        judge_model, judge_tokenizer = load_judge(self.cfg.model, judge_cfg, tokenizer, self.cfg.seed)
+        scored = [e for e in examples if e["scored"]]
+        items = [(e["question"], e["reference"], e["generation"] if e["extraction_failed"] else e["extracted"])
+                 for e in scored]
+        verdicts = judge(judge_model, judge_tokenizer, items, judge_cfg.batch_size)
+        for example in examples:
+            example.update(judge_prompt="", judge_verdict=None, judge_p_yes=None)
+        for example, verdict in zip(scored, verdicts):
+            example.update(verdict)
+            if example["answer_type"] == "long":
+                example.update(correct=verdict["judge_verdict"], judge="llm_judge")
+        long_rows = [e for e in scored if e["answer_type"] == "long"]
+        ruled = [e for e in scored if e["answer_type"] != "long"]
+        return {
+            "judged": len(scored),
+            "judge_accuracy_long": sum(e["judge_verdict"] for e in long_rows) / len(long_rows) if long_rows else 0.0,
+            "judge_agreement": (sum(e["judge_verdict"] == e["correct"] for e in ruled) / len(ruled)) if ruled else 0.0,
+        }
+
+
+def _system(conversation: list[dict[str, str]]) -> str:
+    return next((turn["content"] for turn in conversation if turn["role"] == "system"), "")
