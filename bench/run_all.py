@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench import common
 
-BENCHMARKS = ["packing", "processing", "generation", "training", "orchestration"]
+BENCHMARKS = ["packing", "processing", "generation", "training", "orchestration", "scoring", "freeform"]
 
 
 def run(name: str, args: argparse.Namespace) -> dict:
@@ -36,6 +36,12 @@ def run(name: str, args: argparse.Namespace) -> dict:
     if name == "training":
         from bench.bench_training import main
         return main(steps=args.steps, repeats=args.repeats)
+    if name == "scoring":
+        from bench.bench_scoring import main
+        return main(repeats=args.repeats)
+    if name == "freeform":
+        from bench.bench_freeform import main
+        return main()
     from bench.bench_orchestration import main
     return main(repeats=args.repeats)
 
