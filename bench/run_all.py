@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench import common
 
-BENCHMARKS = ["packing", "processing", "generation", "training", "orchestration", "scoring", "freeform"]
+BENCHMARKS = ["packing", "processing", "generation", "training", "orchestration", "scoring", "freeform", "tiny_build"]
 
 
 def run(name: str, args: argparse.Namespace) -> dict:
@@ -39,6 +39,9 @@ def run(name: str, args: argparse.Namespace) -> dict:
     if name == "scoring":
         from bench.bench_scoring import main
         return main(repeats=args.repeats)
+    if name == "tiny_build":
+        from bench.bench_tiny_build import main
+        return main()
     if name == "freeform":
         from bench.bench_freeform import main
         return main()

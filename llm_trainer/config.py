@@ -94,6 +94,14 @@ class TinyModelConfig(Section):
     num_attention_heads: int = Field(4, gt=0)
     num_key_value_heads: int = Field(2, gt=0)
     max_position_embeddings: int = Field(2048, gt=0)
+    tokenizer_max_chars: int = Field(1_000_000, gt=0, description="Text the BPE tokenizer trains on, at most: "
+                                     "sampled by hash from the train split, so the build does not grow with the data.")
+    pretrain_max_tokens: int = Field(300_000, gt=0, description="Tokens of plain-text pre-training, at most (all "
+                                     "epochs together).")
+
+    def architecture(self) -> dict[str, int]:
+        """The LlamaConfig fields (the budgets are not part of the architecture)."""
+        return self.model_dump(exclude={"vocab_size", "tokenizer_max_chars", "pretrain_max_tokens"})
 
     @model_validator(mode="after")
     def _heads_divide(self) -> TinyModelConfig:

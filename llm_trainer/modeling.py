@@ -133,9 +133,9 @@ def prepare_tokenizer(cfg: ModelConfig, train_split: Any) -> Any:
         return load_tokenizer(cfg.base_model, cfg)
     from llm_trainer.tiny_model import build_tiny_tokenizer
 
-    texts = (turn["content"] for batch in train_split.iter(batch_size=1000)
-             for messages in batch["messages"] for turn in messages)
-    return build_tiny_tokenizer(texts, cfg)
+    rows = ([turn["content"] for turn in messages] for batch in train_split.iter(batch_size=1000)
+            for messages in batch["messages"])
+    return build_tiny_tokenizer(rows, cfg)
 
 
 def resolve_base_model(cfg: ModelConfig, tokenizer: Any, seed: int) -> str:

@@ -5,12 +5,19 @@ the train split's text, then initialises a small Llama and pre-trains it briefly
 chat template), so that, like a real base model, it knows the language but not the chat format or the
 final-answer convention that fine-tuning teaches. Both are cached on disk by content hash and saved with
 ``save_pretrained``, so they load through the same ``from_pretrained`` path as a Hub model.
+
+The build has fixed budgets that do not grow with the user's data: the tokenizer trains on at most
+``model.tiny.tokenizer_max_chars`` characters and the model pre-trains on at most
+``model.tiny.pretrain_max_tokens`` tokens, both from rows sampled by hash (so more data adds no work beyond
+reading it once).
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -28,17 +35,42 @@ LLAMA3_CHAT_TEMPLATE = (
     "<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n{{ message['content'] | trim }}<|eot_id|>"
     "{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
 )
-MAX_CORPUS_TEXTS = 50_000
-BUILD_VERSION = "2"
+BUILD_VERSION = "3"
 PRETRAIN = {"block": 128, "batch": 16, "epochs": 3, "lr": 3e-3}
+BUILD_INFO = "build_info.json"
 
 
-def build_tiny_tokenizer(texts: Iterable[str], cfg: ModelConfig) -> Any:
-    """Train (or reuse from the cache) the BPE tokenizer; its text is kept to pre-train the model."""
+def sample_rows(rows: Iterable[str | list[str]], max_chars: int) -> list[list[str]]:
+    """The rows with the smallest hashes, just enough to reach ``max_chars`` characters, in their order.
+
+    One pass; memory bounded by the budget; the choice depends only on each row's text, not on how many rows
+    there are beyond the budget (a bottom-k sketch). A row is a question with its answer: kept together, in order,
+    so that pre-training sees each answer after its question."""
+    heap: list[tuple[int, int, list[str]]] = []  # (-hash, position, texts): the largest hash kept is on top
+    kept: set[int] = set()
+    total = 0
+    for position, row in enumerate(rows):
+        texts = [row] if isinstance(row, str) else list(row)
+        key = int.from_bytes(hashlib.blake2b("\x00".join(texts).encode(), digest_size=8).digest(), "big")
+        if key in kept or (total >= max_chars and key > -heap[0][0]):
+            continue
+        heapq.heappush(heap, (-key, position, texts))
+        kept.add(key)
+        total += sum(map(len, texts))
+        while total - sum(map(len, heap[0][2])) >= max_chars:
+            negative, _, dropped = heapq.heappop(heap)
+            kept.discard(-negative)
+            total -= sum(map(len, dropped))
+    return [texts for _, _, texts in sorted(heap, key=lambda item: item[1])]
+
+
+def build_tiny_tokenizer(rows: Iterable[str | list[str]], cfg: ModelConfig) -> Any:
+    """Train (or reuse from the cache) the BPE tokenizer on a hash sample of the rows (each a text or a list of
+    texts, such as a conversation's turns); the sampled text is kept to pre-train the model."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    corpus = list(dict.fromkeys(t for _, t in zip(range(MAX_CORPUS_TEXTS), texts)))  # unique, in order
+    corpus = list(dict.fromkeys(t for texts in sample_rows(rows, cfg.tiny.tokenizer_max_chars) for t in texts))
     digest = hashlib.sha256(json.dumps([BUILD_VERSION, cfg.tiny.model_dump(), corpus]).encode()).hexdigest()
     target = cache_dir("tiny-tokenizer") / digest[:16]
     if not target.exists():
@@ -61,7 +93,8 @@ def build_tiny_tokenizer(texts: Iterable[str], cfg: ModelConfig) -> Any:
 
 
 def build_tiny_model(tokenizer: Any, cfg: ModelConfig, seed: int) -> Path:
-    """Initialise and briefly pre-train (or reuse) the tiny Llama for this tokenizer; returns its folder."""
+    """Initialise and briefly pre-train (or reuse) the tiny Llama for this tokenizer; returns its folder, which
+    also holds ``build_info.json`` (build seconds, pre-training tokens, corpus characters)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -75,18 +108,23 @@ def build_tiny_model(tokenizer: Any, cfg: ModelConfig, seed: int) -> Path:
         raise ConfigError("model.base_model: tiny-llama's pre-training text is not cached on this machine; "
                           "run the process pipeline here first")
     config = LlamaConfig(
-        vocab_size=len(tokenizer), **cfg.tiny.model_dump(exclude={"vocab_size"}),
+        vocab_size=len(tokenizer), **cfg.tiny.architecture(),
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
     )
+    started = time.perf_counter()
+    corpus = json.loads(corpus_file.read_text())
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
-        _pretrain(model, tokenizer, json.loads(corpus_file.read_text()), seed)
+        tokens = _pretrain(model, tokenizer, corpus, seed, cfg.tiny.pretrain_max_tokens)
+    info = {"build_seconds": round(time.perf_counter() - started, 2), "pretrain_tokens": tokens,
+            "corpus_texts": len(corpus), "corpus_chars": sum(map(len, corpus))}
 
     def save(folder: str) -> None:
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
+        (Path(folder) / BUILD_INFO).write_text(json.dumps(info))
 
     return write_dir_atomically(target, save)
 
@@ -95,8 +133,15 @@ def vocab_digest(tokenizer: Any) -> str:
     return hashlib.sha256(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _pretrain(model: Any, tokenizer: Any, corpus: list[str], seed: int) -> None:
-    """Plain next-token training on the corpus text, cut into fixed blocks (no chat template)."""
+def build_info(model_dir: str | Path) -> dict[str, Any]:
+    """What building a tiny model cost (empty for other models)."""
+    path = Path(model_dir) / BUILD_INFO
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _pretrain(model: Any, tokenizer: Any, corpus: list[str], seed: int, max_tokens: int) -> int:
+    """Plain next-token training on the corpus text, cut into fixed blocks (no chat template), for up to
+    PRETRAIN["epochs"] epochs and at most ``max_tokens`` tokens; returns the tokens trained on."""
     import torch
 
     end = tokenizer.convert_tokens_to_ids(EOS)
@@ -107,11 +152,17 @@ def _pretrain(model: Any, tokenizer: Any, corpus: list[str], seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN["lr"], weight_decay=0.0)
     model.train()
+    trained = 0
     for _ in range(PRETRAIN["epochs"]):
         order = torch.randperm(len(blocks), generator=generator)
         for start in range(0, len(blocks), batch):
-            inputs = blocks[order[start:start + batch]]
+            inputs = blocks[order[start:start + batch]][: max(0, (max_tokens - trained) // block)]
+            if len(inputs) == 0:
+                model.eval()
+                return trained
             model(input_ids=inputs, labels=inputs).loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            trained += inputs.numel()
     model.eval()
+    return trained

@@ -39,3 +39,56 @@ def test_same_text_and_seed_give_the_same_tokenizer_and_weights_and_the_cache_is
     reloaded = AutoTokenizer.from_pretrained(model_a)
     assert reloaded.get_vocab() == tok_a.get_vocab() and reloaded.chat_template == tok_a.chat_template
     assert AutoModelForCausalLM.from_pretrained(model_a).config.num_hidden_layers == 2
+
+
+def _long_texts(count: int, seed: int = 0) -> list[str]:
+    """natural_reasoning-shaped texts: ~55-word questions and ~400-word responses (about 3.7 KB a row)."""
+    import random
+
+    rng = random.Random(seed)
+    vocabulary = [f"{stem}{suffix}" for stem in ("integr", "deriv", "matri", "prob", "vect", "ener", "tens", "limi")
+                  for suffix in ("al", "ate", "ion", "ity", "ive", "es", "ing", "ed")]
+    texts = []
+    for _ in range(count):
+        texts.append(" ".join(rng.choice(vocabulary) for _ in range(55)) + "?")
+        texts.append(" ".join(rng.choice(vocabulary) for _ in range(400)) + ".")
+    return texts
+
+
+def test_row_sample_is_bounded_by_its_budget_and_keeps_rows_whole_and_in_order():
+    from llm_trainer.tiny_model import sample_rows
+
+    texts = _long_texts(2000)
+    rows = [texts[i:i + 2] for i in range(0, len(texts), 2)]  # question and answer together
+    budget = 60_000
+    sample_small, sample_large = sample_rows(rows[:200], budget), sample_rows(rows, budget)
+    longest = max(sum(map(len, row)) for row in rows)
+    for sample in (sample_small, sample_large):
+        assert budget <= sum(len(t) for row in sample for t in row) < budget + longest
+        assert all(row in rows for row in sample)  # whole rows
+        positions = [rows.index(row) for row in sample]
+        assert positions == sorted(positions)  # in the data's order
+    chosen = {tuple(row) for row in sample_large}
+    assert {tuple(row) for row in sample_rows(list(reversed(rows)), budget)} == chosen  # order does not choose
+    assert sample_rows(rows + rows, budget) == sample_large  # duplicates count once
+    assert sample_rows(rows[:3], budget) == rows[:3]  # under the budget: everything
+
+
+def test_tiny_build_cost_does_not_grow_with_the_data(tmp_path, monkeypatch):
+    """Counted, not timed: the tokenizer's text and the pre-training tokens stop at their budgets."""
+    from llm_trainer.config import load_config
+    from llm_trainer.tiny_model import build_info, build_tiny_model, build_tiny_tokenizer
+
+    monkeypatch.setenv("LLM_TRAINER_HOME", str(tmp_path))
+    budgets = ["model.tiny.tokenizer_max_chars=40000", "model.tiny.pretrain_max_tokens=4096"]
+    cfg = load_config(QUICKSTART, budgets).model
+    infos = []
+    for rows in (100, 1000):
+        tokenizer = build_tiny_tokenizer(_long_texts(rows), cfg)
+        infos.append(build_info(build_tiny_model(tokenizer, cfg, seed=1)))
+    for info in infos:
+        assert info["pretrain_tokens"] == 4096  # 2 batches of 16 x 128
+        assert 40_000 <= info["corpus_chars"] < 40_000 + 4000 and info["build_seconds"] > 0
+    more = load_config(QUICKSTART, [*budgets[:1], "model.tiny.pretrain_max_tokens=2048"]).model
+    folder = build_tiny_model(tokenizer, more, seed=1)  # the budget is part of the cache key
+    assert build_info(folder)["pretrain_tokens"] == 2048

@@ -42,6 +42,9 @@ def test_train_step_reports_metrics(first_run):
     assert metrics["global_step"] == 10
     assert metrics["eval_loss"] < metrics["eval_loss_before"]
     assert metrics["trainable_params"] > 0 and metrics["train_tokens_per_second"] > 0
+    # The tiny base model's build within its budgets (the sample data's 3 epochs fit under them).
+    assert 0 < metrics["tiny_model_pretrain_tokens"] <= 300_000 and metrics["tiny_model_build_seconds"] > 0
+    assert 0 < metrics["tiny_model_corpus_chars"] <= 1_000_000
     assert "pickle" not in output.lower()
     assert Path(metrics["run_dir"], "adapter", "adapter_model.safetensors").is_file()
 

@@ -69,5 +69,11 @@ def run_training(cfg: RunConfig, tokenized: Any, tokenizer: Any, run_dir: Path,
         from llm_trainer.training.distributed import train_in_processes
 
         resolve_base_model(cfg.model, tokenizer, cfg.seed)  # build/cache the tiny base once, not per rank
-        return train_in_processes(cfg, tokenized, tokenizer, run_dir, on_metrics)
-    return build_trainer(cfg).train(tokenized, tokenizer, run_dir, on_metrics)
+        result = train_in_processes(cfg, tokenized, tokenizer, run_dir, on_metrics)
+    else:
+        result = build_trainer(cfg).train(tokenized, tokenizer, run_dir, on_metrics)
+    if cfg.model.is_tiny:  # what the offline base model cost to build (it is cached by content afterwards)
+        from llm_trainer.tiny_model import build_info
+
+        result.metrics.update({f"tiny_model_{k}": v for k, v in build_info(result.adapter.base_model).items()})
+    return result
