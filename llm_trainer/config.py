@@ -125,6 +125,8 @@ class ModelConfig(Section):
     )
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     chat_template: str | None = Field(None, description="Jinja chat template overriding the tokenizer's.")
+    allow_cpu: bool = Field(False, description="Run a model other than tiny-llama without a CUDA GPU (slow; an "
+                            "error otherwise).")
     tiny: TinyModelConfig = TinyModelConfig()
 
     @field_validator("base_model")
@@ -174,7 +176,17 @@ class TrainingConfig(Section):
                                 "checkpoint is loaded at the end. The evaluation before the first step is no baseline.")
     early_stopping_threshold: float = Field(0.0, ge=0, description="Least eval_loss decrease that counts as improving.")
     resume: Literal["auto", "never"] = "auto"
-    num_processes: int = Field(1, gt=0)
+    num_processes: int | Literal["auto"] = Field(1, description="Data-parallel processes on this machine; 'auto': "
+                                                 "one per visible GPU (1 without a GPU).")
+    max_eval_blocks: int | None = Field(None, gt=0, description="Validation loss on at most this many packed "
+                                        "blocks (the first ones); all when null.")
+
+    @field_validator("num_processes")
+    @classmethod
+    def _positive_processes(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be at least 1, or 'auto'")
+        return value
 
     @field_validator("trainer")
     @classmethod

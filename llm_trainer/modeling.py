@@ -7,6 +7,7 @@ so it goes through exactly this path too, 4-bit included.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +42,76 @@ def torch_dtype(name: str) -> Any:
     return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "auto": "auto"}[name]
 
 
+def gpu_has_bfloat16() -> bool:
+    """Native bfloat16: compute capability 8.0 (Ampere) or newer. ``torch.cuda.is_bf16_supported()`` also counts
+    emulation, which a T4 or V100 has: there bf16 runs without tensor cores and SDPA falls back to its math
+    kernel, so it is not used here."""
+    import torch
+
+    return torch.cuda.get_device_capability()[0] >= 8
+
+
+_warned_fp16: set[str] = set()
+
+
 def compute_dtype(cfg: ModelConfig) -> str:
     """The configured compute dtype (4-bit compute dtype, or weights dtype without 4-bit); float16 instead of
-    bfloat16 on a GPU without bfloat16 (a T4 or V100, e.g. Colab's free tier), where bf16 training fails."""
+    bfloat16 on a GPU without native bfloat16 (a T4 or V100, e.g. Colab's free tier)."""
     import torch
 
     name = cfg.bnb_4bit_compute_dtype if cfg.load_in_4bit else cfg.dtype
-    if name == "bfloat16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
-        logger.warning("this GPU (%s) has no bfloat16: computing in float16 instead", torch.cuda.get_device_name())
+    if name == "bfloat16" and torch.cuda.is_available() and not gpu_has_bfloat16():
+        device = torch.cuda.get_device_name()
+        if device not in _warned_fp16:  # asked by the 4-bit config, the weights and the Trainer: say it once
+            _warned_fp16.add(device)
+            logger.warning("this GPU (%s) has no native bfloat16: computing in float16 instead", device)
         return "float16"
     return name
+
+
+def cuda_problem() -> str | None:
+    """None when a CUDA device is usable, else what torch sees, in a few words."""
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    if torch.version.cuda is None:
+        return f"this torch ({torch.__version__}) is a CPU-only build"
+    try:
+        torch.cuda.init()
+    except Exception as exc:  # noqa: BLE001 - its message is the diagnosis (no driver, driver too old, ...)
+        return f"CUDA cannot start: {' '.join(str(exc).split())[:200]}"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return "torch sees no CUDA device" + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
+
+
+def check_device(cfg: ModelConfig) -> None:
+    """A real model on a CPU means hours of training or running out of RAM: one line before anything loads,
+    unless ``model.allow_cpu`` (the tiny model always runs on a CPU)."""
+    if cfg.is_tiny or cfg.allow_cpu:
+        return
+    problem = cuda_problem()
+    if problem:
+        raise ConfigError(f"model.base_model: '{cfg.base_model}' needs a CUDA GPU, but {problem}; set "
+                          "model.allow_cpu: true to run it on the CPU anyway")
+
+
+def free_accelerator_memory() -> None:
+    """After a model is dropped: 4-bit layers hold reference cycles, so its memory waits for a full garbage
+    collection; then the CUDA cache goes back to the driver for the next step in this process."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def bnb_config(cfg: ModelConfig) -> Any:
@@ -96,6 +157,7 @@ def load_model(name_or_path: str, cfg: ModelConfig, device_map: Any = None) -> A
     import torch
     from transformers import AutoModelForCausalLM
 
+    check_device(cfg)
     check_attention(cfg)
     quantization = bnb_config(cfg)
     if device_map is None:

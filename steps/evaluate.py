@@ -6,9 +6,8 @@ from zenml import log_metadata, step
 from zenml.types import HTMLString
 
 from llm_trainer.config import RunConfig
-from llm_trainer.evaluation import build_evaluator
+from llm_trainer.evaluation import evaluate_model_on_test
 from llm_trainer.evaluation.report import evaluation_html
-from llm_trainer.inference import load_for_inference
 from llm_trainer.modeling import resolve_base_model
 from llm_trainer.training import LoraAdapter
 from materializers import HFDatasetMaterializer
@@ -30,8 +29,8 @@ def evaluate_model(
 ]:
     """Generate on the test split and score; ``adapter=None`` evaluates the base model."""
     base_model = adapter.base_model if adapter else resolve_base_model(config.model, tokenizer, config.seed)
-    model = load_for_inference(config.model, base_model, adapter.path if adapter else None)
-    result = build_evaluator(config).evaluate(model, tokenizer, processed_dataset["test"], tokenized_dataset["test"])
+    result = evaluate_model_on_test(config, tokenizer, base_model, adapter.path if adapter else None,
+                                    processed_dataset["test"], tokenized_dataset["test"])
     metrics = {**result.metrics, "model": label}
     tracking.log_metrics({f"{label}.{k}": v for k, v in result.metrics.items()})
     log_metadata(metadata=result.metrics)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -37,26 +39,32 @@ def test_lora_config_follows_the_yaml(reasoning):
     assert lora.task_type == "CAUSAL_LM"
 
 
-@pytest.mark.parametrize("bf16_supported,expected", [(True, "bfloat16"), (False, "float16")])
-def test_gpu_without_bfloat16_computes_in_float16(reasoning, monkeypatch, caplog, bf16_supported, expected):
-    """A T4 (Colab's free GPU) has no bf16: the 4-bit compute dtype and the Trainer's mixed precision follow."""
+@pytest.mark.parametrize(("capability", "device", "expected"),
+                         [((7, 5), "Tesla T4", "float16"), ((7, 0), "Tesla V100", "float16"),
+                          ((8, 0), "A100", "bfloat16"), ((9, 0), "H100", "bfloat16")])
+def test_gpu_without_native_bfloat16_computes_in_float16(reasoning, monkeypatch, caplog, capability, device, expected):
+    """A T4 or V100 only emulates bf16 (torch.cuda.is_bf16_supported() says yes there): only the device
+    capability is mocked, and the project's own check decides. The 4-bit compute dtype and the Trainer's mixed
+    precision follow, and the fallback is said once."""
+    from llm_trainer import modeling
     from llm_trainer.modeling import bnb_config, compute_dtype
     from llm_trainer.training.qlora import QLoraTrainer
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16_supported)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "Tesla T4")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *args: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: device)
+    monkeypatch.setattr(modeling, "_warned_fp16", set())
     assert compute_dtype(reasoning.model) == expected
     assert bnb_config(reasoning.model).bnb_4bit_compute_dtype == getattr(torch, expected)
-    assert ("has no bfloat16" in caplog.text) is (not bf16_supported)
+    assert caplog.text.count("has no native bfloat16") == (expected == "float16")
 
     # TrainingArguments refuses bf16/fp16 without a real GPU, so look at what the trainer would pass.
     import transformers
 
     captured = {}
-    monkeypatch.setattr(transformers, "TrainingArguments", lambda **kwargs: captured.update(kwargs))
+    monkeypatch.setattr(transformers, "TrainingArguments", lambda **kwargs: captured.update(kwargs) or SimpleNamespace())
     QLoraTrainer(reasoning)._training_arguments(ROOT / "unused", has_eval=True)
-    assert (captured["bf16"], captured["fp16"]) == (bf16_supported, not bf16_supported)
+    assert (captured["bf16"], captured["fp16"]) == (expected == "bfloat16", expected == "float16")
     assert captured["use_cpu"] is False
 
 

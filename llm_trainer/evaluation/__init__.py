@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BaseEvaluator", "EvalResult", "build_evaluator"]
+__all__ = ["BaseEvaluator", "EvalResult", "build_evaluator", "evaluate_model_on_test"]
 
 
 def __getattr__(name: str) -> Any:

@@ -53,3 +53,18 @@ class BaseEvaluator(ABC):
 
 def build_evaluator(cfg: RunConfig) -> BaseEvaluator:
     return EVALUATORS.resolve(cfg.evaluation.evaluator)(cfg)
+
+
+def evaluate_model_on_test(cfg: RunConfig, tokenizer: Any, base_model: str, adapter_path: Any,
+                           processed_test: Any, tokenized_test: Any) -> EvalResult:
+    """Load the base model (with the adapter, if any), evaluate it, and free its memory before returning: the
+    local orchestrator runs train and both evaluations in one process, one model after the other."""
+    from llm_trainer.inference import load_for_inference
+    from llm_trainer.modeling import free_accelerator_memory
+
+    model = load_for_inference(cfg.model, base_model, adapter_path)
+    try:
+        return build_evaluator(cfg).evaluate(model, tokenizer, processed_test, tokenized_test)
+    finally:
+        del model
+        free_accelerator_memory()

@@ -50,6 +50,7 @@ class ReasoningEvaluator(BaseEvaluator):
         """Judge every scored example: the judge decides long references; on the others it is compared with
         the rules (agreement)."""
         from llm_trainer.evaluation.judge import judge, load_judge
+        from llm_trainer.modeling import free_accelerator_memory
 
         judge_cfg = self.cfg.evaluation.judge
         judge_model, judge_tokenizer = load_judge(self.cfg.model, judge_cfg, tokenizer, self.cfg.seed)
@@ -57,6 +58,8 @@ class ReasoningEvaluator(BaseEvaluator):
         items = [(e["question"], e["reference"], e["generation"] if e["extraction_failed"] else e["extracted"])
                  for e in scored]
         verdicts = judge(judge_model, judge_tokenizer, items, judge_cfg.batch_size)
+        del judge_model
+        free_accelerator_memory()
         for example in examples:
             example.update(judge_prompt="", judge_verdict=None, judge_p_yes=None)
         for example, verdict in zip(scored, verdicts):

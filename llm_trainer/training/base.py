@@ -61,10 +61,21 @@ def build_trainer(cfg: RunConfig) -> BaseTrainer:
     return TRAINERS.resolve(cfg.training.trainer)(cfg)
 
 
+def process_count(cfg: RunConfig) -> int:
+    """``training.num_processes``, with 'auto' as one process per visible GPU (1 without a GPU)."""
+    if cfg.training.num_processes != "auto":
+        return cfg.training.num_processes
+    from llm_trainer.modeling import visible_gpus
+
+    return max(1, visible_gpus())
+
+
 def run_training(cfg: RunConfig, tokenized: Any, tokenizer: Any, run_dir: Path,
-                 on_metrics: MetricsHook | None = None) -> TrainResult:
-    """Train in this process, or in ``training.num_processes`` data-parallel processes."""
-    if cfg.training.num_processes > 1:
+                 on_metrics: MetricsHook | None = None, keep_model: bool = False) -> TrainResult:
+    """Train in this process, or in ``training.num_processes`` data-parallel processes. Unless ``keep_model``,
+    the trained model is dropped and its (GPU) memory freed before returning: the next step in this process
+    (evaluation) loads its own."""
+    if process_count(cfg) > 1:
         from llm_trainer.modeling import resolve_base_model
         from llm_trainer.training.distributed import train_in_processes
 
@@ -76,4 +87,9 @@ def run_training(cfg: RunConfig, tokenized: Any, tokenizer: Any, run_dir: Path,
         from llm_trainer.tiny_model import build_info
 
         result.metrics.update({f"tiny_model_{k}": v for k, v in build_info(result.adapter.base_model).items()})
+    if not keep_model:
+        from llm_trainer.modeling import free_accelerator_memory
+
+        result.model = None
+        free_accelerator_memory()
     return result

@@ -23,7 +23,7 @@ from typing import Any
 
 from llm_trainer.config import RunConfig
 from llm_trainer.errors import UserError
-from llm_trainer.training.base import LoraAdapter, MetricsHook, TrainResult, build_trainer
+from llm_trainer.training.base import LoraAdapter, MetricsHook, TrainResult, build_trainer, process_count
 
 METRICS_FILE = "metrics.jsonl"
 RESULT_FILE = "result.json"
@@ -44,7 +44,7 @@ def train_in_processes(cfg: RunConfig, tokenized: Any, tokenizer: Any, run_dir: 
     (launch / "config.json").write_text(cfg.model_dump_json())
     rendezvous = launch / RENDEZVOUS_FILE
     rendezvous.unlink(missing_ok=True)  # a FileStore file left by an earlier run would confuse this one
-    n = cfg.training.num_processes
+    n = process_count(cfg)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "WORLD_SIZE": str(n),
            "LOCAL_WORLD_SIZE": str(n), RENDEZVOUS_ENV: str(rendezvous),
            "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo"),

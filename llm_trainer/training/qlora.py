@@ -55,6 +55,8 @@ class QLoraTrainer(BaseTrainer):
         trainable, total = model.get_nb_trainable_parameters()
 
         eval_dataset = tokenized["validation"] if len(tokenized.get("validation", [])) else None
+        if eval_dataset is not None and cfg.training.max_eval_blocks is not None:
+            eval_dataset = eval_dataset.select(range(min(cfg.training.max_eval_blocks, len(eval_dataset))))
         trainer = _TrackingTrainer(
             model=model,
             args=self._training_arguments(run_dir / "checkpoints", has_eval=eval_dataset is not None),
@@ -113,7 +115,7 @@ class QLoraTrainer(BaseTrainer):
         t, on_gpu = self.cfg.training, torch.cuda.is_available()
         compute = compute_dtype(self.cfg.model)
         early_stopping = has_eval and t.early_stopping_patience is not None
-        return TrainingArguments(
+        arguments = TrainingArguments(
             output_dir=str(output_dir),
             learning_rate=t.learning_rate,
             lr_scheduler_type=t.lr_scheduler_type,
@@ -147,6 +149,11 @@ class QLoraTrainer(BaseTrainer):
             ddp_find_unused_parameters=False,  # LoRA leaves the frozen base out of the graph on purpose
             disable_tqdm=True,
         )
+        if on_gpu and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            # One process on a machine with several GPUs: the Trainer would count them all (batch x GPUs on
+            # GPU 0, where the 4-bit model sits). One process uses one GPU; more GPUs: num_processes.
+            arguments._n_gpu = 1
+        return arguments
 
     def _callbacks(self) -> list[Any]:
         from transformers import EarlyStoppingCallback
