@@ -134,6 +134,7 @@ def run_command(args: argparse.Namespace) -> int:
                                    no_cache=args.no_cache, debug=args.debug, schedule=args.schedule)
     summary["config"] = {"name": cfg.name, "paths": args.config, "overrides": args.overrides}
     print_summary(summary)
+    print_estimate(cfg, summary)
     if args.summary:
         Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
         Path(args.summary).write_text(json.dumps(summary, indent=2) + "\n")
@@ -172,6 +173,16 @@ def print_summary(summary: dict[str, Any]) -> None:
         print("\n  test answers by type (accuracy on verifiable references; F1 / ROUGE-L on long ones):")
         for line in per_type_text(evaluated):
             print(f"    {line}")
+
+
+def print_estimate(cfg: Any, summary: dict[str, Any]) -> None:
+    """After processing: how long training the processed data should take on the configured card."""
+    from llm_trainer.estimates import training_time_estimate
+
+    train = summary["steps"].get("tokenize", {}).get("splits", {}).get("train", {})
+    line = training_time_estimate(cfg, int(train.get("tokens", 0)))
+    if line and summary["pipeline"] in ("process_pipeline", "full_pipeline"):
+        print(f"\n{line}")
 
 
 if __name__ == "__main__":

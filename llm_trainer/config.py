@@ -268,6 +268,17 @@ class ZenMLConfig(Section):
                                                         "evaluate steps (e.g. on a GPU machine).")
     resources: StepResourcesByStep = StepResourcesByStep()
     docker: DockerConfig | None = None
+    secrets: list[str] = Field([], description="ZenML secrets whose keys become environment variables in every "
+                               "step, e.g. [hf] after `zenml secret create hf --HF_TOKEN=...` (the gated model "
+                               "needs it); only the name is in the config, never the value.")
+
+
+class HardwareEstimate(Section):
+    """The card a run is sized for (configs/cards/), for the training-time estimate that ``process`` prints."""
+
+    card: str | None = Field(None, description="e.g. '24 GB'")
+    train_tokens_per_second: float | None = Field(None, gt=0, description="Expected training throughput on this "
+                                                  "card (an estimate until measured).")
 
 
 class RunConfig(Section):
@@ -281,6 +292,7 @@ class RunConfig(Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     registry: RegistryConfig = RegistryConfig()
     zenml: ZenMLConfig = ZenMLConfig()
+    hardware: HardwareEstimate = HardwareEstimate()
 
     @model_validator(mode="after")
     def _promotion_metric_exists(self) -> RunConfig:

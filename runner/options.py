@@ -67,6 +67,13 @@ def check_stack_supports(cfg: RunConfig, command: str, schedule: Any) -> None:
             f"--schedule: the orchestrator '{stack.orchestrator.name}' ({stack.orchestrator.flavor}) of stack "
             f"'{stack.name}' cannot run schedules; use a stack whose orchestrator can (kubernetes, vertex, "
             "sagemaker, airflow, kubeflow...) via zenml.stack, see configs/stacks/")
+    for name in cfg.zenml.secrets:
+        try:
+            Client().get_secret(name, allow_partial_name_match=False)
+        except KeyError:
+            raise UserError(f"zenml.secrets: there is no ZenML secret '{name}' in this store; create it with "
+                            f"`zenml secret create {name} --HF_TOKEN=...` (its keys become environment variables "
+                            "in the steps)") from None
     operator = cfg.zenml.step_operator
     if operator and GPU_STEPS.get(command) and operator not in stack.step_operators:
         have = ", ".join(sorted(stack.step_operators)) or "none"

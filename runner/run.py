@@ -58,6 +58,8 @@ def configure_run(command: str, cfg: RunConfig, fingerprint: str, adapter_path: 
         stack.ensure_mlflow_experiment(cfg.name)
         options["settings"] = {"experiment_tracker": {"experiment_name": cfg.name}}
     options["settings"] = {**options.get("settings", {}), **pipeline_settings(cfg)}
+    if cfg.zenml.secrets:  # by name: ZenML resolves them into environment variables where each step runs
+        options["secrets"] = list(cfg.zenml.secrets)
     steps = step_options(cfg, command)
     if command == "evaluate":
         steps = {k: v for k, v in steps.items() if k == ("evaluate_finetuned" if adapter_path else "evaluate_base")}

@@ -139,3 +139,57 @@ def test_training_frees_the_trained_model(make_config, monkeypatch, tmp_path):
         assert result.model is None and trained and trained[0]() is None
     finally:
         gc.enable()
+
+
+CARDS = ["16gb", "24gb", "80gb"]
+
+
+@pytest.mark.parametrize("card", CARDS)
+def test_card_overlays_validate_and_keep_sixteen_sequences_per_step(card):
+    from llm_trainer.config import load_config
+
+    cfg = load_config([ROOT / "configs" / "reasoning.yaml", ROOT / "configs" / "cards" / f"{card}.yaml"])
+    t = cfg.training
+    assert t.per_device_train_batch_size * t.gradient_accumulation_steps == 16
+    assert cfg.data.max_seq_length == 2048 and cfg.hardware.card == f"{card[:-2]} GB"
+    assert cfg.hardware.train_tokens_per_second > 0
+    assert cfg.model.base_model == "meta-llama/Meta-Llama-3-8B-Instruct"  # the overlay only sizes the run
+
+
+def test_the_real_config_is_a_first_run_not_three_days():
+    from llm_trainer.config import load_config
+
+    cfg = load_config(ROOT / "configs" / "reasoning.yaml")
+    assert cfg.data.max_samples == 100_000 and cfg.training.num_processes == "auto"
+    assert cfg.training.eval_steps >= 1000 and cfg.training.max_eval_blocks is not None
+    assert cfg.evaluation.max_new_tokens == 512
+
+
+def test_training_time_estimate():
+    from llm_trainer.config import load_config
+    from llm_trainer.estimates import training_time_estimate
+
+    cfg = load_config(ROOT / "configs" / "reasoning.yaml")  # 24 GB at an estimated 1,500 tokens/s
+    line = training_time_estimate(cfg, 70_000_000)
+    assert "about 13.0 h for 70,000,000 tokens at ~1,500 tokens/s" in line and "estimate" in line
+    steps = cfg.model_copy(update={"training": cfg.training.model_copy(update={"max_steps": 100})})
+    assert "for 3,276,800 tokens" in training_time_estimate(steps, 70_000_000)  # 100 x 2 x 8 x 2048
+    quick = load_config(ROOT / "configs" / "quickstart.yaml")
+    assert training_time_estimate(quick, 200_000) is None  # no card rate configured
+
+
+@pytest.mark.slow
+def test_process_prints_the_training_time_estimate():
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "run_pipeline.py", "process", "--config", "configs/quickstart.yaml", "--set",
+         "hardware.card=a test card", "--set", "hardware.train_tokens_per_second=1000",
+         "--set", f"output_dir={os.environ['LLM_TRAINER_HOME']}/outputs"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    estimate = next(line for line in result.stdout.splitlines() if line.startswith("estimated training time"))
+    tokens = int(estimate.split(" for ")[1].split(" tokens")[0].replace(",", ""))
+    assert "on a test card" in estimate and tokens > 100_000  # the sample's train split, 2 epochs

@@ -36,7 +36,21 @@ def test_overlays_merge_key_by_key_and_overrides_come_last():
     assert cfg.training.learning_rate == load_config(REASONING).training.learning_rate
 
 
-def test_resources_and_docker_settings_reach_the_compiled_pipeline():
+@pytest.fixture
+def hf_secret():
+    """The ZenML secret the stack overlays name (in this session's temporary store)."""
+    from zenml.client import Client
+
+    client = Client()
+    try:
+        client.get_secret("hf", allow_partial_name_match=False)
+    except KeyError:
+        client.create_secret("hf", values={"HF_TOKEN": "hf_storedInTheSecretStoreOnly0123"})
+    yield
+    client.delete_secret("hf")
+
+
+def test_resources_and_docker_settings_reach_the_compiled_pipeline(hf_secret):
     from runner.run import configure_run
 
     cfg = load_config([REASONING, ROOT / "configs" / "stacks" / "kubernetes.yaml"],
@@ -55,7 +69,34 @@ def test_resources_and_docker_settings_reach_the_compiled_pipeline():
     assert docker["environment"] == {"HF_HUB_ENABLE_HF_TRANSFER": "0"}
 
 
-def test_step_operator_goes_to_the_gpu_steps_and_must_exist_in_the_stack():
+def test_a_missing_secret_is_one_line_before_anything_runs():
+    from llm_trainer.errors import UserError
+    from runner.run import configure_run
+
+    cfg = load_config([REASONING, ROOT / "configs" / "stacks" / "kubernetes.yaml"], ["zenml.stack=null"])
+    with pytest.raises(UserError, match=r"zenml.secrets: there is no ZenML secret 'hf' in this store; create it"):
+        configure_run("full", cfg, FINGERPRINT)
+
+
+def test_the_hub_token_reaches_remote_steps_as_a_secret_reference_never_as_its_value(monkeypatch, hf_secret):
+    from runner.run import configure_run
+
+    token = "hf_neverInTheSnapshot0123456789"
+    monkeypatch.setenv("HF_TOKEN", token)
+    cfg = load_config([REASONING, ROOT / "configs" / "stacks" / "kubernetes.yaml"], ["zenml.stack=null"])
+    assert cfg.zenml.secrets == ["hf"]
+    configured, params = configure_run("full", cfg, FINGERPRINT)
+    configured.prepare(**params)
+    snapshot = configured.create_snapshot(name="secret-check")
+    from zenml.client import Client
+
+    secret_id = Client().get_secret("hf").id  # ZenML stores the reference (the secret's id), not the value
+    assert [str(s) for s in snapshot.pipeline_configuration.secrets] == [str(secret_id)]
+    assert all(str(secret_id) in map(str, step.config.secrets) for step in snapshot.step_configurations.values())
+    assert token not in snapshot.model_dump_json()
+
+
+def test_step_operator_goes_to_the_gpu_steps_and_must_exist_in_the_stack(hf_secret):
     from runner.options import step_options
     from runner.run import configure_run
 
