@@ -8,7 +8,7 @@ export ZENML_ANALYTICS_OPT_IN := false
 
 .PHONY: install quickstart process test test-fast sample-data dashboard mlflow-ui bench clean
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-runtime.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first and alone: pip takes the local CPU build of exactly this version if there is one.

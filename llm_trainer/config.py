@@ -253,7 +253,8 @@ class DockerConfig(Section):
     """ZenML DockerSettings for containerised stacks (ignored by the local orchestrator)."""
 
     parent_image: str | None = Field(None, description="e.g. a CUDA PyTorch image")
-    requirements: str | list[str] | None = Field("requirements.txt", description="file or list of pins")
+    requirements: str | list[str] | None = Field("requirements-runtime.txt", description="file or list of pins "
+                                                 "(default: the runtime pins without torch, which the image has)")
     apt_packages: list[str] = []
     environment: dict[str, str] = {}
 

@@ -193,3 +193,21 @@ def test_process_prints_the_training_time_estimate():
     estimate = next(line for line in result.stdout.splitlines() if line.startswith("estimated training time"))
     tokens = int(estimate.split(" for ")[1].split(" tokens")[0].replace(",", ""))
     assert "on a test card" in estimate and tokens > 100_000  # the sample's train split, 2 epochs
+
+
+def test_the_colab_notebook_keeps_colabs_torch_and_defaults_to_a_t4_run():
+    import json
+
+    from llm_trainer.config import load_config
+
+    notebook = json.loads((ROOT / "notebooks" / "llama3_reasoning_finetuning.ipynb").read_text())
+    assert notebook["metadata"]["colab"]["gpuType"] == "T4"
+    code = ["".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    assert "-r\", \"requirements-runtime.txt\"" in code[1] and "\"requirements.txt\"" not in code[1]
+    parameters = {}
+    exec(code[0], {}, parameters)  # the parameter cell: plain assignments
+    assert code[0].splitlines()[1].startswith("REPO_URL = ") and parameters["REPO_URL"] == ""
+    cfg = load_config(ROOT / parameters["CONFIG"], parameters["OVERRIDES"])
+    assert (cfg.data.max_samples, cfg.data.max_seq_length) == (3000, 1024)
+    assert (cfg.training.per_device_train_batch_size, cfg.training.gradient_accumulation_steps) == (1, 16)
+    assert cfg.model.bnb_4bit_compute_dtype == "float16" and cfg.evaluation.max_samples == 100

@@ -65,7 +65,10 @@ def test_resources_and_docker_settings_reach_the_compiled_pipeline(hf_secret):
         assert _settings(steps[name].config.settings["resources"])["memory"] == "16GB"
     assert "resources" not in steps["load_data"].config.settings
     docker = _settings(snapshot.pipeline_configuration.settings["docker"])
-    assert docker["parent_image"].startswith("pytorch/pytorch:") and docker["requirements"] == "requirements.txt"
+    assert docker["parent_image"].startswith("pytorch/pytorch:2.13.0-cuda")  # torch 2.13 with CUDA in the image
+    assert docker["requirements"] == "requirements-runtime.txt"  # so the build does not install torch again
+    runtime = (ROOT / "requirements-runtime.txt").read_text()
+    assert "torch==" not in runtime and "pytest" not in runtime and "transformers==" in runtime
     assert docker["environment"] == {"HF_HUB_ENABLE_HF_TRANSFER": "0"}
 
 
