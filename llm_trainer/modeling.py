@@ -25,6 +25,7 @@ def load_tokenizer(name_or_path: str, cfg: ModelConfig) -> Any:
                                                   trust_remote_code=cfg.trust_remote_code)
     except OSError as exc:
         raise ConfigError(f"model.base_model: cannot load tokenizer '{name_or_path}': {' '.join(str(exc).split())}")
+    tokenizer.llm_trainer_trust_remote_code = cfg.trust_remote_code  # the tokenizer materializer records it
     if cfg.chat_template:
         tokenizer.chat_template = cfg.chat_template
     if not tokenizer.chat_template:

@@ -63,11 +63,49 @@ def test_trust_remote_code_reaches_every_from_pretrained_call(monkeypatch, make_
 
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fake_from_pretrained("tokenizer"))
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fake_from_pretrained("model"))
-    cfg = make_config(model={"base_model": "some/model", "trust_remote_code": trust})
+    cfg = make_config(model={"base_model": "some/model", "trust_remote_code": trust, "allow_cpu": True})
     for load in (load_tokenizer, load_model):
         with pytest.raises(ConfigError, match="stop here"):
             load("some/model", cfg.model)
     assert seen == [("tokenizer", trust), ("model", trust)]
+
+
+def test_every_from_pretrained_call_in_the_source_passes_trust_remote_code():
+    """Found by scanning, so a new call site cannot be forgotten (peft's adapter loader runs no remote code)."""
+    import ast
+
+    calls = []
+    for folder in ("llm_trainer", "materializers", "steps", "runner", "pipelines"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "from_pretrained":
+                    owner = ast.unparse(node.func.value)
+                    calls.append((f"{path.relative_to(ROOT)}:{node.lineno}", owner,
+                                  any(k.arg == "trust_remote_code" for k in node.keywords)))
+    assert len(calls) >= 5  # modeling (tokenizer, model, adapter), the tokenizer materializer, DDP workers
+    missing = [(where, owner) for where, owner, passed in calls if not passed and owner != "PeftModel"]
+    assert missing == []
+
+
+@pytest.mark.parametrize("trust", [False, True])
+def test_a_stored_tokenizer_reloads_with_the_configs_trust_remote_code(tiny_fp32, tmp_path, monkeypatch, trust):
+    import transformers
+
+    from materializers.hf_tokenizer import HFTokenizerMaterializer
+
+    tokenizer = tiny_fp32.tokenizer
+    monkeypatch.setattr(tokenizer, "llm_trainer_trust_remote_code", trust, raising=False)
+    materializer = HFTokenizerMaterializer(str(tmp_path / "artifact"))
+    (tmp_path / "artifact").mkdir()
+    materializer.save(tokenizer)
+    seen = []
+    original = transformers.AutoTokenizer.from_pretrained
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
+                        lambda name, **kwargs: seen.append(kwargs.get("trust_remote_code")) or original(name))
+    monkeypatch.setattr("materializers.hf_tokenizer.AutoTokenizer", transformers.AutoTokenizer)
+    loaded = materializer.load(type(tokenizer))
+    assert seen == [trust] and loaded.llm_trainer_trust_remote_code is trust
+    assert loaded.get_vocab() == tokenizer.get_vocab()
 
 
 def test_adapters_load_from_safetensors_only(tmp_path):

@@ -97,7 +97,7 @@ def worker(launch: Path) -> None:
 
     cfg = RunConfig.model_validate_json((launch / "config.json").read_text())
     tokenized = datasets.load_from_disk(str(launch / "tokenized"))
-    tokenizer = AutoTokenizer.from_pretrained(str(launch / "tokenizer"))
+    tokenizer = AutoTokenizer.from_pretrained(str(launch / "tokenizer"), trust_remote_code=cfg.model.trust_remote_code)
     rank = int(os.environ.get("RANK", "0"))
     _join_process_group(rank, int(os.environ["WORLD_SIZE"]))
     metrics_file = (launch / METRICS_FILE).open("a") if rank == 0 else None
