@@ -76,3 +76,10 @@ def tiny_fp32():
     tokenizer = prepare_tokenizer(cfg.model, processed["train"])
     model = load_for_inference(cfg.model, resolve_base_model(cfg.model, tokenizer, cfg.seed))
     return SimpleNamespace(cfg=cfg, model=model, tokenizer=tokenizer, processed=processed)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The session's state folder (ZenML store, MLflow database, caches) goes with the session."""
+    import shutil
+
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)

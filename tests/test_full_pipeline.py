@@ -133,7 +133,12 @@ def test_worse_run_stays_in_staging(promoted, tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     decision = json.loads(path.read_text())["steps"]["register_model"]
     assert decision["promote"] is False and decision["stage"] == "staging"
-    assert "does not beat production" in decision["reason"]
+    # Two steps at a tiny learning rate: worse than production, and maybe not even better than the base model.
+    # The reason must name the comparison that failed first (eval_loss: lower is better).
+    assert decision["production"] == pytest.approx(promoted["steps"]["evaluate_finetuned"]["eval_loss"])
+    assert decision["candidate"] > decision["production"]
+    failed_first = "the base model's" if decision["candidate"] >= decision["base"] else "production's"
+    assert f"does not beat {failed_first}" in decision["reason"]
 
     from zenml.client import Client
     from zenml.enums import ModelStages
@@ -145,7 +150,25 @@ def test_worse_run_stays_in_staging(promoted, tmp_path):
 def test_use_answers_from_the_production_version(promoted, tmp_path):
     one = run_cli("use", *FAST, "--model-version", "production", "--prompt", "What is 12 + 30?")
     assert one.returncode == 0, one.stderr[-3000:]
-    assert one.stdout.strip()
+    # The answer is the production adapter's own greedy answer, loaded here directly, and not the base model's.
+    from llm_trainer.chat import base_messages
+    from llm_trainer.config import load_config
+    from llm_trainer.inference import generate_batch, load_for_inference
+    from llm_trainer.modeling import load_tokenizer
+    from runner.models import adapter_of_version
+
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml", [a for a in FAST[3::2]])
+    adapter = adapter_of_version("quickstart-test", promoted["steps"]["register_model"]["model_version"])
+    tokenizer = load_tokenizer(str(adapter.path), cfg.model)
+    conversation = base_messages(cfg.data.system_prompt) + [{"role": "user", "content": "What is 12 + 30?"}]
+
+    def greedy(adapter_path):
+        model = load_for_inference(cfg.model, adapter.base_model, adapter_path)
+        return generate_batch(model, tokenizer, [conversation], cfg.evaluation.max_new_tokens, 1)[0].text
+
+    tuned = greedy(adapter.path)
+    assert one.stdout.strip() == tuned.strip() and tuned.strip()
+    assert greedy(None).strip() != tuned.strip()
 
     source = tmp_path / "in.jsonl"
     source.write_text('{"prompt": "What is 2 + 2?"}\nnot json\n{"prompt": "   "}\n"What is 9 - 4?"\n')
@@ -225,4 +248,6 @@ def test_evaluate_command_with_an_adapter_folder(promoted, tmp_path):
 def test_unknown_model_version_is_one_line():
     result = run_cli("use", *FAST, "--model-version", "99", "--prompt", "hi")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: --model-version: model 'quickstart-test' has no version")
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert lines[0].startswith("error: --model-version: model 'quickstart-test' has no version")

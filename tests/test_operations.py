@@ -113,13 +113,13 @@ def test_step_operator_goes_to_the_gpu_steps_and_must_exist_in_the_stack(hf_secr
     assert "zenml.step_operator: 'vertex_gpu' is not in stack" in str(error.value)
 
 
-def test_unknown_stack_is_one_line():
+def test_unknown_stack_is_one_line(monkeypatch):
     from runner.run import configure_run
 
+    monkeypatch.delenv("ZENML_ACTIVE_STACK_ID", raising=False)  # restored (or removed) even if the test fails
     cfg = load_config([REASONING, ROOT / "configs" / "stacks" / "vertex.yaml"])
     with pytest.raises(UserError, match="zenml.stack: no ZenML stack named 'llm_trainer_vertex'"):
         configure_run("train", cfg, FINGERPRINT)
-    os.environ.pop("ZENML_ACTIVE_STACK_ID", None)
 
 
 @pytest.mark.parametrize("cron", ["every monday", "0 3 * *", "0 3 * * 1 extra", "0 3 * * ?"])

@@ -41,7 +41,12 @@ def test_train_step_reports_metrics(first_run):
     metrics = summary["steps"]["train_model"]
     assert metrics["global_step"] == 10
     assert metrics["eval_loss"] < metrics["eval_loss_before"]
-    assert metrics["trainable_params"] > 0 and metrics["train_tokens_per_second"] > 0
+    assert 0 < metrics["trainable_params"] < metrics["total_params"]
+    # 10 steps of 8 packed blocks of at most 512 tokens; throughput is those tokens over the wall time.
+    assert 0 < metrics["trained_tokens"] <= 10 * 8 * 512
+    assert metrics["train_tokens_per_second"] == pytest.approx(metrics["trained_tokens"] / metrics["wall_time_s"],
+                                                               rel=0.01)
+    assert 50 < metrics["peak_memory_mb"] < 24 * 1024  # the process's resident peak, in MB (not KB or bytes)
     # The tiny base model's build within its budgets (the sample data's 3 epochs fit under them).
     assert 0 < metrics["tiny_model_pretrain_tokens"] <= 300_000 and metrics["tiny_model_build_seconds"] > 0
     assert 0 < metrics["tiny_model_corpus_chars"] <= 1_000_000
@@ -64,8 +69,12 @@ def test_mlflow_holds_params_metrics_tags_and_loss_image(first_run):
     assert run.data.params["training.max_steps"] == "10"
     assert run.data.params["model.base_model"] == "tiny-llama"
     assert run.data.tags["zenml_pipeline"] == "train_pipeline"
-    assert len(run.data.tags["git_commit"]) in (40, len("unknown"))
-    assert run.data.tags["data_fingerprint"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert len(head) == 40 and run.data.tags["git_commit"] == head  # tests run in a checkout: never "unknown"
+    from zenml.client import Client
+
+    tokenized = Client().get_pipeline_run(summary["run_id"]).steps["tokenize"].outputs["tokenized_dataset"][0]
+    assert run.data.tags["data_fingerprint"] == tokenized.load()["train"]._fingerprint  # the data it trained on
     losses = client.get_metric_history(run.info.run_id, "loss")
     evals = client.get_metric_history(run.info.run_id, "eval_loss")
     assert len(losses) >= 5 and len(evals) >= 3
