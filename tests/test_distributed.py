@@ -71,3 +71,34 @@ def test_a_failing_worker_stops_the_others_with_one_line(tmp_path):
     assert "IsADirectoryError" in (tmp_path / "launch" / "workers.log").read_text()
     assert "\n" not in message and time.monotonic() - started < 300
     assert psutil.Process().children(recursive=True) == []  # rank 0 was stopped, not left waiting
+
+
+@pytest.mark.slow
+def test_two_processes_of_four_equal_one_process_of_eight(tmp_path):
+    """Data parallelism is exact: 2 ranks x batch 4 make the same update as 1 x batch 8 (plain SGD, fp32, no
+    dropout: the update is proportional to the gradient), each rank on different rows, both holding the same
+    LoRA weights at the end."""
+    from safetensors.torch import load_file
+
+    from llm_trainer.training import run_training
+
+    common = ["model.load_in_4bit=false", "model.dtype=float32", "lora.lora_dropout=0.0", "training.max_steps=2",
+              "training.optim=sgd", "training.learning_rate=0.5", "training.warmup_steps=0",
+              "training.lr_scheduler_type=constant", "training.max_grad_norm=1.0e9", "training.eval_steps=1000",
+              "training.save_steps=1000", "training.gradient_accumulation_steps=1",
+              "training.gradient_checkpointing=false"]
+    single_cfg, tokenized, tokenizer = prepared([*common, "training.per_device_train_batch_size=8"])
+    single = run_training(single_cfg, tokenized, tokenizer, tmp_path / "one")
+    pair_cfg, _, _ = prepared([*common, "training.per_device_train_batch_size=4", "training.num_processes=2"])
+    pair = run_training(pair_cfg, tokenized, tokenizer, tmp_path / "two")
+
+    ranks = [json.loads((tmp_path / "two" / "launch" / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["lora_digest"] == ranks[1]["lora_digest"]  # the ranks agree on the weights
+    assert ranks[0]["trained_tokens"] != ranks[1]["trained_tokens"]  # and trained on different rows
+    assert sum(r["trained_tokens"] for r in ranks) == single.metrics["trained_tokens"]  # the same 16 blocks
+    one = load_file(single.adapter.path / "adapter_model.safetensors")
+    two = load_file(pair.adapter.path / "adapter_model.safetensors")
+    assert one.keys() == two.keys()
+    for name in one:
+        assert one[name].abs().max() > 0
+        assert (two[name] - one[name]).abs().max() <= 1e-5 + 1e-4 * one[name].abs().max(), name

@@ -109,7 +109,8 @@ def worker(launch: Path) -> None:
 
     result = build_trainer(cfg).train(tokenized, tokenizer, launch.parent, on_metrics=write_metrics)
     (launch / f"rank-{rank}.json").write_text(json.dumps({"trained_tokens": result.metrics.get("local_trained_tokens"),
-                                                         "global_step": result.metrics.get("global_step")}))
+                                                         "global_step": result.metrics.get("global_step"),
+                                                         "lora_digest": _lora_digest(result.model)}))
     if rank == 0:
         metrics_file.close()
         payload = {"adapter": str(result.adapter.path), "base_model": result.adapter.base_model,
@@ -118,6 +119,18 @@ def worker(launch: Path) -> None:
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def _lora_digest(model: Any) -> str:
+    """A hash of this rank's LoRA weights: every rank must hold the same ones (DDP keeps them in step)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, parameter in sorted(model.named_parameters()):
+        if "lora_" in name:
+            digest.update(name.encode())
+            digest.update(parameter.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _join_process_group(rank: int, world_size: int) -> None:
