@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import ROOT
 
@@ -226,3 +227,52 @@ def test_a_token_the_hub_client_reads_never_leaks(tmp_path):
     assert result.returncode != 0 and SECRET not in result.stdout + result.stderr
     # The Hub check stops the run before any step, so there may be nothing written; whatever there is, is clean.
     assert_secret_nowhere_under(home, tmp_path / "outputs", tmp_path / "hf", minimum=0)
+
+
+def test_kill_9_through_the_cli_then_the_same_command_resumes(tmp_path):
+    """The user's view of a crash: `run_pipeline.py train` killed with SIGKILL after a checkpoint, then the same
+    command again. It must reuse the run folder, train fewer tokens, and end with the uninterrupted run's adapter
+    (fp32: to 1e-5). A changed training setting gets its own folder and never resumes the other run's checkpoint."""
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+
+    def command(output_dir: Path, *extra: str) -> list[str]:
+        return [sys.executable, "run_pipeline.py", "train", "--config", "configs/quickstart.yaml",
+                "--set", "model.load_in_4bit=false", "--set", "model.dtype=float32", "--set", "training.max_steps=12",
+                "--set", "training.save_steps=4", "--set", "training.eval_steps=4", "--set", "lora.lora_dropout=0.0",
+                "--set", f"output_dir={output_dir}", *extra]
+
+    def finished(args: list[str], summary: Path) -> dict:
+        result = subprocess.run([*args, "--summary", str(summary)], cwd=ROOT, capture_output=True, text=True,
+                                timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(summary.read_text())["steps"]["train_model"]
+
+    whole = finished(command(tmp_path / "whole"), tmp_path / "whole.json")
+
+    killed_out = tmp_path / "killed"
+    process = subprocess.Popen(command(killed_out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.time() + 600
+    while not list(killed_out.glob("quickstart/*/checkpoints/checkpoint-*/CHECKPOINT_COMPLETE")):
+        assert process.poll() is None and time.time() < deadline, "no checkpoint before the run ended"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    (run_dir,) = list(killed_out.glob("quickstart/*"))
+    assert not (run_dir / "adapter").exists()
+
+    resumed = finished(command(killed_out), tmp_path / "resumed.json")
+    assert Path(resumed["run_dir"]) == run_dir  # the same folder, found again
+    assert resumed["global_step"] == whole["global_step"] == 12
+    assert resumed["trained_tokens"] < whole["trained_tokens"]  # it resumed rather than starting over
+    a = load_file(Path(whole["run_dir"]) / "adapter" / "adapter_model.safetensors")
+    b = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6)
+
+    changed = finished(command(killed_out, "--set", "training.learning_rate=1e-3"), tmp_path / "changed.json")
+    assert Path(changed["run_dir"]) != run_dir and Path(changed["run_dir"]).parent == run_dir.parent
+    assert changed["trained_tokens"] == whole["trained_tokens"]  # from step 0: nothing of the other run resumed
