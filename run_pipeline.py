@@ -25,6 +25,7 @@ COMMANDS = {
     "evaluate": "process (cached) -> evaluate the base model, or --adapter / --model-version",
     "full": "process -> train -> evaluate base and fine-tuned -> register and promote (default)",
     "use": "chat (--interactive), answer --prompt or --input FILE, or --merge DIR, with an adapter",
+    "serve": "an OpenAI-compatible API (/v1/chat/completions, /v1/models) for an adapter, on 127.0.0.1 by default",
     "stack": "set up (once) and show the ZenML stack and MLflow store the pipelines run on",
 }
 
@@ -52,12 +53,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     use.add_argument("--input", metavar="IN.jsonl", help='answer {"prompt": ...} lines in batches')
     use.add_argument("--output", metavar="OUT.jsonl", help="where --input answers go")
     use.add_argument("--merge", metavar="DIR", help="write the base model with the adapter merged (safetensors)")
+    from runner.serve import add_arguments as add_serve_arguments
+
+    add_serve_arguments(parser)
     args = parser.parse_args(argv)
     if args.command != "stack" and not args.config:
         parser.error("--config is required")
     if args.command == "use" and not (args.interactive or args.prompt or args.input or args.merge):
         parser.error("use needs --interactive, --prompt, --input or --merge")
-    if args.schedule and args.command in ("use", "stack"):
+    if args.schedule and args.command in ("use", "serve", "stack"):
         parser.error(f"--schedule runs pipelines; {args.command} is not one")
     if args.input and not args.output:
         parser.error("--input needs --output")
@@ -106,6 +110,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a Hub that cannot be reached is one line, wherever it shows up
+        from llm_trainer.hub_check import hub_failure
+
+        if args.debug or (message := hub_failure(exc)) is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -119,6 +130,10 @@ def run_command(args: argparse.Namespace) -> int:
 
         check_attention(cfg.model)
     configure_environment(is_local_source(cfg.data.source) and cfg.model.is_tiny)
+    if not cfg.zenml.stack:  # the tokenizer (and model) load here: from the cache, or the Hub must answer
+        from llm_trainer.hub_check import check_models
+
+        check_models(cfg)
     from runner.models import resolve_adapter
 
     adapter = resolve_adapter(cfg, args.adapter, args.model_version)
@@ -128,6 +143,10 @@ def run_command(args: argparse.Namespace) -> int:
         from runner.use import use
 
         return use(cfg, adapter, args)
+    if args.command == "serve":
+        from runner.serve import serve
+
+        return serve(cfg, adapter, args)
     from runner.run import run_pipeline_command
 
     summary = run_pipeline_command(args.command, cfg, fingerprint, adapter_path=str(adapter.path) if adapter else None,

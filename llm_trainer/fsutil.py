@@ -1,25 +1,43 @@
-"""Atomic folder writes: a reader never sees half a model, checkpoint or adapter."""
+"""Files and folders: atomic folder writes, what a failed write means, one run per run folder."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+# torch's checkpoint writer (C++) reports a failed write without errno: "unexpected pos 576 vs 534",
+# "PytorchStreamWriter failed writing file data/0: file write failed", "basic_ios::clear: iostream error".
+TORCH_WRITE_FAILURES = ("PytorchStreamWriter", "inline_container", "file write failed", "iostream error")
+LOW_SPACE_BYTES = 64 << 20  # a write that failed with less free than this ran out of space
+LOCK_FILE = "run.lock"
 
 
 def write_dir_atomically(target: Path, save: Callable[[str], None], replace: bool = False) -> Path:
     """Run ``save(staging_dir)`` in a temporary sibling folder, then rename it to ``target``.
 
     With ``replace`` an existing target is swapped out only after the new one is complete, so a failed
-    save (disk full, permissions) leaves the previous version untouched.
+    save (disk full, permissions) leaves the previous version untouched. The folder and its files get the
+    modes the user's umask gives (mkdtemp makes 0700 and safetensors writes 0600, which a server running as
+    another user, e.g. vLLM in a container, could not read).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         save(str(staging))
+        apply_umask(staging)
         if target.exists() and replace:
             retired = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, retired)
@@ -30,3 +48,98 @@ def write_dir_atomically(target: Path, save: Callable[[str], None], replace: boo
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def apply_umask(folder: Path) -> None:
+    """Folders 0777 and files 0666 less the umask, as ``open`` and ``mkdir`` would have made them."""
+    mask = current_umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            os.chmod(os.path.join(root, name), 0o777 & ~mask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~mask)
+
+
+def current_umask() -> int:
+    try:  # Linux shows it without changing it (os.umask would, for a moment, in every thread)
+        status = Path("/proc/self/status").read_text()
+        return int(re.search(r"^Umask:\s*([0-7]+)", status, re.MULTILINE).group(1), 8)  # type: ignore[union-attr]
+    except (OSError, AttributeError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+def storage_failure(exc: BaseException, folder: Path) -> str | None:
+    """Why a write under ``folder`` failed ("No space left on device", "Permission denied"), when ``exc`` is a
+    failed write; None for anything else. Writes fail as OSError, as safetensors' SafetensorError (no OSError:
+    "I/O error: No space left on device (os error 28)") or as torch's RuntimeError, which names no cause: a
+    full disk is then recognised by the free space left."""
+    chain = _exception_chain(exc)
+    for error in chain:
+        if isinstance(error, OSError) and error.errno:
+            return os.strerror(error.errno)
+        if code := re.search(r"\(os error (\d+)\)", str(error)):
+            return os.strerror(int(code.group(1)))
+    text = " ".join(str(error) for error in chain)
+    if any(isinstance(error, RuntimeError) for error in chain) and any(s in text for s in TORCH_WRITE_FAILURES):
+        if free_bytes(folder) < LOW_SPACE_BYTES:
+            return os.strerror(errno.ENOSPC)
+        return f"write failed ({' '.join(text.split())[:200]})"
+    return None
+
+
+def free_bytes(path: Path) -> int:
+    """Free bytes for this user on the file system that holds ``path`` (or its nearest existing parent)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def is_inside(path: Path, folder: Path) -> bool:
+    """Whether ``path``, links resolved, lies under ``folder``."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
+@contextmanager
+def run_folder_lock(run_dir: Path, poll_seconds: float = 5.0) -> Iterator[None]:
+    """Hold the run folder for this process. Another process that holds it (the same config, started
+    earlier) is waited for, with a message naming it; a lock left by a killed process is free (the kernel
+    drops a dead process's locks), so it is taken over at once."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_FILE
+    with open(path, "a+") as handle:
+        announced = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not announced:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "another process"
+                    logger.warning("run folder %s is in use by %s (a run of the same config and data); waiting "
+                                   "for it to finish", run_dir, holder)
+                    announced = True
+                time.sleep(poll_seconds)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _exception_chain(exc: BaseException | None) -> list[BaseException]:
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain

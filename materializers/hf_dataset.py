@@ -19,10 +19,17 @@ class HFDatasetMaterializer(BaseMaterializer):
         return datasets.load_from_disk(local_folder(self.uri))
 
     def save(self, data: datasets.Dataset | datasets.DatasetDict) -> None:
-        save_folder(self.uri, lambda folder: data.save_to_disk(folder))
+        save_folder(self.uri, lambda folder: data.save_to_disk(folder, num_shards=_shards_for_empty(data)))
 
     def extract_metadata(self, data: datasets.Dataset | datasets.DatasetDict) -> dict[str, Any]:
         if isinstance(data, datasets.DatasetDict):
             return {"rows": {name: len(split) for name, split in data.items()},
                     "columns": sorted({c for split in data.values() for c in split.column_names})}
         return {"rows": len(data), "columns": list(data.column_names)}
+
+
+def _shards_for_empty(data: datasets.Dataset | datasets.DatasetDict) -> Any:
+    """datasets writes an empty split as zero Arrow files, which load_from_disk cannot read back: one file."""
+    if isinstance(data, datasets.DatasetDict):
+        return {name: 1 if len(split) == 0 else None for name, split in data.items()}
+    return 1 if len(data) == 0 else None

@@ -10,6 +10,7 @@ from llm_trainer.config import RunConfig
 from runner import stack
 from runner.models import model_name
 from runner.options import check_stack_supports, parse_schedule, pipeline_settings, step_options
+from runner.stale import OWNER_KEY, owner_marker
 
 TRACKED = {"train", "evaluate", "full"}
 
@@ -22,8 +23,9 @@ def run_pipeline_command(command: str, cfg: RunConfig, fingerprint: str, adapter
         for name in ("zenml.orchestrators.step_launcher", "zenml.orchestrators.local.local_orchestrator"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     started = time.time()
-    configured, params = configure_run(command, cfg, fingerprint, adapter_path, no_cache, schedule)
-    pipeline_run = configured(**params)
+    with owner_marker() as owner:  # held while the run runs: a later command can tell if this process died
+        configured, params = configure_run(command, cfg, fingerprint, adapter_path, no_cache, schedule, owner)
+        pipeline_run = configured(**params)
     if pipeline_run is None:  # scheduled: the orchestrator runs it later
         return {"pipeline": configured.name, "status": "scheduled", "schedule": schedule, "steps": {},
                 "run_id": None, "run_name": f"{cfg.name}-{command}",
@@ -34,8 +36,10 @@ def run_pipeline_command(command: str, cfg: RunConfig, fingerprint: str, adapter
 
 
 def configure_run(command: str, cfg: RunConfig, fingerprint: str, adapter_path: str | None = None,
-                  no_cache: bool = False, schedule: str | None = None) -> tuple[Any, dict[str, Any]]:
-    """The pipeline of ``command`` with every run option applied, and its parameters; nothing runs yet."""
+                  no_cache: bool = False, schedule: str | None = None, owner: dict[str, Any] | None = None
+                  ) -> tuple[Any, dict[str, Any]]:
+    """The pipeline of ``command`` with every run option applied, and its parameters; nothing runs yet.
+    ``owner``: this process's marker, recorded by a run that runs in this process (local orchestrator)."""
     stack.init_store()
     if cfg.zenml.stack:
         stack.use_stack(cfg.zenml.stack)
@@ -67,6 +71,8 @@ def configure_run(command: str, cfg: RunConfig, fingerprint: str, adapter_path: 
     if schedule:
         options["schedule"] = parse_schedule(schedule, f"{cfg.name}-{command}")
     check_stack_supports(cfg, command, options.get("schedule"))
+    if owner and not schedule and stack.runs_in_this_process():
+        options["extra"] = {OWNER_KEY: owner}
     if command == "full":
         # Named by what it was made from: an unchanged re-run (all steps cached) lands on the same version
         # instead of registering an empty duplicate.

@@ -53,11 +53,15 @@ def use_stack(name: str) -> None:
 
 
 def init_store() -> None:
-    """Create (migrate) the local ZenML store once, before runs that start together race to do it."""
+    """Create (migrate) the local ZenML store once, before runs that start together race to do it; then mark
+    the runs whose process died (killed, out of memory) as failed, in ZenML and MLflow."""
     with project_lock("zenml-store"):
         from zenml.client import Client
 
         Client().active_stack_model  # noqa: B018 - touching the store initialises it
+    from runner.stale import fail_stale_runs
+
+    fail_stale_runs()
 
 
 def _ensure_stack() -> str:
@@ -79,15 +83,30 @@ def _ensure_stack() -> str:
     return STACK
 
 
-def ensure_mlflow_experiment(name: str) -> None:
-    """Create the experiment with its artifacts under the project state folder (MLflow's default for a
-    SQLite store is ./mlruns in whatever directory the run starts from)."""
+def runs_in_this_process() -> bool:
+    """Whether the active stack's orchestrator runs the steps in this process (ZenML's local one)."""
+    from zenml.client import Client
+    from zenml.enums import StackComponentType
+
+    orchestrators = Client().active_stack_model.components.get(StackComponentType.ORCHESTRATOR) or []
+    return bool(orchestrators) and orchestrators[0].flavor_name == "local"
+
+
+def mlflow_sqlite_uri() -> str | None:
+    """The tracking URI of the active stack's MLflow tracker when it is a local SQLite file, else None."""
     from zenml.client import Client
     from zenml.enums import StackComponentType
 
     trackers = Client().active_stack_model.components.get(StackComponentType.EXPERIMENT_TRACKER) or []
     uri = trackers[0].configuration.get("tracking_uri") if trackers else None
-    if not uri or not uri.startswith("sqlite:///"):
+    return uri if uri and uri.startswith("sqlite:///") else None
+
+
+def ensure_mlflow_experiment(name: str) -> None:
+    """Create the experiment with its artifacts under the project state folder (MLflow's default for a
+    SQLite store is ./mlruns in whatever directory the run starts from)."""
+    uri = mlflow_sqlite_uri()
+    if uri is None:
         return
     import mlflow
 

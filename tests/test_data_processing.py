@@ -358,3 +358,112 @@ def test_hub_failure_is_one_line(make_config, monkeypatch):
         _process(make_config, "facebook/natural_reasoning")
     assert str(error.value) == ("data.source: cannot load Hub data set 'facebook/natural_reasoning': Couldn't reach "
                                 "'facebook/natural_reasoning' on the Hub (LocalEntryNotFoundError)")
+
+
+# --- reliability, round two: encodings, compressed shards, empty splits -----------------------------------------
+
+LATIN1_CAFE = '{"question": "Is this a café?", "reference_answer": "yes", "responses": []}'.encode("latin-1")
+
+
+def _numbered(n: int) -> list[dict]:
+    return [{"question": f"What is {i} + {i}?", "reference_answer": str(2 * i), "responses": []} for i in range(n)]
+
+
+def test_one_latin1_row_among_valid_json_is_dropped_as_invalid_utf8(make_config, write_jsonl):
+    """Every line is valid JSON, so Arrow reads the file; it does not check UTF-8, the loader does."""
+    path = write_jsonl([*_numbered(3), LATIN1_CAFE, *_numbered(9)[3:]])
+    _, _, processed, report = _process(make_config, path)
+    assert report["rows_read"] == 10 and report["rows_kept"] == 9
+    assert report["dropped"] == {"invalid_utf8": 1}
+    assert [r["row_id"] for r in _all_rows(processed)] == [1, 2, 3, 5, 6, 7, 8, 9, 10]
+
+    with pytest.raises(DataError, match=r"^data.strict: row 4 of .* is malformed: invalid_utf8$"):
+        _process(make_config, path, strict=True)
+
+
+def test_one_latin1_row_in_a_csv_is_dropped_as_invalid_utf8(make_config, tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_bytes(b"question,reference_answer\nWhat is 1 + 1?,2\nIs this a caf\xe9?,yes\nWhat is 2 + 2?,4\n")
+    _, _, processed, report = _process(make_config, path)
+    assert report["dropped"] == {"invalid_utf8": 1} and report["rows_kept"] == 2
+    assert [r["row_id"] for r in _all_rows(processed)] == [1, 3]
+    with pytest.raises(DataError, match=r"row 2 of .* is malformed: invalid_utf8$"):
+        _process(make_config, path, strict=True)
+
+
+def test_compressed_and_upper_case_shards_are_all_read(make_config, first_rows, tmp_path):
+    import gzip
+
+    import zstandard
+
+    def lines(rows) -> bytes:
+        return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+    folder = tmp_path / "shards"
+    (folder / "part").mkdir(parents=True)
+    (folder / "a.jsonl").write_bytes(lines(first_rows[:100]))
+    (folder / "b.jsonl.gz").write_bytes(gzip.compress(lines(first_rows[100:200])))
+    (folder / "part" / "c.JSONL").write_bytes(lines(first_rows[200:250]))
+    (folder / "part" / "d.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(lines(first_rows[250:])))
+    _, raw, processed, report = _process(make_config, folder)
+    assert len(raw) == 300 and report["rows_kept"] == 300
+    assert sorted(r["question"] for r in _all_rows(processed)) == sorted(r["question"] for r in first_rows)
+
+    single = tmp_path / "rows.jsonl.gz"
+    single.write_bytes(gzip.compress(b"\n" + lines(first_rows[:20])))  # line 1 blank: row_id = line number
+    _, raw, _, report = _process(make_config, single)
+    assert report["rows_read"] == 20 and raw["row_id"][:3] == [2, 3, 4]
+    array = tmp_path / "rows.json.gz"
+    array.write_bytes(gzip.compress(json.dumps(first_rows[:20]).encode()))
+    assert _process(make_config, array)[3]["rows_read"] == 20
+
+
+def test_a_file_in_a_folder_that_cannot_be_read_is_one_line_naming_it(make_config, first_rows, tmp_path, caplog):
+    import bz2
+
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in first_rows[:100]))
+    (folder / "README.md").write_text("# card")  # documentation: skipped, but said
+    with caplog.at_level("WARNING", logger="llm_trainer"):
+        assert _process(make_config, folder)[3]["rows_read"] == 100
+    assert any("skipping README.md" in r.getMessage() for r in caplog.records)
+    (folder / "b.jsonl.bz2").write_bytes(bz2.compress(b"{}\n"))
+    with pytest.raises(DataError, match=r"^data.source: cannot read b.jsonl.bz2 in .*: unsupported file type") as info:
+        _process(make_config, folder)
+    assert "\n" not in str(info.value)
+
+
+def _tokenizer(cfg, processed):
+    from llm_trainer.modeling import prepare_tokenizer
+
+    return prepare_tokenizer(cfg.model, processed["train"])  # the tiny BPE, trained on these rows
+
+
+def test_an_empty_train_split_is_an_error_at_the_end_of_processing(make_config, write_jsonl):
+    cfg, _, processed, _ = _process(make_config, write_jsonl(_numbered(6)),
+                                    splits={"train": 0.01, "validation": 0.01, "test": 0.98})
+    assert not len(processed["train"])
+    with pytest.raises(DataError, match=r"^data.splits: the train split is empty: no kept row hashed into it "
+                                        r"\(train: 0 rows at 0.01, validation: 0 rows at 0.01, test: 6 rows at "
+                                        r"0.98\); add rows or raise data.splits.train$"):
+        build_processor(cfg.data).tokenize(processed, _tokenizer(cfg, processed))
+
+
+def test_no_training_sample_left_after_tokenization_is_an_error(make_config, write_jsonl):
+    cfg, _, processed, _ = _process(make_config, write_jsonl(_numbered(20)), max_seq_length=16)
+    with pytest.raises(DataError, match=r"^data.max_seq_length: no training sample left: \d+ train rows, all "
+                                        r"dropped in tokenization \(too_long: \d+\) at data.max_seq_length = 16"):
+        build_processor(cfg.data).tokenize(processed, _tokenizer(cfg, processed))
+
+
+def test_a_needed_split_that_is_empty_is_named_with_why(make_config, write_jsonl):
+    from llm_trainer.data.base import check_needed_splits
+
+    cfg, _, processed, _ = _process(make_config, write_jsonl(_numbered(6)))
+    tokenized, _ = build_processor(cfg.data).tokenize(processed, _tokenizer(cfg, processed))
+    check_needed_splits(processed, tokenized, cfg.data, ["train"], "train")
+    with pytest.raises(DataError, match=r"^data.splits: the test split is empty: no kept row hashed into it "
+                                        r"\(train: \d rows at 0.9, validation: \d rows at 0.05, test: 0 rows at "
+                                        r"0.05\); full needs test rows$"):
+        check_needed_splits(processed, tokenized, cfg.data, ["train", "test"], "full")

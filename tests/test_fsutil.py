@@ -64,3 +64,98 @@ def test_without_replace_an_existing_folder_is_kept(tmp_path):
     write_dir_atomically(target, write_files("first"))
     write_dir_atomically(target, write_files("second"))
     assert (target / "weights.safetensors").read_text() == "first"
+
+
+# --- file modes: a server running as another user can read what was saved ------------------------------------
+
+
+@pytest.mark.parametrize(("umask", "folder_mode", "file_mode"), [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)])
+def test_saved_folders_and_files_follow_the_umask(tmp_path, umask, folder_mode, file_mode):
+    """mkdtemp makes 0700 folders and safetensors writes 0600 files; save_pretrained's modes are the umask's."""
+    import stat
+
+    import torch
+    from safetensors.torch import save_file
+
+    def save(folder: str) -> None:
+        save_file({"w": torch.zeros(4)}, os.path.join(folder, "model.safetensors"))
+        (Path(folder) / "tokenizer").mkdir()
+        (Path(folder) / "tokenizer" / "tokenizer.json").write_text("{}")
+
+    previous = os.umask(umask)
+    try:
+        target = write_dir_atomically(tmp_path / "merged", save)
+    finally:
+        os.umask(previous)
+    modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode)
+             for p in [target, *target.rglob("*")]}
+    assert modes == {"merged": folder_mode, "merged/tokenizer": folder_mode,
+                     "merged/model.safetensors": file_mode, "merged/tokenizer/tokenizer.json": file_mode}
+
+
+# --- what a failed write means ----------------------------------------------------------------------------------
+
+
+def test_storage_failures_are_named_whatever_raised_them(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    from llm_trainer import fsutil
+
+    full = SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    assert fsutil.storage_failure(full, tmp_path) == "No space left on device"
+    assert fsutil.storage_failure(OSError(errno.EACCES, "denied"), tmp_path) == "Permission denied"
+    torch_writer = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+    assert fsutil.storage_failure(torch_writer, tmp_path).startswith("write failed")  # disk not full here
+    monkeypatch.setattr(fsutil.shutil, "disk_usage", lambda path: shutil_usage(free=4096))
+    assert fsutil.storage_failure(torch_writer, tmp_path / "not" / "made") == "No space left on device"
+    assert fsutil.storage_failure(ValueError("a bug"), tmp_path) is None
+
+
+def shutil_usage(free: int):
+    import shutil
+
+    return shutil._ntuple_diskusage(total=1 << 30, used=(1 << 30) - free, free=free)
+
+
+# --- one run per run folder ---------------------------------------------------------------------------------------
+
+HOLDER = """
+import sys, time
+from llm_trainer.fsutil import run_folder_lock
+with run_folder_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_run_waits_for_the_holder_and_takes_over_once_it_is_killed(tmp_path, caplog):
+    import subprocess
+    import sys
+    import threading
+
+    from conftest import ROOT
+    from llm_trainer.fsutil import run_folder_lock
+
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        acquired = threading.Event()
+
+        def second_run() -> None:
+            with run_folder_lock(run_dir, poll_seconds=0.05):
+                acquired.set()
+
+        thread = threading.Thread(target=second_run)
+        with caplog.at_level("WARNING", logger="llm_trainer.fsutil"):
+            thread.start()
+            assert not acquired.wait(1.0)  # it waits while the first run lives
+            holder.kill()  # kill -9: the lock file stays behind, the kernel's lock does not
+            holder.wait()
+            assert acquired.wait(10)
+        thread.join()
+    finally:
+        holder.kill()
+    assert (run_dir / "run.lock").exists()
+    [message] = [r.getMessage() for r in caplog.records]
+    assert f"run folder {run_dir} is in use by process {holder.pid} on " in message and "waiting" in message

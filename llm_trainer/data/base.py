@@ -112,3 +112,18 @@ def _count(values: np.ndarray) -> dict[str, int]:
 def _format_counts(reasons: np.ndarray) -> str:
     counts = _count(reasons[reasons != None])  # noqa: E711
     return ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items())) or "no rows"
+
+
+def check_needed_splits(processed: datasets.DatasetDict, tokenized: datasets.DatasetDict, cfg: DataConfig,
+                        needed: list[str], purpose: str) -> None:
+    """One line naming the first split ``purpose`` needs that holds no sample, and why it is empty."""
+    for name in needed:
+        if len(tokenized[name]):
+            continue
+        if len(processed[name]) == 0:
+            why = f"no kept row hashed into it ({tokenization.split_sizes(processed, cfg)})"
+        else:
+            why = (f"all its {len(processed[name])} rows were dropped in tokenization (longer than "
+                   f"data.max_seq_length = {cfg.max_seq_length} tokens)")
+        raise DataError(f"data.splits: the {name} split is empty: {why}; {purpose} needs {name} rows")
+

@@ -2,14 +2,18 @@
 
 Every row gets ``row_id`` (its 1-based position in the source: the line number for JSONL) and
 ``load_error`` (why the row could not be read, else null). Well-formed files take the fast Arrow path;
-a file Arrow rejects (invalid JSON, invalid UTF-8, mixed types) is re-read line by line so that only
-the bad rows are lost, and each one is counted.
+a file Arrow rejects (invalid JSON, mixed types) or reads with invalid UTF-8 in it (Arrow does not check
+the encoding) is re-read line by line so that only the bad rows are lost, and each one is counted.
+JSON files may be gzip or zstd compressed (``.jsonl.gz``, ``.json.zst``); extensions match in any case.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
+import importlib.util
+import io
 import json
 import logging
 from collections.abc import Iterator
@@ -25,6 +29,11 @@ from llm_trainer.errors import DataError
 logger = logging.getLogger(__name__)
 
 LOADERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+COMPRESSED = {".gz", ".zst"}  # JSON only: Arrow reads them, and so does the line-by-line path
+READABLE = ".jsonl, .json (both also .gz or .zst), .parquet, .csv"
+# Shipped beside data sets; skipped with a warning rather than refused.
+DOC_SUFFIXES = {".md", ".rst"}
+DOC_NAMES = ("readme", "license", "licence", "notice", "copying", "changelog", "citation")
 TEXT_FIELDS = ("question", "reference_answer")
 
 RAW_FEATURES = datasets.Features(
@@ -38,24 +47,67 @@ RAW_FEATURES = datasets.Features(
 )
 
 
+def file_format(path: Path) -> str | None:
+    """'json', 'parquet' or 'csv' from the file name (any case; JSON may end in .gz or .zst), else None."""
+    suffixes = [s.lower() for s in Path(path).suffixes[-2:]]
+    if suffixes and suffixes[-1] in COMPRESSED:
+        return "json" if len(suffixes) == 2 and LOADERS.get(suffixes[0]) == "json" else None
+    return LOADERS.get(suffixes[-1]) if suffixes else None
+
+
 def is_local_source(source: str) -> bool:
     path = Path(source).expanduser()
-    return path.exists() or source.startswith(("/", "./", "../", "~")) or path.suffix in LOADERS
+    return path.exists() or source.startswith(("/", "./", "../", "~")) or file_format(path) is not None
 
 
 def local_files(source: str) -> list[Path]:
     path = Path(source).expanduser()
     if not path.exists():
         raise DataError(f"data.source: file or folder not found: {source}")
-    files = sorted(p for p in path.rglob("*") if p.suffix in LOADERS) if path.is_dir() else [path]
+    files = _folder_files(path, source) if path.is_dir() else [path]
     if not files:
-        raise DataError(f"data.source: no {'/'.join(LOADERS)} files in {source}")
-    suffixes = {LOADERS.get(p.suffix) for p in files}
-    if None in suffixes:
-        raise DataError(f"data.source: unsupported file type '{path.suffix}' (use {', '.join(LOADERS)})")
-    if len(suffixes) > 1:
+        raise DataError(f"data.source: no data files in {source} (readable: {READABLE})")
+    if file_format(files[0]) is None:
+        raise DataError(f"data.source: unsupported file type '{''.join(path.suffixes[-2:])}' (readable: {READABLE})")
+    if len({file_format(p) for p in files}) > 1:
         raise DataError(f"data.source: mixed file types in {source}; use one format per folder")
+    zst = next((p for p in files if p.suffix.lower() == ".zst"), None)
+    if zst is not None and importlib.util.find_spec("zstandard") is None:
+        raise DataError(f"data.source: reading {zst.name} needs the zstandard package (pip install zstandard)")
     return files
+
+
+def _folder_files(folder: Path, source: str) -> list[Path]:
+    """Every data file under ``folder``; hidden paths are not data, documentation is skipped with a warning,
+    and any other file is an error, so no shard is ever left out silently."""
+    files, unsupported = [], []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = path.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        if file_format(path) is not None:
+            files.append(path)
+        elif path.suffix.lower() in DOC_SUFFIXES or path.name.lower().startswith(DOC_NAMES):
+            logger.warning("data.source: skipping %s in %s (documentation, not data)", relative, source)
+        else:
+            unsupported.append(str(relative))
+    if unsupported:
+        more = f" and {len(unsupported) - 1} more" if len(unsupported) > 1 else ""
+        raise DataError(f"data.source: cannot read {unsupported[0]}{more} in {source}: unsupported file type "
+                        f"(readable: {READABLE}); move other files out of the folder")
+    return files
+
+
+def open_binary(path: Path) -> io.BufferedIOBase:
+    """The file's bytes, decompressed when its name ends in .gz or .zst."""
+    suffix = path.suffix.lower()
+    if suffix == ".gz":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    if suffix == ".zst":
+        import zstandard
+
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(path.open("rb"), closefd=True))
+    return path.open("rb")
 
 
 def source_fingerprint(cfg: DataConfig) -> str:
@@ -96,7 +148,7 @@ def _csv_as_text(path: Path) -> dict[str, Any]:
 def nonblank_line_numbers(path: Path, chunk_bytes: int = 1 << 26) -> np.ndarray:
     """1-based numbers of the lines that hold something, found with numpy over the raw bytes in chunks."""
     numbers, line, carry_blank = [], 1, True
-    with path.open("rb") as handle:
+    with open_binary(path) as handle:
         while chunk := handle.read(chunk_bytes):
             data = np.frombuffer(chunk, dtype=np.uint8)
             ends = np.flatnonzero(data == 10)
@@ -121,27 +173,32 @@ def _load_hub(cfg: DataConfig) -> datasets.Dataset:
 
 
 def _load_local(files: list[Path], cfg: DataConfig) -> datasets.Dataset:
-    loader = LOADERS[files[0].suffix]
+    loader = file_format(files[0])
     if any(f.stat().st_size == 0 for f in files) and all(f.stat().st_size == 0 for f in files):
         raise DataError(f"data.source: {cfg.source} is empty")
     try:
         # split="train" is the name datasets gives to local files, not the data's own split.
         dataset = datasets.load_dataset(loader, data_files=[str(f) for f in files], split="train",
                                         **(_csv_as_text(files[0]) if loader == "csv" else {}))
+        dataset.data.table.validate(full=True)  # Arrow reads JSON without checking UTF-8; this does
         if cfg.max_samples is not None:
             dataset = dataset.select(range(min(cfg.max_samples, len(dataset))))
-        if len(files) == 1 and files[0].suffix == ".jsonl":
+        if len(files) == 1 and _base_suffix(files[0]) == ".jsonl":
             lines = nonblank_line_numbers(files[0])
             if len(lines) >= len(dataset):  # Arrow skips blank lines: keep row_id = line number
                 dataset = dataset.add_column("row_id", lines[: len(dataset)])
         return dataset
     except Exception as exc:
-        if loader != "json":
+        if loader == "csv" and _caused_by(exc, UnicodeDecodeError):
+            generator, features = _tolerant_csv_rows, _csv_features(files[0])
+        elif loader != "json":
             raise DataError(f"data.source: cannot read {cfg.source} as {loader}: {_one_line(exc)}") from exc
-        logger.warning("Arrow could not read %s (%s); re-reading line by line", cfg.source, _one_line(exc)[:200])
+        else:
+            generator, features = _tolerant_json_rows, RAW_FEATURES
+        logger.warning("Arrow could not read %s (%s); re-reading row by row", cfg.source, _one_line(exc)[:200])
     return datasets.Dataset.from_generator(
-        _tolerant_json_rows,
-        features=RAW_FEATURES,
+        generator,
+        features=features,
         gen_kwargs={"files": [str(f) for f in files], "max_samples": cfg.max_samples,
                     "fingerprint": source_fingerprint(cfg)},
     )
@@ -160,15 +217,16 @@ def _tolerant_json_rows(files: list[str], max_samples: int | None, fingerprint: 
 
 def _json_records(path: Path) -> Iterator[tuple[int, Any]]:
     """(row number, parsed object or an error string) per record; a JSON array file is also accepted."""
-    if path.suffix == ".json":
+    if _base_suffix(path) == ".json":
         try:
-            document = json.loads(path.read_bytes().decode("utf-8"))
+            with open_binary(path) as handle:
+                document = json.loads(handle.read().decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             document = None
         if isinstance(document, list):
             yield from enumerate(document, start=1)
             return
-    with path.open("rb") as handle:
+    with open_binary(path) as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -178,6 +236,55 @@ def _json_records(path: Path) -> Iterator[tuple[int, Any]]:
                 yield line_number, "invalid_utf8"
             except json.JSONDecodeError:
                 yield line_number, "invalid_json"
+
+
+def _csv_features(path: Path) -> datasets.Features:
+    names = _csv_as_text(path)["features"]
+    return datasets.Features({**names, "row_id": datasets.Value("int64"), "load_error": datasets.Value("string")})
+
+
+def _tolerant_csv_rows(files: list[str], max_samples: int | None, fingerprint: str) -> Iterator[dict[str, Any]]:
+    """CSV rows as text; a row with bytes that are not UTF-8 keeps only its row number and the reason."""
+    del fingerprint
+    emitted = 0
+    for file in files:
+        with Path(file).open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, [])
+            for row_number, cells in enumerate(reader, start=emitted + 1):
+                if max_samples is not None and emitted >= max_samples:
+                    return
+                emitted += 1
+                row: dict[str, Any] = dict.fromkeys(header)
+                if any(_has_surrogates(cell) for cell in cells):
+                    row.update(row_id=row_number, load_error="invalid_utf8")
+                else:
+                    row.update(zip(header, cells), row_id=row_number, load_error=None)
+                yield row
+
+
+def _has_surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _base_suffix(path: Path) -> str:
+    """The data suffix in lower case, under any compression suffix: data.JSONL.gz -> .jsonl."""
+    suffixes = [s.lower() for s in path.suffixes[-2:]]
+    if len(suffixes) == 2 and suffixes[-1] in COMPRESSED:
+        return suffixes[0]
+    return suffixes[-1] if suffixes else ""
+
+
+def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:
+    while exc is not None:
+        if isinstance(exc, kind):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _coerce_record(record: Any, row_id: int) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from llm_trainer.config import DataConfig
 from llm_trainer.data.packing import pack_dataset
-from llm_trainer.errors import ConfigError
+from llm_trainer.errors import ConfigError, DataError
 
 IGNORE_INDEX = -100
 TOKENIZED_FEATURES = datasets.Features(
@@ -129,7 +129,26 @@ def tokenize_splits(processed: datasets.DatasetDict, tokenizer: Any, cfg: DataCo
             split_report.update(packing)
         result[name] = tokenized
         report["splits"][name] = split_report
+    _require_training_samples(processed, result, report, cfg)
     return datasets.DatasetDict(result), report
+
+
+def _require_training_samples(processed: datasets.DatasetDict, result: dict[str, Any], report: dict[str, Any],
+                              cfg: DataConfig) -> None:
+    """No train sample is an error here, at the end of processing, not a success that the train step trips on."""
+    if "train" not in result or len(result["train"]):
+        return
+    rows = len(processed["train"])
+    if rows == 0:
+        raise DataError(f"data.splits: the train split is empty: no kept row hashed into it "
+                        f"({split_sizes(processed, cfg)}); add rows or raise data.splits.train")
+    dropped = ", ".join(f"{k}: {v}" for k, v in report["splits"]["train"]["dropped"].items())
+    raise DataError(f"data.max_seq_length: no training sample left: {rows} train rows, all dropped in "
+                    f"tokenization ({dropped}) at data.max_seq_length = {cfg.max_seq_length} tokens")
+
+
+def split_sizes(processed: datasets.DatasetDict, cfg: DataConfig) -> str:
+    return ", ".join(f"{name}: {len(split)} rows at {getattr(cfg.splits, name)}" for name, split in processed.items())
 
 
 def length_histogram(lengths: np.ndarray, max_seq_length: int, bins: int = 32) -> dict[str, list]:

@@ -74,7 +74,16 @@ def run_training(cfg: RunConfig, tokenized: Any, tokenizer: Any, run_dir: Path,
                  on_metrics: MetricsHook | None = None, keep_model: bool = False) -> TrainResult:
     """Train in this process, or in ``training.num_processes`` data-parallel processes. Unless ``keep_model``,
     the trained model is dropped and its (GPU) memory freed before returning: the next step in this process
-    (evaluation) loads its own."""
+    (evaluation) loads its own. The run folder is held meanwhile: a second run of the same config and data
+    waits for this one instead of resuming from its live checkpoints."""
+    from llm_trainer.fsutil import run_folder_lock
+
+    with run_folder_lock(run_dir):
+        return _run_training(cfg, tokenized, tokenizer, run_dir, on_metrics, keep_model)
+
+
+def _run_training(cfg: RunConfig, tokenized: Any, tokenizer: Any, run_dir: Path, on_metrics: MetricsHook | None,
+                  keep_model: bool) -> TrainResult:
     if process_count(cfg) > 1:
         from llm_trainer.modeling import resolve_base_model
         from llm_trainer.training.distributed import train_in_processes

@@ -8,6 +8,7 @@ from the config, resume from the newest complete checkpoint, train, evaluate, sa
 from __future__ import annotations
 
 import json
+import logging
 import os
 import resource
 import shutil
@@ -20,11 +21,12 @@ from transformers import Trainer, TrainerCallback
 from llm_trainer.data.collate import collator_for
 from llm_trainer.data.tokenization import IGNORE_INDEX
 from llm_trainer.errors import UserError
-from llm_trainer.fsutil import write_dir_atomically
+from llm_trainer.fsutil import is_inside, storage_failure, write_dir_atomically
 from llm_trainer.modeling import compute_dtype, load_model, lora_config, resolve_base_model
 from llm_trainer.training.base import ADAPTER_INFO_FILE, BaseTrainer, LoraAdapter, MetricsHook, TrainResult
 
 COMPLETE_MARKER = "CHECKPOINT_COMPLETE"
+logger = logging.getLogger(__name__)
 
 
 class QLoraTrainer(BaseTrainer):
@@ -85,8 +87,10 @@ class QLoraTrainer(BaseTrainer):
         try:
             if trainer.is_world_process_zero():  # one adapter, whatever the number of processes
                 adapter_dir = write_dir_atomically(adapter_dir, save_adapter, replace=True)
-        except OSError as exc:
-            raise UserError(f"cannot save the adapter to {run_dir / 'adapter'}: {exc.strerror or exc}; "
+        except Exception as exc:  # safetensors' SafetensorError is no OSError
+            if (cause := storage_failure(exc, run_dir)) is None:
+                raise
+            raise UserError(f"cannot save the adapter to {run_dir / 'adapter'}: {cause}; "
                             "the previous adapter there (if any) is untouched") from exc
         history = list(trainer.state.log_history)
         evals = [h["eval_loss"] for h in history if "eval_loss" in h]
@@ -170,7 +174,10 @@ class QLoraTrainer(BaseTrainer):
             return None
         complete = []
         for folder in checkpoints.glob("checkpoint-*"):
-            if (folder / COMPLETE_MARKER).exists():
+            if folder.is_symlink() or not is_inside(folder, checkpoints.parent):  # checkpoints hold pickles
+                logger.warning("ignoring %s: resume reads checkpoints from inside %s only, not through links",
+                               folder, checkpoints.parent)
+            elif (folder / COMPLETE_MARKER).exists():
                 complete.append(folder)
             else:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -185,6 +192,17 @@ class _TrackingTrainer(Trainer):
     on_metrics: MetricsHook | None = None
     trained_tokens = 0
     _last_log: tuple[int, float | None] = (0, None)
+
+    def _save_checkpoint(self, model, trial):
+        try:
+            super()._save_checkpoint(model, trial)
+        except Exception as exc:
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            if (cause := storage_failure(exc, folder)) is None:
+                raise
+            shutil.rmtree(folder, ignore_errors=True)  # gives back the space; it was never marked complete
+            raise UserError(f"cannot save the checkpoint {folder}: {cause}; a re-run resumes from the last "
+                            "complete checkpoint") from exc
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training:
@@ -245,6 +263,6 @@ def _sum_over_ranks(value: int) -> int:
 def _peak_memory_mb() -> float:
     import torch
 
-    if torch.cuda.is_available():
-        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    if torch.cuda.is_available():  # reserved, not allocated: what the card must hold (the allocator's cache too)
+        return round(torch.cuda.max_memory_reserved() / 2**20, 1)
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB

@@ -1,0 +1,264 @@
+"""OpenAI-compatible HTTP API over a Batcher (serving.py), on Starlette (installed with zenml[server]):
+
+    POST /v1/chat/completions   messages in; max_tokens (capped), temperature (0: greedy, the default), top_p,
+                                stream (server-sent events in OpenAI's chunk format, ending with data: [DONE])
+    GET  /v1/models             the served model's id
+    GET  /health                {"status": "ok", ...}; no key needed
+
+Every error is OpenAI's body, ``{"error": {"message", "type", "code"}}``, never a traceback: 400 bad JSON or
+fields, 401 missing or wrong key (when one is set), 404 unknown model or path, 413 body over the cap, 429 when
+``max_pending`` requests are already queued or generating and no slot frees within ``queue_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from llm_trainer.serving import Batcher, Completion, Job, Sampling
+
+logger = logging.getLogger(__name__)
+ROLES = {"system", "developer", "user", "assistant"}
+
+
+@dataclass
+class ServeSettings:
+    model_id: str
+    system_prompt: str = ""
+    api_key: str | None = None
+    max_tokens_cap: int = 512
+    default_max_tokens: int = 256  # when a request gives none (capped too)
+    max_body_bytes: int = 1 << 20
+    max_pending: int = 32
+    queue_timeout: float = 10.0
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
+                 param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
+
+
+def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def _number(data: dict, key: str, default: float, low: float, high: float, low_open: bool = False) -> float:
+    value = data.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            (low < value if low_open else low <= value) and value <= high):
+        bound = f"{'>' if low_open else '>='} {low:g} and <= {high:g}"
+        raise ApiError(400, f"'{key}' must be a number {bound} (got {json.dumps(value)})", param=key)
+    return float(value)
+
+
+def _text(content: Any, index: int) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" and
+                                         isinstance(p.get("text"), str) for p in content):
+        return "".join(p["text"] for p in content)
+    raise ApiError(400, f"messages[{index}].content must be a string or a list of text parts", param="messages")
+
+
+def parse_chat_request(data: Any, settings: ServeSettings) -> tuple[list[dict], Sampling, bool, bool]:
+    """(conversation, sampling, stream, include_usage) from a request body, or ApiError."""
+    if not isinstance(data, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    model = data.get("model")
+    if model is not None and model != settings.model_id:
+        raise ApiError(404, f"The model '{model}' does not exist; this server serves '{settings.model_id}'",
+                       code="model_not_found", param="model")
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "'messages' must be a non-empty list", param="messages")
+    conversation = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise ApiError(400, f"messages[{index}] must be an object with a role in {sorted(ROLES)}", param="messages")
+        role = "system" if message["role"] == "developer" else message["role"]
+        conversation.append({"role": role, "content": _text(message.get("content"), index)})
+    if conversation[-1]["role"] != "user":
+        raise ApiError(400, "the last message must be the user's", param="messages")
+    if settings.system_prompt and not any(m["role"] == "system" for m in conversation):
+        conversation.insert(0, {"role": "system", "content": settings.system_prompt})
+    if data.get("n") not in (None, 1):
+        raise ApiError(400, "only n = 1 is supported", param="n")
+    if data.get("tools"):
+        raise ApiError(400, "tools are not supported", param="tools")
+    if data.get("stop") not in (None, "", []):
+        raise ApiError(400, "'stop' sequences are not supported; the reply ends at the model's end of turn",
+                       param="stop")
+    wanted = data.get("max_completion_tokens", data.get("max_tokens"))
+    if wanted is not None and (isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1):
+        raise ApiError(400, f"'max_tokens' must be a positive integer (got {json.dumps(wanted)})", param="max_tokens")
+    max_tokens = min(wanted or settings.default_max_tokens, settings.max_tokens_cap)
+    sampling = Sampling(max_tokens, _number(data, "temperature", 0.0, 0.0, 2.0),
+                        _number(data, "top_p", 1.0, 0.0, 1.0, low_open=True))
+    stream = data.get("stream", False)
+    if not isinstance(stream, bool) and stream is not None:
+        raise ApiError(400, "'stream' must be true or false", param="stream")
+    options = data.get("stream_options") or {}
+    return conversation, sampling, bool(stream), bool(isinstance(options, dict) and options.get("include_usage"))
+
+
+def create_app(batcher: Batcher, settings: ServeSettings) -> Any:
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.routing import Route
+
+    slots: dict[str, asyncio.Semaphore] = {}  # made on the server's event loop, at the first request
+    created = int(time.time())
+
+    def error(status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
+              param: str | None = None, headers: dict | None = None) -> JSONResponse:
+        return JSONResponse(error_body(message, type_, code, param), status_code=status, headers=headers)
+
+    def model_card() -> dict[str, Any]:
+        return {"id": settings.model_id, "object": "model", "created": created, "owned_by": "llm-trainer"}
+
+    def authorized(request: Request) -> bool:
+        if not settings.api_key:
+            return True
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), settings.api_key.encode())
+
+    def unauthorized() -> JSONResponse:
+        return error(401, "Incorrect or missing API key: send the header 'Authorization: Bearer <key>'",
+                     code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+    async def read_body(request: Request) -> bytes:
+        limit = settings.max_body_bytes
+        length = request.headers.get("content-length", "")
+        too_big = ApiError(413, f"the request body is over {limit} bytes", code="request_too_large")
+        if length.isdigit() and int(length) > 8 * limit:
+            raise too_big  # not worth reading: the connection closes after the answer
+        chunks, size = [], 0
+        async for chunk in request.stream():  # read to the end even when over: the client then gets the 413
+            size += len(chunk)
+            if size <= limit:
+                chunks.append(chunk)
+            elif size > 8 * limit:
+                break
+        if size > limit:
+            raise too_big
+        return b"".join(chunks)
+
+    async def admit() -> None:
+        if "pending" not in slots:
+            slots["pending"] = asyncio.Semaphore(settings.max_pending)
+        semaphore = slots["pending"]
+        if not semaphore.locked():  # a free slot: take it now (wait_for with a zero timeout would not)
+            await semaphore.acquire()
+            return
+        try:
+            await asyncio.wait_for(semaphore.acquire(), settings.queue_timeout)
+        except TimeoutError:
+            raise ApiError(429, f"the server is busy ({settings.max_pending} requests queued or generating); "
+                           "retry later", type_="rate_limit_error", code="rate_limit_exceeded") from None
+
+    def submit(conversation: list[dict], sampling: Sampling, on_piece: Any = None) -> asyncio.Future:
+        """Hand a job to the batcher; the future settles (and the slot frees) when the worker is done with it."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        semaphore = slots["pending"]
+
+        def settle(completion: Completion | None, exc: BaseException | None) -> None:
+            semaphore.release()
+            if not future.done():
+                future.set_exception(exc) if exc else future.set_result(completion)
+
+        job = Job(conversation, sampling, lambda c, e: loop.call_soon_threadsafe(settle, c, e),
+                  None if on_piece is None else lambda piece: loop.call_soon_threadsafe(on_piece, piece))
+        batcher.submit(job)
+        return future
+
+    def usage(completion: Completion) -> dict[str, int]:
+        return {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
+                "total_tokens": completion.prompt_tokens + completion.completion_tokens}
+
+    async def chat(request: Request) -> Any:
+        if not authorized(request):
+            return unauthorized()
+        body = await read_body(request)
+        try:
+            data = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ApiError(400, f"the request body is not valid JSON ({exc})") from None
+        conversation, sampling, stream, include_usage = parse_chat_request(data, settings)
+        await admit()
+        head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": settings.model_id}
+        if not stream:
+            try:
+                completion = await submit(conversation, sampling)
+            except Exception:  # noqa: BLE001 - logged by the batcher
+                return error(500, "generation failed; see the server's log", type_="server_error")
+            return JSONResponse({**head, "object": "chat.completion", "choices": [{
+                "index": 0, "message": {"role": "assistant", "content": completion.text}, "logprobs": None,
+                "finish_reason": completion.finish_reason}], "usage": usage(completion)})
+        pieces: asyncio.Queue = asyncio.Queue()
+        done = submit(conversation, sampling, pieces.put_nowait)
+        done.add_done_callback(lambda _: pieces.put_nowait(None))
+        return StreamingResponse(events(head, pieces, done, include_usage), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def events(head: dict, pieces: asyncio.Queue, done: asyncio.Future, include_usage: bool
+                     ) -> AsyncIterator[str]:
+        def chunk(delta: dict | None, finish: str | None = None, **extra: Any) -> str:
+            choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+            return f"data: {json.dumps({**head, 'object': 'chat.completion.chunk', 'choices': choices, **extra})}\n\n"
+
+        yield chunk({"role": "assistant", "content": ""})
+        while (piece := await pieces.get()) is not None:
+            yield chunk({"content": piece})
+        if done.exception() is not None:
+            yield f"data: {json.dumps(error_body('generation failed; see the server log', 'server_error'))}\n\n"
+        else:
+            completion = done.result()
+            yield chunk({}, completion.finish_reason)
+            if include_usage:
+                yield chunk(None, usage=usage(completion))
+        yield "data: [DONE]\n\n"
+
+    async def models(request: Request) -> Any:
+        if not authorized(request):
+            return unauthorized()
+        return JSONResponse({"object": "list", "data": [model_card()]})
+
+    async def model(request: Request) -> Any:
+        if not authorized(request):
+            return unauthorized()
+        if request.path_params["model"] != settings.model_id:
+            return error(404, f"The model '{request.path_params['model']}' does not exist", code="model_not_found")
+        return JSONResponse(model_card())
+
+    async def health(request: Request) -> Any:
+        return JSONResponse({"status": "ok", **batcher.stats()})
+
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error(exc.status, exc.message, exc.type, exc.code, exc.param)
+
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", code=code)
+
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("unexpected error on %s %s: %r", request.method, request.url.path, exc)
+        return error(500, "internal server error; see the server's log", type_="server_error")
+
+    routes = [Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models, methods=["GET"]),
+              Route("/v1/models/{model:path}", model, methods=["GET"]), Route("/health", health, methods=["GET"])]
+    return Starlette(routes=routes, exception_handlers={ApiError: api_error, HTTPException: http_error,
+                                                        Exception: server_error})

@@ -1,0 +1,124 @@
+"""The `serve` command: an OpenAI-compatible API for the fine-tuned model (llm_trainer/serving*.py).
+
+    python run_pipeline.py serve --config configs/quickstart.yaml --model-version production [--port 8000]
+
+Binds 127.0.0.1 unless --host is given; with --api-key (or LLM_TRAINER_API_KEY) every /v1 request needs
+``Authorization: Bearer <key>``. Only argparse is imported at module level: run_pipeline.py adds the flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+API_KEY_ENV = "LLM_TRAINER_API_KEY"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0 (got {text})")
+        return value
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("serve (an OpenAI-compatible API: /v1/chat/completions, /v1/models)")
+    group.add_argument("--engine", choices=("transformers", "vllm"), default="transformers",
+                       help="transformers (the project's own generation, CPU or GPU; default) or vllm (GPU, vLLM "
+                            "installed)")
+    group.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    group.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    group.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}, else none)")
+    group.add_argument("--served-model-name", metavar="NAME",
+                       help="the model id clients send (default: registry.model_name, else the config's name)")
+    group.add_argument("--max-tokens-cap", type=_positive(int), default=512, metavar="N",
+                       help="a request's max_tokens is cut to N (default 512)")
+    group.add_argument("--max-batch", type=_positive(int), default=8, metavar="N",
+                       help="requests generated together in one batch (default 8)")
+    group.add_argument("--batch-wait-ms", type=float, default=10.0, metavar="MS",
+                       help="how long the first request of a batch waits for others (default 10)")
+    group.add_argument("--max-pending", type=_positive(int), default=32, metavar="N",
+                       help="requests queued or generating at once (default 32); more wait up to --queue-timeout, "
+                            "then get 429")
+    group.add_argument("--queue-timeout", type=float, default=10.0, metavar="S",
+                       help="how long a request waits for a free slot before 429 (default 10)")
+    group.add_argument("--max-body-bytes", type=_positive(int), default=1 << 20, metavar="N",
+                       help="larger request bodies get 413 (default 1 MiB)")
+    group.add_argument("--merged", metavar="DIR", help="with --engine vllm: serve this merged model (written by "
+                                                       "`use --merge DIR`) instead of the base model + LoRA adapter")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, made before the server starts, so a busy port is one clear line."""
+    from llm_trainer.errors import UserError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)  # uvicorn listens once the model is loaded: until then connections are refused
+    except OSError as exc:
+        raise UserError(f"--host {host} --port {port}: cannot listen there: {exc.strerror or exc}") from None
+    return sock
+
+
+def serve(cfg: Any, adapter: Any, args: argparse.Namespace) -> int:
+    from llm_trainer.errors import UserError
+
+    if args.merged and args.engine != "vllm":
+        raise UserError("--merged is for --engine vllm; the transformers engine serves --adapter / --model-version")
+    if adapter is None and not args.merged:
+        raise UserError("serve needs --adapter PATH or --model-version VERSION")
+    if args.merged and not (Path(args.merged) / "config.json").is_file():
+        raise UserError(f"--merged {args.merged}: not a model folder (no config.json); `use --merge DIR` writes one")
+    if args.engine == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise UserError("--engine vllm: vLLM is not installed here (pip install vllm, on a machine with a CUDA "
+                        "GPU); --engine transformers serves without it")
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    model_id = args.served_model_name or cfg.registry.model_name or cfg.name
+    import uvicorn
+
+    from llm_trainer.serving import Batcher, TransformersEngine, VllmEngine
+    from llm_trainer.serving_api import ServeSettings, create_app
+
+    sock = bind(args.host, args.port)
+    if args.engine == "vllm":
+        engine: Any = VllmEngine.load(cfg.model, adapter.base_model if adapter else "", adapter.path if adapter
+                                      else None, args.merged)
+    else:
+        engine = TransformersEngine.load(cfg.model, adapter.base_model, adapter.path)
+    batcher = Batcher(engine, args.max_batch, args.batch_wait_ms)
+    settings = ServeSettings(model_id=model_id, system_prompt=cfg.data.system_prompt, api_key=api_key,
+                             max_tokens_cap=args.max_tokens_cap,
+                             default_max_tokens=min(cfg.evaluation.max_new_tokens, args.max_tokens_cap),
+                             max_body_bytes=args.max_body_bytes, max_pending=args.max_pending,
+                             queue_timeout=max(0.0, args.queue_timeout))
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    source = args.merged or adapter.path
+    print(f"serving '{model_id}' ({source}, engine {args.engine}) at http://{shown}:{port}/v1"
+          f"{' (API key required)' if api_key else ''}; Ctrl-C stops it", flush=True)
+    if args.host not in LOOPBACK and not api_key:
+        print(f"warning: listening on {args.host} without an API key: anyone who can reach it can use the model "
+              f"(set --api-key or ${API_KEY_ENV})", file=sys.stderr, flush=True)
+    config = uvicorn.Config(create_app(batcher, settings), log_level="warning", timeout_keep_alive=30,
+                            limit_concurrency=max(64, 4 * args.max_pending))
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down cleanly
+        print("stopped", flush=True)
+    finally:
+        batcher.close(timeout=5)
+        sock.close()
+    return 0
