@@ -41,7 +41,11 @@ def write_dir_atomically(target: Path, save: Callable[[str], None], replace: boo
         if target.exists() and replace:
             retired = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, retired)
-            os.replace(staging, target)
+            try:
+                os.replace(staging, target)
+            except BaseException:  # the new version could not take its place: put the previous one back
+                os.replace(retired, target)
+                raise
             shutil.rmtree(retired, ignore_errors=True)
         elif not target.exists():
             os.replace(staging, target)

@@ -59,6 +59,26 @@ def test_a_folder_that_is_not_writable_keeps_the_previous_version(tmp_path, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
 
 
+def test_a_failed_swap_puts_the_previous_version_back(tmp_path, monkeypatch):
+    """The old folder is moved aside first; if the new one then cannot take its place, the old one returns."""
+    target = tmp_path / "adapter"
+    write_dir_atomically(target, write_files("v1"))
+    real_replace, calls = os.replace, []
+
+    def second_fails(source, destination):
+        calls.append((str(source), str(destination)))
+        if len(calls) == 2:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(destination))
+        return real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", second_fails)
+    with pytest.raises(OSError):
+        write_dir_atomically(target, write_files("v2"), replace=True)
+    assert len(calls) == 3  # aside, the failed swap, and back
+    assert (target / "weights.safetensors").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
+
+
 def test_without_replace_an_existing_folder_is_kept(tmp_path):
     target = tmp_path / "model"
     write_dir_atomically(target, write_files("first"))
