@@ -35,8 +35,8 @@ def promoted(tmp_path_factory):
 
 def test_full_run_evaluates_both_models_and_promotes(promoted):
     steps = promoted["steps"]
-    assert sorted(steps) == sorted(["fingerprint_source", "load_data", "preprocess", "tokenize", "train_model",
-                                    "evaluate_base", "evaluate_finetuned", "register_model"])
+    assert sorted(steps) == sorted(["fingerprint_source", "load_data", "preprocess", "tokenize", "check_splits",
+                                    "train_model", "evaluate_base", "evaluate_finetuned", "register_model"])
     base, tuned = steps["evaluate_base"], steps["evaluate_finetuned"]
     assert tuned["eval_loss"] < base["eval_loss"]
     assert base["examples"] == tuned["examples"] == 16
