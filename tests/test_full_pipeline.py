@@ -167,7 +167,7 @@ def test_use_answers_from_the_production_version(promoted, tmp_path):
         return generate_batch(model, tokenizer, [conversation], cfg.evaluation.max_new_tokens, 1)[0].text
 
     tuned = greedy(adapter.path)
-    assert one.stdout.strip() == tuned.strip() and tuned.strip()
+    assert tuned.strip() and one.stdout.strip().endswith(tuned.strip())  # library warnings may come before it
     assert greedy(None).strip() != tuned.strip()
 
     source = tmp_path / "in.jsonl"

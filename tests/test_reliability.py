@@ -140,7 +140,7 @@ def test_weights_load_from_safetensors_only(tmp_path, make_config):
     folder.mkdir()
     config.save_pretrained(folder)
     torch.save(LlamaForCausalLM(config).state_dict(), folder / "pytorch_model.bin")
-    cfg = make_config(model={"base_model": str(folder), "load_in_4bit": False})
+    cfg = make_config(model={"base_model": str(folder), "load_in_4bit": False, "allow_cpu": True})
     with pytest.raises(ConfigError) as error:
         load_model(str(folder), cfg.model)
     assert str(error.value).startswith(f"model.base_model: cannot load '{folder}'")
