@@ -20,15 +20,14 @@ import contextlib
 import http.client
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
 from bench.common import QUICKSTART, ROOT, SAMPLE_DATA, machine, quickstart_assets, scratch
+from runner.serve import running_server
 
 REQUESTS, MAX_TOKENS, CLIENTS = 48, 32, (1, 8)
 
@@ -110,27 +109,8 @@ def server(adapter: Path, *extra: str):
     command = [sys.executable, str(ROOT / "run_pipeline.py"), "serve", "--config", str(QUICKSTART), "--set",
                f"data.source={SAMPLE_DATA}", "--adapter", str(adapter), "--port", str(port), "--max-pending", "64",
                *extra]
-    with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start:\n{log.read_text()[-2000:]}")
-            with contextlib.suppress(OSError):
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                connection.request("GET", "/health")
-                if connection.getresponse().status == 200:
-                    break
-            time.sleep(0.3)
+    with running_server(command, port, log, os.environ.copy(), start_timeout=300, stop_timeout=30):
         yield port
-    finally:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(30)
 
 
 def main(requests: int = REQUESTS, max_tokens: int = MAX_TOKENS) -> dict:

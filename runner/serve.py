@@ -9,12 +9,20 @@ Binds 127.0.0.1 unless --host is given; with --api-key (or LLM_TRAINER_API_KEY) 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
+import signal
 import socket
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from llm_trainer.paths import PROJECT_ROOT
 
 API_KEY_ENV = "LLM_TRAINER_API_KEY"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -122,3 +130,33 @@ def serve(cfg: Any, adapter: Any, args: argparse.Namespace) -> int:
         batcher.close(timeout=5)
         sock.close()
     return 0
+
+
+@contextmanager
+def running_server(command: list[str], port: int, log: Path, env: dict[str, str], start_timeout: float,
+                   stop_timeout: float = 15) -> Iterator[subprocess.Popen]:
+    """Start ``command`` (a `serve` command line) with its output in ``log``, wait until 127.0.0.1:``port``
+    answers /health, yield the process, and stop it by its pid at the end (SIGTERM, then SIGKILL)."""
+    import http.client
+
+    with log.open("w") as out:
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + start_timeout
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start (exit {process.returncode}):\n{log.read_text()[-3000:]}")
+            with contextlib.suppress(OSError):
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                connection.request("GET", "/health")
+                if connection.getresponse().status == 200:
+                    break
+            time.sleep(0.3)
+        yield process
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(stop_timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(stop_timeout)

@@ -61,7 +61,7 @@ def init_store() -> None:
         Client().active_stack_model  # noqa: B018 - touching the store initialises it
     from runner.stale import fail_stale_runs
 
-    fail_stale_runs()
+    fail_stale_runs(mlflow_sqlite_uri())
 
 
 def _ensure_stack() -> str:

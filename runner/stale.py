@@ -55,8 +55,9 @@ def owner_alive(token: str) -> bool:
     return False
 
 
-def fail_stale_runs() -> list[str]:
-    """Mark the unfinished runs of dead processes on this machine as failed; returns their names."""
+def fail_stale_runs(mlflow_uri: str | None) -> list[str]:
+    """Mark the unfinished runs of dead processes on this machine as failed, in ZenML and in the MLflow store at
+    ``mlflow_uri`` (skipped when None); returns their names."""
     from zenml.client import Client
 
     client, stale = Client(), []
@@ -67,8 +68,9 @@ def fail_stale_runs() -> list[str]:
                 continue
             _fail_zenml_run(client, run, owner)
             stale.append(run.name)
+    if stale and mlflow_uri is not None:
+        _fail_mlflow_runs(mlflow_uri, stale)
     if stale:
-        _fail_mlflow_runs(stale)
         logger.warning("marked %d run(s) whose process died as failed: %s", len(stale), ", ".join(stale))
     for lock in _live_dir().glob("*.lock"):  # markers of processes killed before their run was recorded
         owner_alive(lock.stem)
@@ -88,13 +90,8 @@ def _fail_zenml_run(client: Any, run: Any, owner: dict[str, Any]) -> None:
     client.zen_store.update_run(run.id, PipelineRunUpdate(status=ExecutionStatus.FAILED, status_reason=reason))
 
 
-def _fail_mlflow_runs(run_names: list[str]) -> None:
+def _fail_mlflow_runs(uri: str, run_names: list[str]) -> None:
     """The MLflow tracker names its runs after the ZenML run; the ones left RUNNING are failed too."""
-    from runner.stack import mlflow_sqlite_uri
-
-    uri = mlflow_sqlite_uri()
-    if uri is None:
-        return
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=uri)

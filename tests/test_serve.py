@@ -14,7 +14,6 @@ import http.client
 import importlib.util
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import pytest
 
 from llm_trainer.serving import Batcher, Completion, Job, Sampling
 from llm_trainer.serving_api import ApiError, ServeSettings, create_app, parse_chat_request
+from runner.serve import running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
@@ -319,27 +319,10 @@ def server(tiny_adapter, tmp_path_factory):
     """`run_pipeline.py serve` on the tiny adapter, key from LLM_TRAINER_API_KEY; stopped by its pid."""
     port, log = free_port(), tmp_path_factory.mktemp("serve") / "server.log"
     env = {**os.environ, "LLM_TRAINER_API_KEY": KEY, "OMP_WAIT_POLICY": "PASSIVE"}
-    with log.open("w") as out:
-        process = subprocess.Popen(serve_command(tiny_adapter, port, "--max-tokens-cap", str(CAP), "--max-batch", "8",
-                                                 "--max-pending", "6", "--queue-timeout", "2"),
-                                   cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, f"the server exited ({process.returncode}):\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"the server did not start:\n{log.read_text()[-3000:]}"
-            with contextlib.suppress(OSError):
-                if call(port, "GET", "/health")[0] == 200:
-                    break
-            time.sleep(0.3)
+    command = serve_command(tiny_adapter, port, "--max-tokens-cap", str(CAP), "--max-batch", "8", "--max-pending",
+                            "6", "--queue-timeout", "2")
+    with running_server(command, port, log, env, start_timeout=180) as process:
         yield port, process, log
-    finally:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(15)
 
 
 @pytest.fixture(scope="module")
