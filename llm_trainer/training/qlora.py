@@ -16,13 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from transformers import Trainer, TrainerCallback
+from transformers import PrinterCallback, Trainer, TrainerCallback
 
 from llm_trainer.data.collate import collator_for
 from llm_trainer.data.tokenization import IGNORE_INDEX
 from llm_trainer.errors import UserError
 from llm_trainer.fsutil import is_inside, storage_failure, write_dir_atomically
 from llm_trainer.modeling import compute_dtype, load_model, lora_config, resolve_base_model
+from llm_trainer.progress import TrainingProgress
 from llm_trainer.training.base import ADAPTER_INFO_FILE, BaseTrainer, LoraAdapter, MetricsHook, TrainResult
 
 COMPLETE_MARKER = "CHECKPOINT_COMPLETE"
@@ -67,6 +68,7 @@ class QLoraTrainer(BaseTrainer):
             data_collator=collator_for(cfg.data.packing, cfg.model.attn_implementation, tokenizer.pad_token_id),
             callbacks=self._callbacks(),
         )
+        trainer.remove_callback(PrinterCallback)  # dicts of quoted numbers; TrainingProgress shows the run
         trainer.on_metrics = on_metrics
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
@@ -162,7 +164,7 @@ class QLoraTrainer(BaseTrainer):
     def _callbacks(self) -> list[Any]:
         from transformers import EarlyStoppingCallback
 
-        callbacks: list[Any] = [_MarkCompleteCheckpoints()]
+        callbacks: list[Any] = [_MarkCompleteCheckpoints(), TrainingProgress()]
         if self.cfg.training.early_stopping_patience is not None:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=self.cfg.training.early_stopping_patience,
                                                    early_stopping_threshold=self.cfg.training.early_stopping_threshold))
