@@ -1,4 +1,5 @@
-"""Batch collators: padding-free (packed) and padded."""
+"""Batch collators (padding-free, packed blocks, padded), the length-grouped order the Trainer draws rows in,
+and ``compute_efficiency``: the share of the positions the model computes that are real tokens."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Sampler
 
 from llm_trainer.data.tokenization import IGNORE_INDEX
 
@@ -90,3 +92,73 @@ def collator_for(packing: bool, attn_implementation: str, pad_token_id: int) -> 
     if attn_implementation == "flash_attention_2":
         return PaddingFreeCollator()
     return PackedBlockCollator(pad_token_id)
+
+
+# Batch sizes the tokenize report gives compute_efficiency for (the train step reports the configured one).
+REPORTED_BATCH_SIZES = (1, 2, 4, 8, 16)
+
+
+def grouped_order(lengths: np.ndarray, group_size: int, seed: int) -> np.ndarray:
+    """Row indices in groups of ``group_size`` rows of similar length, the groups in random order.
+
+    Rows are sorted longest first (random among equal lengths) and cut into groups, so every micro-batch, a
+    run of consecutive rows inside a group, holds rows of nearly one length and pads little. The longest
+    group comes first (an out-of-memory shows at the first step, not hours in), a short last group last, the
+    others shuffled. With ``group_size`` = batch x accumulation, one optimizer step draws the same rows
+    whatever the split into micro-batches.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(len(lengths)), -lengths))
+    full = len(order) // group_size
+    middle = rng.permutation(np.arange(1, full)) if full > 1 else np.zeros(0, dtype=np.int64)
+    groups = np.concatenate([[0], middle]).astype(np.int64) if full else np.zeros(0, dtype=np.int64)
+    picked = (groups[:, None] * group_size + np.arange(group_size)).ravel()
+    return np.concatenate([order[picked], order[full * group_size:]])
+
+
+def padded_efficiency(lengths_in_order: np.ndarray, batch_size: int) -> float:
+    """Real tokens / positions when consecutive rows form batches padded to their longest row."""
+    lengths = np.asarray(lengths_in_order, dtype=np.int64)
+    if len(lengths) == 0:
+        return 1.0
+    starts = np.arange(0, len(lengths), batch_size)
+    sizes = np.diff(np.append(starts, len(lengths)))
+    return round(float(lengths.sum() / (sizes * np.maximum.reduceat(lengths, starts)).sum()), 4)
+
+
+def grouped_efficiency(lengths: np.ndarray, batch_sizes: tuple[int, ...] = REPORTED_BATCH_SIZES) -> dict[str, float]:
+    """compute_efficiency of length-grouped batches, per batch size (any seed and accumulation: every
+    micro-batch is a run of the rows sorted by length)."""
+    ordered = np.sort(np.asarray(lengths, dtype=np.int64))[::-1]
+    return {str(size): padded_efficiency(ordered, size) for size in batch_sizes}
+
+
+class LengthGroupedSampler(Sampler[int]):
+    """The Trainer's training order: ``grouped_order``, reshuffled each epoch, the same on every process."""
+
+    def __init__(self, lengths: np.ndarray, group_size: int, seed: int):
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.group_size, self.seed, self.epoch = max(group_size, 1), seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self) -> np.ndarray:
+        return grouped_order(self.lengths, self.group_size, self.seed + self.epoch)
+
+    def __iter__(self):
+        return iter(self.order().tolist())
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+def compute_efficiency(collator: Any, lengths_in_order: np.ndarray, batch_size: int) -> float:
+    """Real tokens / positions the model computes, for this collator and the rows in training order."""
+    if isinstance(collator, PaddingFreeCollator):
+        return 1.0  # one flattened row, no padding
+    if isinstance(collator, PaddedCollator) and collator.max_length:
+        lengths = np.minimum(np.asarray(lengths_in_order, dtype=np.int64), collator.max_length)
+        return round(float(lengths.sum() / (len(lengths) * collator.max_length)), 4) if len(lengths) else 1.0
+    return padded_efficiency(lengths_in_order, batch_size)

@@ -12,6 +12,7 @@ content and that suffix (a template that rewrites the content) has its prompt re
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import datasets
@@ -31,6 +32,12 @@ TOKENIZED_FEATURES = datasets.Features(
         "label_tokens": datasets.Value("int32"),
     }
 )
+# While tokenizing, each row also says how many completion tokens truncation cut (the report counts them).
+CUT_TOKENS = "cut_tokens"
+MAP_FEATURES = datasets.Features({**TOKENIZED_FEATURES, CUT_TOKENS: datasets.Value("int32")})
+# Above this share of rows dropped as too long, processing warns (in the log and the report's warnings).
+WARN_DROPPED_SHARE = 0.2
+logger = logging.getLogger(__name__)
 
 
 def render_prompt_and_completion(tokenizer: Any, conversations: list[list[dict]]) -> tuple[list[str], list[str]]:
@@ -76,10 +83,13 @@ def tokenize_batch(batch: dict[str, list], tokenizer: Any, max_seq_length: int, 
     prompts, completions = render_prompt_and_completion(tokenizer, batch["messages"])
     prompt_ids = encode(tokenizer, prompts)
     completion_ids = encode(tokenizer, completions)
-    out: dict[str, list] = {"input_ids": [], "labels": [], "length": [], "prompt_length": [], "label_tokens": []}
+    out: dict[str, list] = {"input_ids": [], "labels": [], "length": [], "prompt_length": [], "label_tokens": [],
+                            CUT_TOKENS: []}
     for prompt, completion in zip(prompt_ids, completion_ids):
+        full = len(completion)
         if truncate and len(prompt) < max_seq_length:
             completion = completion[: max_seq_length - len(prompt)]
+        out[CUT_TOKENS].append(full - len(completion))
         out["input_ids"].append(prompt + completion)
         out["labels"].append([IGNORE_INDEX] * len(prompt) + completion)
         out["length"].append(len(prompt) + len(completion))
@@ -90,6 +100,8 @@ def tokenize_batch(batch: dict[str, list], tokenizer: Any, max_seq_length: int, 
 
 def tokenize_splits(processed: datasets.DatasetDict, tokenizer: Any, cfg: DataConfig
                     ) -> tuple[datasets.DatasetDict, dict[str, Any]]:
+    from llm_trainer.data.collate import grouped_efficiency  # collate imports this module
+
     result, report = {}, {"max_seq_length": cfg.max_seq_length, "packing": cfg.packing, "splits": {}}
     for name, split in processed.items():
         if len(split) == 0:
@@ -102,35 +114,63 @@ def tokenize_splits(processed: datasets.DatasetDict, tokenizer: Any, cfg: DataCo
             batch_size=cfg.map_batch_size,
             num_proc=cfg.num_proc if cfg.num_proc > 1 and len(split) >= 10_000 else None,
             remove_columns=split.column_names,
-            features=TOKENIZED_FEATURES,
+            features=MAP_FEATURES,
             fn_kwargs={"tokenizer": tokenizer, "max_seq_length": cfg.max_seq_length,
                        "truncate": cfg.overlength == "truncate"},
             desc=f"tokenize {name}",
         )
-        lengths = tokenized.data.column("length").to_numpy()
-        histogram = length_histogram(lengths, cfg.max_seq_length)
-        prompt_lengths = tokenized.data.column("prompt_length").to_numpy()
-        label_tokens = tokenized.data.column("label_tokens").to_numpy()
-        dropped = {}
+        metadata = tokenized.select_columns(["length", "label_tokens", CUT_TOKENS]).data
+        lengths, label_tokens, cut = (metadata.column(c).to_numpy().astype(np.int64)
+                                      for c in ("length", "label_tokens", CUT_TOKENS))
+        tokenized = tokenized.remove_columns([CUT_TOKENS])
+        histogram = length_histogram(lengths + cut, cfg.max_seq_length)  # lengths before any truncation
         too_long = lengths > cfg.max_seq_length
-        prompt_too_long = too_long & (prompt_lengths >= cfg.max_seq_length)
-        if cfg.overlength == "truncate":
-            dropped["prompt_too_long"] = int(prompt_too_long.sum())
-        else:
-            dropped["too_long"] = int(too_long.sum())
+        overlength = overlength_counts(cfg.overlength, lengths, cut, too_long)
+        dropped = {("prompt_too_long" if cfg.overlength == "truncate" else "too_long"): int(too_long.sum())}
         if too_long.any():
             tokenized = tokenized.select(np.flatnonzero(~too_long))
             lengths, label_tokens = lengths[~too_long], label_tokens[~too_long]
         split_report: dict[str, Any] = {"samples": len(tokenized), "dropped": {k: v for k, v in dropped.items() if v},
-                                        **length_stats(lengths), "length_histogram": histogram}
+                                        "overlength": overlength, **length_stats(lengths),
+                                        "length_histogram": histogram}
         split_report["label_tokens"] = int(label_tokens.sum())
         if cfg.packing and len(tokenized):
             tokenized, packing = pack_dataset(tokenized, cfg.max_seq_length)
             split_report.update(packing)
+            lengths = np.asarray(tokenized.data.column("length").to_numpy(), dtype=np.int64)
+        # Batches of rows (blocks when packing) of similar length, each padded to its longest row: SDPA and
+        # eager attention. flash_attention_2 flattens batches without padding (1.0).
+        split_report["compute_efficiency"] = grouped_efficiency(lengths)
         result[name] = tokenized
         report["splits"][name] = split_report
+    warning = overlength_warning(report, cfg)
+    if warning:
+        logger.warning(warning)
+        report["warnings"] = [warning]
     _require_training_samples(processed, result, report, cfg)
     return datasets.DatasetDict(result), report
+
+
+def overlength_counts(policy: str, lengths: np.ndarray, cut: np.ndarray, too_long: np.ndarray) -> dict[str, Any]:
+    """Rows and tokens the ``overlength`` policy dropped (and, for truncate, cut), with the dropped share."""
+    counts: dict[str, Any] = {"policy": policy}
+    if policy == "truncate":
+        counts.update(truncated_rows=int((cut > 0).sum()), truncated_tokens=int(cut.sum()))
+    counts.update(dropped_rows=int(too_long.sum()), dropped_tokens=int((lengths[too_long] + cut[too_long]).sum()),
+                  dropped_share=round(float(too_long.mean()), 4) if len(lengths) else 0.0)
+    return counts
+
+
+def overlength_warning(report: dict[str, Any], cfg: DataConfig) -> str | None:
+    """One line when more than WARN_DROPPED_SHARE of all tokenized rows were dropped as too long."""
+    splits = [s for s in report["splits"].values() if "overlength" in s]
+    dropped = sum(s["overlength"]["dropped_rows"] for s in splits)
+    rows = sum(s["samples"] for s in splits) + dropped
+    if not rows or dropped / rows <= WARN_DROPPED_SHARE:
+        return None
+    return (f"data.max_seq_length: {dropped:,} of {rows:,} rows ({dropped / rows:.0%}) are longer than "
+            f"{cfg.max_seq_length} tokens and were dropped (overlength: {cfg.overlength}); raise "
+            f"data.max_seq_length, or set data.overlength=truncate to keep them cut")
 
 
 def _require_training_samples(processed: datasets.DatasetDict, result: dict[str, Any], report: dict[str, Any],
