@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -26,45 +27,108 @@ COMMANDS = {
     "full": "process -> train -> evaluate base and fine-tuned -> register and promote (default)",
     "use": "chat (--interactive), answer --prompt or --input FILE, or --merge DIR, with an adapter",
     "serve": "an OpenAI-compatible API (/v1/chat/completions, /v1/models) for an adapter, on 127.0.0.1 by default",
+    "models": "list a model's registered versions; promote or stage one by hand; push one to the Hub",
     "stack": "set up (once) and show the ZenML stack and MLflow store the pipelines run on",
 }
+PIPELINE_COMMANDS = ("process", "train", "evaluate", "full")
+
+
+def _number(kind: type, low: float, high: float | None = None, low_open: bool = False) -> Any:
+    """An argparse type: a number in [low, high] (or (low, high] with ``low_open``)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < low or (low_open and value == low) or (high is not None and value > high):
+            bound = f"{'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+            raise argparse.ArgumentTypeError(f"must be {bound} (got {text})")
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One sub-parser per command: each command's --help lists its own options, and an option of another
+    command is an error."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    common.add_argument("--verbose", action="store_true", help="show the libraries' logs (ZenML, MLflow, "
+                        "transformers, bitsandbytes) instead of only their warnings and errors")
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", action="append", metavar="YAML", required=True,
+                        help="experiment YAML, e.g. configs/quickstart.yaml; repeat to merge overlays in order, "
+                             "e.g. --config configs/reasoning.yaml --config configs/stacks/kubernetes.yaml")
+    config.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set training.learning_rate=1e-4 (repeatable)")
+    pipeline = argparse.ArgumentParser(add_help=False)
+    pipeline.add_argument("--summary", metavar="PATH", help="write the run's key figures as JSON to PATH")
+    pipeline.add_argument("--no-cache", action="store_true", help="re-run every step even if unchanged")
+    pipeline.add_argument("--schedule", metavar="CRON",
+                          help='run on a schedule, e.g. "0 3 * * 1" (needs an orchestrator that supports schedules)')
+    which = argparse.ArgumentParser(add_help=False)
+    group = which.add_argument_group("which adapter")
+    group.add_argument("--adapter", metavar="PATH", help="an adapter folder")
+    group.add_argument("--model-version", metavar="VERSION",
+                       help="a registered version: number, production, staging, latest")
+
+    parser = argparse.ArgumentParser(prog="run_pipeline.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                     help="`run_pipeline.py COMMAND --help` lists a command's own options")
+
+    def add(name: str, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=parents, help=COMMANDS[name], description=COMMANDS[name])
+
+    for name in PIPELINE_COMMANDS:
+        add(name, [common, config, pipeline, which] if name == "evaluate" else [common, config, pipeline])
+    use = add("use", [common, config, which])
+    mode = use.add_argument_group("what to do (at least one)")
+    mode.add_argument("--interactive", action="store_true", help="chat with history and streamed replies")
+    mode.add_argument("--prompt", help="answer one prompt (only the answer goes to stdout)")
+    mode.add_argument("--input", metavar="IN.jsonl", help='answer {"prompt": ...} lines in batches; every other '
+                      "field of a line is kept in its output line")
+    mode.add_argument("--output", metavar="OUT.jsonl", help="where --input answers go")
+    mode.add_argument("--merge", metavar="DIR", help="write the base model with the adapter merged (safetensors)")
+    sampling = use.add_argument_group("decoding (greedy unless --temperature > 0)")
+    sampling.add_argument("--temperature", type=_number(float, 0.0), default=0.0,
+                          help="0 (default): greedy, as in evaluation; above 0: sample")
+    sampling.add_argument("--top-p", type=_number(float, 0.0, 1.0, low_open=True), default=1.0,
+                          help="nucleus sampling: keep the most likely tokens up to this probability (default 1)")
+    sampling.add_argument("--max-new-tokens", type=_number(int, 1), metavar="N",
+                          help="tokens per answer at most (default: the config's evaluation.max_new_tokens)")
+    from runner.serve import add_arguments as add_serve_arguments
+
+    add_serve_arguments(add("serve", [common, config, which]))
+    add("stack", [common])
+    from runner.models_cli import add_arguments as add_models_arguments
+
+    add_models_arguments(add("models", [common, config]))
+    return parser
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", default="full", choices=list(COMMANDS),
-                        help="; ".join(f"{k}: {v}" for k, v in COMMANDS.items()))
-    parser.add_argument("--config", action="append", metavar="YAML",
-                        help="experiment YAML, e.g. configs/quickstart.yaml; repeat to merge overlays in order, "
-                             "e.g. --config configs/reasoning.yaml --config configs/stacks/kubernetes.yaml")
-    parser.add_argument("--schedule", metavar="CRON",
-                        help='run on a schedule, e.g. "0 3 * * 1" (needs an orchestrator that supports schedules)')
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set training.learning_rate=1e-4 (repeatable)")
-    parser.add_argument("--summary", metavar="PATH", help="write the run's key figures as JSON to PATH")
-    parser.add_argument("--no-cache", action="store_true", help="re-run every step even if unchanged")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    model = parser.add_argument_group("evaluate and use: which adapter")
-    model.add_argument("--adapter", metavar="PATH", help="an adapter folder")
-    model.add_argument("--model-version", metavar="VERSION", help="a registered version: number, production, staging, latest")
-    use = parser.add_argument_group("use")
-    use.add_argument("--interactive", action="store_true", help="chat with history and streamed replies")
-    use.add_argument("--prompt", help="answer one prompt")
-    use.add_argument("--input", metavar="IN.jsonl", help='answer {"prompt": ...} lines in batches')
-    use.add_argument("--output", metavar="OUT.jsonl", help="where --input answers go")
-    use.add_argument("--merge", metavar="DIR", help="write the base model with the adapter merged (safetensors)")
-    from runner.serve import add_arguments as add_serve_arguments
-
-    add_serve_arguments(parser)
-    args = parser.parse_args(argv)
-    if args.command != "stack" and not args.config:
-        parser.error("--config is required")
-    if args.command == "use" and not (args.interactive or args.prompt or args.input or args.merge):
-        parser.error("use needs --interactive, --prompt, --input or --merge")
-    if args.schedule and args.command in ("use", "serve", "stack"):
-        parser.error(f"--schedule runs pipelines; {args.command} is not one")
-    if args.input and not args.output:
-        parser.error("--input needs --output")
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["full", *argv]  # the whole workflow is the default command
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    subparsers = parser._subparsers._group_actions[0].choices  # noqa: SLF001 - each command's own parser
+    command = subparsers[args.command]
+    if extra:
+        unknown = next((a for a in extra if a.startswith("-")), extra[0])
+        option = unknown.split("=", 1)[0]
+        owners = [name for name, sub in subparsers.items() if option in sub._option_string_actions]  # noqa: SLF001
+        where = f"; it is an option of: {', '.join(owners)}" if owners else ""
+        command.error(f"{args.command} does not take {' '.join(extra)}{where} "
+                      f"(`run_pipeline.py {args.command} --help` lists its options)")
+    if args.command == "use":
+        if not (args.interactive or args.prompt is not None or args.input or args.merge):
+            command.error("use needs --interactive, --prompt, --input or --merge")
+        if args.input and not args.output:
+            command.error("--input needs --output")
+        if args.output and not args.input:
+            command.error("--output goes with --input")
+        if args.temperature == 0 and args.top_p != 1.0:
+            command.error("--top-p applies when sampling: give --temperature above 0 too")
     return args
 
 
@@ -78,23 +142,38 @@ def configure_environment(local_data_and_model: bool) -> None:
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
-def configure_logging() -> None:
-    """The library's warnings (skipped input lines, truncated prompts) go to stderr as one line each."""
-    import logging
+class _LevelPrefix(logging.Formatter):
+    """'warning: ...' and 'error: ...'; INFO lines (--verbose) as they are."""
 
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """The library's warnings (skipped input lines, truncated prompts) go to stderr as one line each; with
+    --verbose its INFO lines too. Dependencies' notices that are not the user's problem are silenced."""
+    from runner.quiet import quiet_dependencies
+
+    quiet_dependencies(verbose)
+    if not sys.stderr.isatty():  # colour codes only on a terminal
+        os.environ.setdefault("ZENML_LOGGING_COLORS_DISABLED", "true")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    handler.setFormatter(_LevelPrefix())
     library = logging.getLogger("llm_trainer")
     library.addHandler(handler)
-    library.setLevel(logging.WARNING)
+    library.setLevel(logging.INFO if verbose else logging.WARNING)
     library.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    configure_logging()
+    configure_logging(args.verbose)
     from llm_trainer.errors import UserError
+    from runner.quiet import INTERRUPTED, split_answer_stream
 
+    # `use`: only the answer goes to stdout (`use --prompt ... > answer.txt`), everything else to stderr.
+    args.answer_stream = split_answer_stream() if args.command == "use" else sys.stdout
     try:
         if args.command == "stack":
             configure_environment(local_data_and_model=True)
@@ -117,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("\ninterrupted (Ctrl-C)", file=sys.stderr)
+        return INTERRUPTED
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -124,6 +208,15 @@ def run_command(args: argparse.Namespace) -> int:
     from llm_trainer.data.sources import is_local_source, source_fingerprint
 
     cfg = load_config(args.config, args.overrides)
+    if args.command == "models":
+        configure_environment(local_data_and_model=True)
+        from runner.models_cli import run_models
+
+        return run_models(cfg, args)
+    if args.command == "use" and args.input:  # before anything loads: a bad file costs seconds, not a model load
+        from llm_trainer.chat import check_input_file
+
+        check_input_file(Path(args.input))
     fingerprint = source_fingerprint(cfg.data)  # fails fast on a missing source
     if not (cfg.zenml.stack or cfg.zenml.step_operator):  # the model loads on this machine: check it can
         from llm_trainer.modeling import check_attention
@@ -134,15 +227,15 @@ def run_command(args: argparse.Namespace) -> int:
         from llm_trainer.hub_check import check_models
 
         check_models(cfg)
-    from runner.models import resolve_adapter
+    from runner.models import adapter_and_label
 
-    adapter = resolve_adapter(cfg, args.adapter, args.model_version)
+    adapter, label = adapter_and_label(cfg, getattr(args, "adapter", None), getattr(args, "model_version", None))
     if args.command == "use":
         if adapter is None:
             raise_user("use needs --adapter PATH or --model-version VERSION")
         from runner.use import use
 
-        return use(cfg, adapter, args)
+        return use(cfg, adapter, args, label)
     if args.command == "serve":
         from runner.serve import serve
 

@@ -175,7 +175,8 @@ class TrainingConfig(Section):
         None, gt=0, description="Stop after this many evaluations without improving eval_loss; the best "
                                 "checkpoint is loaded at the end. The evaluation before the first step is no baseline.")
     early_stopping_threshold: float = Field(0.0, ge=0, description="Least eval_loss decrease that counts as improving.")
-    resume: Literal["auto", "never"] = "auto"
+    resume: str = Field("auto", description="auto: from the newest complete checkpoint of this run's folder; "
+                        "never; or a checkpoint folder (e.g. outputs/<name>/<run key>/checkpoints/checkpoint-200).")
     num_processes: int | Literal["auto"] = Field(1, description="Data-parallel processes on this machine; 'auto': "
                                                  "one per visible GPU (1 without a GPU).")
     max_eval_blocks: int | None = Field(None, gt=0, description="Validation loss on at most this many packed "
@@ -187,6 +188,15 @@ class TrainingConfig(Section):
         if isinstance(value, int) and value < 1:
             raise ValueError("must be at least 1, or 'auto'")
         return value
+
+    @field_validator("resume")
+    @classmethod
+    def _resume_policy_or_checkpoint(cls, value: str) -> str:
+        if value in ("auto", "never"):
+            return value
+        if not (Path(value).expanduser() / "trainer_state.json").is_file():
+            raise ValueError(f"'{value}' is neither auto, never nor a checkpoint folder (one with trainer_state.json)")
+        return str(Path(value).expanduser())
 
     @field_validator("trainer")
     @classmethod
@@ -318,18 +328,58 @@ class RunConfig(Section):
 
 def format_validation_error(error: ValidationError) -> str:
     """One line: the first error's key path and what was expected, plus how many more there are."""
-    errors = error.errors()
+    path, message = _first_error(error)
+    return f"{path}: {message}" if path else message
+
+
+def _first_error(error: ValidationError) -> tuple[str, str]:
+    """The first error's key path, and what was expected (an unknown key: the nearest valid one)."""
+    # An unknown key first: a misspelt required key is also reported as missing, and the typo is the news.
+    errors = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")
     first = errors[0]
     path = ".".join(str(part) for part in first["loc"])
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        message = "unknown key"
+        nearest = nearest_key(path)
+        message = "unknown key" + (f"; did you mean {nearest}?" if nearest else "")
     elif first["type"] == "missing":
         message = "required key is missing"
     elif "input" in first and not isinstance(first["input"], dict | list):
         message += f" (got {first['input']!r})"
     more = f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
-    return f"{path}: {message}{more}" if path else f"{message}{more}"
+    return path, message + more
+
+
+def config_keys(model: type[BaseModel] | None = None, prefix: str = "") -> list[str]:
+    """Every key path of the config (sections and their fields), e.g. 'training.learning_rate'."""
+    from typing import get_args
+
+    keys: list[str] = []
+    for name, field in (model or RunConfig).model_fields.items():
+        keys.append(prefix + name)
+        for candidate in (field.annotation, *get_args(field.annotation)):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                keys += config_keys(candidate, f"{prefix}{name}.")
+                break
+    return keys
+
+
+def nearest_key(path: str) -> str | None:
+    """The valid key an unknown one most likely meant: the same name in another section, else the closest
+    spelling in its own section, else the closest key path anywhere."""
+    import difflib
+
+    keys = config_keys()
+    parent, _, name = path.rpartition(".")
+    same_name = [k for k in keys if k.rpartition(".")[2] == name]
+    if same_name:
+        return same_name[0]
+    siblings = [k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == parent]
+    close = difflib.get_close_matches(name, siblings, n=1, cutoff=0.6)
+    if close:
+        return f"{parent}.{close[0]}" if parent else close[0]
+    close = difflib.get_close_matches(path, keys, n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -345,7 +395,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if not isinstance(child, dict):
                 raise ConfigError(f"--set {key}: '{part}' is not a section")
             node = child
-        node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+        try:
+            node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key.strip()}: the value {value!r} is not valid YAML "
+                              f"({getattr(exc, 'problem', None) or 'syntax error'})") from None
     return raw
 
 
@@ -366,7 +420,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        context = getattr(exc, "context", None)
+        raise ConfigError(f"{where}: invalid YAML: {problem}" + (f" ({context})" if context else "")) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     return raw
@@ -384,4 +442,12 @@ def load_config(paths: str | Path | list[str | Path], overrides: list[str] | Non
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{label}: {format_validation_error(exc)}") from exc
+        path, message = _first_error(exc)
+        set_keys = [item.partition("=")[0].strip() for item in overrides or []]
+        # An error in a key given with --set names the --set, not the YAML file.
+        given = next((k for k in reversed(set_keys)
+                      if path and (path == k or path.startswith(k + ".") or k.startswith(path + "."))), None)
+        if given is not None:
+            where = "" if path == given else f"{path}: "
+            raise ConfigError(f"--set {given}: {where}{message}") from exc
+        raise ConfigError(f"{label}: {path}: {message}" if path else f"{label}: {message}") from exc

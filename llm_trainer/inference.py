@@ -53,9 +53,18 @@ def encode_prompts(tokenizer: Any, conversations: list[list[dict]], max_prompt_t
     return encoded, truncated
 
 
+def decoding(temperature: float = 0.0, top_p: float = 1.0) -> dict[str, Any]:
+    """generate() arguments: greedy at temperature 0 (evaluation's default), else sampling with nucleus top_p."""
+    if temperature <= 0:
+        return {"do_sample": False}
+    return {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p), "top_k": 0}
+
+
 def generate_batch(model: Any, tokenizer: Any, conversations: list[list[dict]], max_new_tokens: int,
-                   batch_size: int, progress: bool = False) -> list[Generation]:
-    """Greedy decoding, batched with left padding and the KV cache; sorted by length to pad less."""
+                   batch_size: int, progress: bool = False, sampling: dict[str, Any] | None = None
+                   ) -> list[Generation]:
+    """Greedy decoding (or ``sampling``, from ``decoding()``), batched with left padding and the KV cache;
+    sorted by length to pad less."""
     import torch
     from tqdm.auto import tqdm
 
@@ -77,7 +86,7 @@ def generate_batch(model: Any, tokenizer: Any, conversations: list[list[dict]], 
             attention[row, width - len(ids):] = 1
         with torch.no_grad():
             output = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                                    max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop_ids,
+                                    max_new_tokens=max_new_tokens, **(sampling or decoding()), eos_token_id=stop_ids,
                                     pad_token_id=tokenizer.pad_token_id, use_cache=True)
         for row, i in enumerate(indices):
             new = output[row, width:].tolist()
@@ -86,24 +95,36 @@ def generate_batch(model: Any, tokenizer: Any, conversations: list[list[dict]], 
     return results  # type: ignore[return-value]
 
 
-def stream_reply(model: Any, tokenizer: Any, conversation: list[dict], max_new_tokens: int) -> Iterator[str]:
-    """Yield the reply's text piece by piece as it is generated (for chat)."""
+def stream_reply(model: Any, tokenizer: Any, conversation: list[dict], max_new_tokens: int,
+                 sampling: dict[str, Any] | None = None) -> Iterator[str]:
+    """Yield the reply's text piece by piece as it is generated (for chat). Leaving the loop early (Ctrl-C,
+    ``close()``) stops the generation at its next token."""
     import threading
 
     import torch
-    from transformers import TextIteratorStreamer
+    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+    stop = threading.Event()
+
+    class _Stop(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
 
     max_prompt = max(1, context_window(model, tokenizer) - max_new_tokens)
     (ids,), _ = encode_prompts(tokenizer, [conversation], max_prompt)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     device = next(model.parameters()).device
     kwargs = {"input_ids": torch.tensor([ids], device=device), "attention_mask": torch.ones((1, len(ids)), device=device,
-              dtype=torch.long), "max_new_tokens": max_new_tokens, "do_sample": False, "streamer": streamer,
-              "eos_token_id": _stop_token_ids(tokenizer), "pad_token_id": tokenizer.pad_token_id}
+              dtype=torch.long), "max_new_tokens": max_new_tokens, **(sampling or decoding()), "streamer": streamer,
+              "eos_token_id": _stop_token_ids(tokenizer), "pad_token_id": tokenizer.pad_token_id,
+              "stopping_criteria": StoppingCriteriaList([_Stop()])}
     thread = threading.Thread(target=lambda: _generate_no_grad(model, kwargs), daemon=True)
     thread.start()
-    yield from streamer
-    thread.join()
+    try:
+        yield from streamer
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _generate_no_grad(model: Any, kwargs: dict[str, Any]) -> None:

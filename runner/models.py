@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from llm_trainer.config import RunConfig
 from llm_trainer.errors import UserError
 from llm_trainer.training import LoraAdapter
@@ -12,26 +14,64 @@ def model_name(cfg: RunConfig) -> str:
 
 
 def resolve_adapter(cfg: RunConfig, adapter: str | None, model_version: str | None) -> LoraAdapter | None:
+    return adapter_and_label(cfg, adapter, model_version)[0]
+
+
+def adapter_and_label(cfg: RunConfig, adapter: str | None, model_version: str | None
+                      ) -> tuple[LoraAdapter | None, str | None]:
+    """The adapter and a phrase saying which one it is (for the chat's first line)."""
     if adapter and model_version:
         raise UserError("give --adapter or --model-version, not both")
     if adapter:
-        return LoraAdapter.from_folder(adapter)
+        found = LoraAdapter.from_folder(adapter)
+        return found, f"the adapter in {found.path}"
     if model_version:
-        return adapter_of_version(model_name(cfg), model_version)
-    return None
+        version = find_version(model_name(cfg), model_version)
+        stage = f", {stage_of(version)}" if stage_of(version) else ""
+        return _adapter_of(version), f"model '{model_name(cfg)}' version {version.number}{stage}"
+    return None, None
 
 
-def adapter_of_version(name: str, version: str) -> LoraAdapter:
+def find_version(name: str, version: str) -> Any:
+    """A ZenML model version by number, stage (production, staging, latest...) or name; an unknown one is one
+    line that lists the versions there are."""
     from zenml.client import Client
     from zenml.enums import ModelStages
 
     stages = {stage.value: stage for stage in ModelStages}
     wanted = stages.get(version, int(version) if version.isdigit() else version)
     try:
-        model_version = Client().get_model_version(name, wanted)
-    except KeyError as exc:
-        raise UserError(f"--model-version: model '{name}' has no version '{version}'") from exc
+        return Client().get_model_version(name, wanted)
+    except KeyError:
+        raise UserError(f"--model-version: model '{name}' has no version '{version}'; {existing_versions(name)}"
+                        ) from None
+
+
+def existing_versions(name: str) -> str:
+    from zenml.client import Client
+
+    try:
+        versions = Client().list_model_versions(model_name_or_id=name, size=1000, sort_by="asc:number")
+    except KeyError:
+        return f"no model named '{name}' is registered yet (the full pipeline registers one)"
+    if not versions.items:
+        return f"model '{name}' has no versions yet"
+    listed = ", ".join(f"{v.number}" + (f" ({stage_of(v)})" if stage_of(v) else "") for v in versions.items)
+    return f"it has: {listed}"
+
+
+def stage_of(version: Any) -> str | None:
+    stage = getattr(version.stage, "value", version.stage)
+    return None if stage in (None, "None", "none") else str(stage)
+
+
+def adapter_of_version(name: str, version: str) -> LoraAdapter:
+    return _adapter_of(find_version(name, version))
+
+
+def _adapter_of(model_version: Any) -> LoraAdapter:
     artifact = model_version.get_artifact("adapter")
     if artifact is None:
-        raise UserError(f"--model-version: version {model_version.number} of '{name}' has no adapter artifact")
+        raise UserError(f"--model-version: version {model_version.number} of '{model_version.model.name}' has no "
+                        "adapter artifact")
     return artifact.load()

@@ -28,6 +28,14 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     mlflow.log_metrics(numbers, step=step)
 
 
+def log_final_metrics(metrics: dict[str, float]) -> None:
+    """A run's summary figures at its last step (``global_step``): logged without a step they would land at
+    step 0, and every curve that shares a name (eval_loss, train_tokens_per_second) would end with a jump back
+    to the start."""
+    step = metrics.get("global_step")
+    log_metrics(metrics, step=int(step) if isinstance(step, int | float) else None)
+
+
 def log_artifact(path: Path) -> None:
     if mlflow.active_run() is not None:
         mlflow.log_artifact(str(path))

@@ -45,7 +45,7 @@ def train_model(
 
     png = loss_curve_png(result.history, title=f"{name}: loss")
     (run_dir / "loss_curve.png").write_bytes(png)
-    tracking.log_metrics(result.metrics)
+    tracking.log_final_metrics(result.metrics)  # at the last step, not step 0
     tracking.log_artifact(run_dir / "loss_curve.png")
     log_metadata(metadata={**result.metrics, "run_dir": str(run_dir)})
     metrics = {**result.metrics, "run_dir": str(run_dir), "base_model": result.adapter.base_model}

@@ -11,7 +11,7 @@ def test_turns_carry_history_and_reset_clears_it(monkeypatch):
 
     seen: list[list[dict]] = []
 
-    def recording_reply(model, tokenizer, conversation, max_new_tokens):
+    def recording_reply(model, tokenizer, conversation, max_new_tokens, sampling=None):
         seen.append(copy.deepcopy(conversation))
         yield f"reply {len(seen)}"
 

@@ -127,3 +127,23 @@ def test_mlflow_ui_shows_the_experiment_and_its_metrics(project):
     finally:
         stop(process)
     assert process.poll() is not None
+
+
+def test_every_mlflow_metric_runs_forward_in_steps(project):
+    """The summary figures are logged at the last step: no curve (eval_loss, train_tokens_per_second) ends with
+    a jump back to step 0."""
+    import mlflow
+
+    env, summary = project
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{env['LLM_TRAINER_HOME']}/mlflow.db")
+    experiment = client.get_experiment_by_name("quickstart")
+    (run,) = client.search_runs([experiment.experiment_id], f"tags.zenml_run_id = '{summary['run_id']}'")
+    final_step = summary["steps"]["train_model"]["global_step"]
+    assert final_step == 4 and {"loss", "eval_loss", "train_tokens_per_second", "wall_time_s"} <= set(run.data.metrics)
+    for key in run.data.metrics:
+        history = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: (m.timestamp, m.step))
+        steps = [m.step for m in history]
+        assert steps == sorted(steps), (key, steps)
+    eval_steps = [m.step for m in client.get_metric_history(run.info.run_id, "eval_loss")]
+    assert eval_steps[0] == 0 and max(eval_steps) == final_step and eval_steps.count(0) == 1
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "wall_time_s")] == [final_step]

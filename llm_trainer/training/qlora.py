@@ -171,7 +171,10 @@ class QLoraTrainer(BaseTrainer):
         return callbacks
 
     def _resume_checkpoint(self, checkpoints: Path) -> str | None:
-        """The newest checkpoint that finished saving; half-written ones (a crash mid-save) are removed."""
+        """The newest checkpoint that finished saving; half-written ones (a crash mid-save) are removed.
+        ``training.resume`` may instead name a checkpoint folder (validated with the config)."""
+        if self.cfg.training.resume not in ("auto", "never"):
+            return self.cfg.training.resume
         if not checkpoints.exists():
             return None
         complete = []

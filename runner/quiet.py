@@ -1,0 +1,75 @@
+"""A quiet terminal by default: the dependencies' notices that are not the user's problem are silenced where
+they come from; ``--verbose`` brings the libraries' logs back. Also: the answer stream kept apart from
+everything else, and Ctrl-C as one line.
+
+Call ``quiet_dependencies`` before zenml, bitsandbytes or transformers are imported: some of them read their
+settings (or log) at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from typing import TextIO
+
+INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped with Ctrl-C
+
+# Each entry: the logger a notice comes from, and a piece of its text.
+SILENCED = (
+    # bitsandbytes tries to download an optional CPU kernel from the Hub at import time and says so when it
+    # cannot; its own fallback is what the project tests and uses.
+    ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward"),
+    # ZenML's MLflow tracker disables autologging framework by framework; fastai is not installed here.
+    ("zenml.integrations.mlflow.experiment_trackers.mlflow_experiment_tracker",
+     "Failed to disable MLflow autologging"),
+    # Hints that point at the user's global ZenML store (which shows none of the project's runs) and at ZenML
+    # Pro; `make dashboard` and `run_pipeline.py models` are the project's ways in.
+    ("zenml.pipelines.pipeline_definition", "zenml login --local"),
+    ("zenml.orchestrators.step_run_utils", "ZenML Pro"),
+)
+# peft's prepare_model_for_kbit_training still calls the old names (transformers 5 renamed them).
+DEPRECATED_NAMES = r".*`(gradient_checkpointing_enable|is_gradient_checkpointing)` is deprecated"
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, pieces: tuple[str, ...]):
+        super().__init__()
+        self.pieces = pieces
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return not any(piece in message for piece in self.pieces)
+
+
+def quiet_dependencies(verbose: bool = False) -> None:
+    """Silence the known notices (or, with ``verbose``, show the libraries' INFO logs)."""
+    if verbose:
+        os.environ.setdefault("ZENML_LOGGING_VERBOSITY", "INFO")
+        logging.getLogger("llm_trainer").setLevel(logging.INFO)
+        return
+    os.environ.setdefault("ZENML_LOGGING_VERBOSITY", "WARN")  # run and step chatter; warnings still show
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    by_logger: dict[str, tuple[str, ...]] = {}
+    for name, piece in SILENCED:
+        by_logger[name] = (*by_logger.get(name, ()), piece)
+    for name, pieces in by_logger.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) for f in logger.filters):
+            logger.addFilter(_DropMessages(pieces))
+    warnings.filterwarnings("ignore", message=DEPRECATED_NAMES, category=FutureWarning)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Creating initial MLflow database tables..."
+
+
+def split_answer_stream() -> TextIO:
+    """From here on everything written to stdout (file descriptor 1, libraries and subprocesses included)
+    goes to stderr; the returned stream is the original stdout, for the answer alone."""
+    sys.stdout.flush()
+    answer = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    return answer
+
+
+def interrupted_line() -> str:
+    return "interrupted (Ctrl-C)"
