@@ -51,9 +51,10 @@ def existing_versions(name: str) -> str:
     from zenml.client import Client
 
     try:
-        versions = Client().list_model_versions(model_name_or_id=name, size=1000, sort_by="asc:number")
+        Client().get_model(name)
     except KeyError:
         return f"no model named '{name}' is registered yet (the full pipeline registers one)"
+    versions = Client().list_model_versions(model=name, size=1000, sort_by="asc:number")
     if not versions.items:
         return f"model '{name}' has no versions yet"
     listed = ", ".join(f"{v.number}" + (f" ({stage_of(v)})" if stage_of(v) else "") for v in versions.items)

@@ -60,11 +60,11 @@ def version_rows(name: str, promotion_metric: str = "accuracy") -> list[dict[str
     from zenml.client import Client
 
     try:
-        versions = Client().list_model_versions(model_name_or_id=name, size=1000, sort_by="asc:number",
-                                                hydrate=True)
+        Client().get_model(name)
     except KeyError:
         raise UserError(f"models: no model named '{name}' is registered yet (the full pipeline registers one; "
                         "registry.model_name, else the config's name, names it)") from None
+    versions = Client().list_model_versions(model=name, size=1000, sort_by="asc:number", hydrate=True)
     metrics_shown = (promotion_metric, *(m for m in KEY_METRICS if m != promotion_metric))
     rows = []
     for version in versions.items:

@@ -1,0 +1,106 @@
+"""`run_pipeline.py models`: list a model's versions, promote and roll back by hand, in ZenML and the MLflow alias
+together. The versions are made directly in this session's temporary stores (no pipeline run needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import ROOT
+
+NAME = "models-cli-test"
+VERSIONS = [  # (version name: config hash-seed-data fingerprint, accuracy, eval_loss, stage)
+    ("0a1b2c3d4e5f6071-42-1a2b3c4d", 0.25, 1.9, "archived"),
+    ("0a1b2c3d4e5f6071-42-5e6f7a8b", 0.5, 1.5, "production"),
+    ("9f8e7d6c5b4a3921-7-5e6f7a8b", 0.375, 1.4, "staging"),
+]
+
+
+@pytest.fixture(scope="module")
+def registered():
+    import mlflow
+    from zenml import log_metadata
+    from zenml.client import Client
+
+    from runner import stack
+    from runner.models_cli import tracking_uri
+
+    stack.init_store()
+    stack.ensure_stack()
+    client = Client()
+    client.create_model(name=NAME)
+    mlflow_client = mlflow.MlflowClient(tracking_uri=tracking_uri())
+    mlflow_client.create_registered_model(NAME)
+    for version_name, accuracy, loss, stage in VERSIONS:
+        version = client.create_model_version(model_name_or_id=NAME, name=version_name)
+        mlflow_version = mlflow_client.create_model_version(NAME, source="file:///nowhere/adapter")
+        log_metadata(metadata={"evaluation_metrics": {"accuracy": accuracy, "eval_loss": loss, "scored": 16},
+                               "mlflow_model_version": str(mlflow_version.version)},
+                     model_name=NAME, model_version=version_name)
+        client.update_model_version(model_name_or_id=NAME, version_name_or_id=version.id, stage=stage, force=True)
+        if stage == "production":
+            mlflow_client.set_registered_model_alias(NAME, "production", mlflow_version.version)
+    return mlflow_client
+
+
+def models(*action: str) -> str:
+    import run_pipeline
+    from llm_trainer.config import load_config
+    from runner.models_cli import run_models
+
+    args = run_pipeline.parse_args(["models", "--config", str(ROOT / "configs" / "quickstart.yaml"),
+                                    "--set", f"registry.model_name={NAME}", *action])
+    cfg = load_config(args.config, args.overrides)
+    return run_models(cfg, args)
+
+
+def stages() -> dict[int, str]:
+    from runner.models_cli import version_rows
+
+    return {row["number"]: row["stage"] for row in version_rows(NAME)}
+
+
+def production_alias(mlflow_client) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(mlflow_client.get_model_version_by_alias(NAME, "production").version)
+    except MlflowException:
+        return None
+
+
+def test_list_shows_number_stage_metrics_data_and_created(registered, capsys):
+    assert models() == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"model '{NAME}': 3 versions")
+    assert lines[1].split() == ["#", "stage", "eval_loss", "accuracy", "extraction_failed", "data", "created"]
+    rows = [line.split() for line in lines[2:]]
+    assert [r[:6] for r in rows] == [["1", "archived", "1.9", "0.25", "-", "1a2b3c4d"],
+                                     ["2", "production", "1.5", "0.5", "-", "5e6f7a8b"],
+                                     ["3", "staging", "1.4", "0.375", "-", "5e6f7a8b"]]
+    assert all(len(r) == 8 and len(r[6]) == 10 and len(r[7]) == 5 for r in rows)  # created: date and time
+
+
+def test_promote_and_roll_back_move_zenml_stage_and_mlflow_alias_together(registered, capsys):
+    assert models("promote", "3") == 0
+    assert stages() == {1: "archived", 2: "archived", 3: "production"}  # the old production is archived
+    assert production_alias(registered) == "3"
+    assert "version 3: production; MLflow alias 'production' -> version 3" in capsys.readouterr().out
+
+    assert models("stage", "3", "archived") == 0  # roll back: nothing in production
+    assert stages()[3] == "archived" and production_alias(registered) is None
+
+    assert models("promote", "2") == 0
+    assert models("stage", "3", "staging") == 0  # not the production one: the alias stays where it is
+    assert stages() == {1: "archived", 2: "production", 3: "staging"} and production_alias(registered) == "2"
+
+
+def test_an_unknown_version_lists_the_versions_there_are(registered):
+    from llm_trainer.errors import UserError
+    from runner.models import find_version
+
+    with pytest.raises(UserError) as error:
+        find_version(NAME, "7")
+    assert str(error.value) == (f"--model-version: model '{NAME}' has no version '7'; it has: 1 (archived), "
+                                "2 (production), 3 (staging)")
+    with pytest.raises(UserError, match="no model named 'never-registered' is registered yet"):
+        find_version("never-registered", "production")
