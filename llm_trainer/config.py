@@ -63,11 +63,31 @@ class DataConfig(Section):
     deduplicate: bool = True
     strict: bool = Field(False, description="Fail on the first malformed row instead of dropping it.")
     splits: SplitFractions = SplitFractions()
+    # The chat processor (llm_trainer/data/conversations.py).
+    format: Literal["auto", "messages", "alpaca", "sharegpt"] = Field(
+        "auto", description="chat: the rows' shape; auto detects it from the columns and names it in the report.")
+    alternating_turns: bool = Field(True, description="chat: drop conversations with two user (or assistant) "
+                                    "turns in a row, which most chat templates forbid.")
+    # The SQL processor (llm_trainer/data/sql.py).
+    sql_dialect: str = Field("sqlite", description="sql: dialect of gold queries that SQLite rejects; they are "
+                             "transpiled from it to SQLite with sqlglot (and counted).")
+    sql_with_explanation: bool = Field(False, description="sql: the target is the explanation, then the SQL.")
 
     @field_validator("processor")
     @classmethod
     def _known_processor(cls, value: str) -> str:
         return PROCESSORS.check(value)
+
+    @field_validator("sql_dialect")
+    @classmethod
+    def _known_dialect(cls, value: str) -> str:
+        from sqlglot.dialects.dialect import Dialect
+
+        try:
+            Dialect.get_or_raise(value)
+        except ValueError as exc:
+            raise ValueError(f"unknown SQL dialect '{value}' (sqlglot: {' '.join(str(exc).split())[:120]})") from exc
+        return value
 
     @field_validator("final_answer_template")
     @classmethod
@@ -228,6 +248,9 @@ class EvaluationConfig(Section):
     benchmarks: list[str] = Field([], description="lm-eval-harness tasks run on each evaluated model, e.g. [gsm8k].")
     benchmark_limit: int | None = Field(None, gt=0, description="Examples per benchmark task (all when null).")
     benchmark_include_path: str | None = Field(None, description="Folder of extra lm-eval task YAMLs.")
+    sql_timeout_seconds: float = Field(2.0, gt=0, description="sql: deadline for each predicted query; over it "
+                                       "the query is wrong and counted as timeout.")
+    sql_max_rows: int = Field(10_000, gt=0, description="sql: result rows read at most; a longer result is wrong.")
 
     @field_validator("evaluator")
     @classmethod
@@ -236,7 +259,12 @@ class EvaluationConfig(Section):
 
     def metric_names(self) -> tuple[str, ...]:
         """Every metric name the evaluation produces (benchmark metrics as ``benchmark.<task>.*``)."""
-        return metric_names(judge=self.judge is not None) if self.evaluator == "reasoning" else ()
+        if self.evaluator == "reasoning":
+            return metric_names(judge=self.judge is not None)
+        try:  # other evaluators declare theirs (BaseEvaluator.metric_names); their modules import nothing heavy
+            return tuple(getattr(EVALUATORS.resolve(self.evaluator), "metric_names", ()))
+        except ConfigError:
+            return ()
 
 
 class RegistryConfig(Section):

@@ -48,6 +48,10 @@ def _is_import_path(value: str) -> bool:
     return bool(sep and module and attr.isidentifier())
 
 
-PROCESSORS = Registry("data.processor", {"reasoning": "llm_trainer.data.reasoning:ReasoningDataProcessor"})
+PROCESSORS = Registry("data.processor", {"reasoning": "llm_trainer.data.reasoning:ReasoningDataProcessor",
+                                         "sql": "llm_trainer.data.sql:SqlDataProcessor",
+                                         "chat": "llm_trainer.data.conversations:ChatDataProcessor"})
 TRAINERS = Registry("training.trainer", {"qlora": "llm_trainer.training.qlora:QLoraTrainer"})
-EVALUATORS = Registry("evaluation.evaluator", {"reasoning": "llm_trainer.evaluation.reasoning:ReasoningEvaluator"})
+EVALUATORS = Registry("evaluation.evaluator", {"reasoning": "llm_trainer.evaluation.reasoning:ReasoningEvaluator",
+                                               "sql": "llm_trainer.evaluation.sql:SqlEvaluator",
+                                               "chat": "llm_trainer.evaluation.conversation:ChatEvaluator"})

@@ -28,6 +28,9 @@ KEPT_COLUMNS = ["row_id", "question", "reference_answer", "messages"]
 
 
 class BaseDataProcessor(ABC):
+    # Columns beyond KEPT_COLUMNS that ``format_batch`` returns and the evaluator needs (e.g. a SQL row's schema).
+    extra_columns: tuple[str, ...] = ()
+
     def __init__(self, cfg: DataConfig):
         self.cfg = cfg
 
@@ -63,8 +66,9 @@ class BaseDataProcessor(ABC):
             reasons[duplicates] = DUPLICATE
             kept = np.sort(kept[first])
         splits = self._assign_splits(keys[kept])
+        columns = KEPT_COLUMNS + list(self.extra_columns)
         processed = datasets.DatasetDict(
-            {name: formatted.select(kept[splits == i]).select_columns(KEPT_COLUMNS) for i, name in enumerate(SPLITS)}
+            {name: formatted.select(kept[splits == i]).select_columns(columns) for i, name in enumerate(SPLITS)}
         )
         if len(kept) == 0:
             raise DataError(f"data.source: no usable row in {self.cfg.source} ({_format_counts(reasons)})")

@@ -98,8 +98,9 @@ def tokenize_batch(batch: dict[str, list], tokenizer: Any, max_seq_length: int, 
     return out
 
 
-def tokenize_splits(processed: datasets.DatasetDict, tokenizer: Any, cfg: DataConfig
+def tokenize_splits(processed: datasets.DatasetDict, tokenizer: Any, cfg: DataConfig, batch_fn: Any = None
                     ) -> tuple[datasets.DatasetDict, dict[str, Any]]:
+    """``batch_fn``: a processor's own ``tokenize_batch`` (same arguments and columns), e.g. multi-turn masking."""
     from llm_trainer.data.collate import grouped_efficiency  # collate imports this module
 
     result, report = {}, {"max_seq_length": cfg.max_seq_length, "packing": cfg.packing, "splits": {}}
@@ -109,7 +110,7 @@ def tokenize_splits(processed: datasets.DatasetDict, tokenizer: Any, cfg: DataCo
             report["splits"][name] = {"samples": 0, "dropped": {}}
             continue
         tokenized = split.map(
-            tokenize_batch,
+            batch_fn or tokenize_batch,
             batched=True,
             batch_size=cfg.map_batch_size,
             num_proc=cfg.num_proc if cfg.num_proc > 1 and len(split) >= 10_000 else None,

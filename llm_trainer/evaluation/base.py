@@ -18,6 +18,9 @@ class EvalResult:
 
 
 class BaseEvaluator(ABC):
+    # Every metric name ``evaluate`` can return: the config validator checks registry.promotion_metric against it.
+    metric_names: tuple[str, ...] = ()
+
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
 
