@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from llm_trainer.errors import ConfigError
 from llm_trainer.evaluation.answer_types import metric_names
-from llm_trainer.registry import EVALUATORS, PROCESSORS, TRAINERS
+from llm_trainer.registry import EVALUATORS, PROCESSORS, REWARDS, TRAINERS
 
 TINY_MODEL_NAME = "tiny-llama"
 
@@ -147,6 +148,9 @@ class ModelConfig(Section):
     chat_template: str | None = Field(None, description="Jinja chat template overriding the tokenizer's.")
     allow_cpu: bool = Field(False, description="Run a model other than tiny-llama without a CUDA GPU (slow; an "
                             "error otherwise).")
+    init_adapter: str | None = Field(None, description="Start training from this LoRA adapter (its own LoRA "
+                                     "settings) instead of a fresh one: an adapter folder, or a registered version "
+                                     "such as 'production', which the runner resolves to its folder.")
     tiny: TinyModelConfig = TinyModelConfig()
 
     @field_validator("base_model")
@@ -169,6 +173,54 @@ class LoraSettings(Section):
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: str | list[str] = "all-linear"
     bias: Literal["none", "all", "lora_only"] = "none"
+
+
+GRPO_LOSS_TYPES = Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"]
+
+
+class GrpoConfig(Section):
+    """TRL GRPOConfig fields for ``training.trainer: grpo`` (``training.grpo``). Schedule, optimizer, logging and
+    checkpointing (lr_scheduler_type, warmup_steps, optim, logging_steps, save_steps, ...) come from ``training``."""
+
+    rewards: dict[str, float] = Field({"answer_correct": 1.0, "format": 0.2}, description="Reward name "
+                                      "(answer_correct, format, length, or 'module:Class') -> weight.")
+    num_generations: int = Field(8, ge=2, description="Completions sampled per prompt: one group.")
+    per_device_train_batch_size: int = Field(8, gt=0, description="Completions per micro-batch; times "
+                                             "gradient_accumulation_steps (and processes): whole groups.")
+    gradient_accumulation_steps: int = Field(4, gt=0)
+    max_completion_length: int = Field(512, gt=0, description="Tokens sampled per completion, at most.")
+    temperature: float = Field(1.0, gt=0)
+    beta: float = Field(0.04, ge=0, description="KL penalty against the starting adapter; 0 loads no reference "
+                        "and logs no KL.")
+    loss_type: GRPO_LOSS_TYPES = "dapo"
+    learning_rate: float = Field(1e-5, gt=0)
+    max_steps: int = Field(200, gt=0)
+    length_budget: int | None = Field(None, gt=0, description="length reward: 0 up to this many completion "
+                                      "tokens, falling linearly to -1 at max_completion_length; default: 3/4 of it.")
+    use_vllm: bool = Field(False, description="Generate with TRL's vLLM integration (a GPU with vllm installed).")
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+
+    @field_validator("rewards")
+    @classmethod
+    def _known_rewards(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value:
+            raise ValueError("name at least one reward, e.g. {answer_correct: 1.0, format: 0.2}")
+        for name, weight in value.items():
+            REWARDS.check(name)
+            if not math.isfinite(weight):
+                raise ValueError(f"weight of '{name}' must be a finite number")
+        return value
+
+    @model_validator(mode="after")
+    def _whole_groups(self) -> GrpoConfig:
+        batch = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if batch % self.num_generations:
+            raise ValueError(f"per_device_train_batch_size x gradient_accumulation_steps ({batch}) must be a "
+                             f"multiple of num_generations ({self.num_generations})")
+        if self.length_budget is not None and self.length_budget > self.max_completion_length:
+            raise ValueError(f"length_budget ({self.length_budget}) must not exceed max_completion_length "
+                             f"({self.max_completion_length})")
+        return self
 
 
 class TrainingConfig(Section):
@@ -201,6 +253,7 @@ class TrainingConfig(Section):
                                                  "one per visible GPU (1 without a GPU).")
     max_eval_blocks: int | None = Field(None, gt=0, description="Validation loss on at most this many packed "
                                         "blocks (the first ones); all when null.")
+    grpo: GrpoConfig = Field(GrpoConfig(), description="GRPO settings (training.trainer: grpo).")
 
     @field_validator("num_processes")
     @classmethod

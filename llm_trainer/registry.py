@@ -51,7 +51,11 @@ def _is_import_path(value: str) -> bool:
 PROCESSORS = Registry("data.processor", {"reasoning": "llm_trainer.data.reasoning:ReasoningDataProcessor",
                                          "sql": "llm_trainer.data.sql:SqlDataProcessor",
                                          "chat": "llm_trainer.data.conversations:ChatDataProcessor"})
-TRAINERS = Registry("training.trainer", {"qlora": "llm_trainer.training.qlora:QLoraTrainer"})
+TRAINERS = Registry("training.trainer", {"qlora": "llm_trainer.training.qlora:QLoraTrainer",
+                                         "grpo": "llm_trainer.training.grpo:GrpoTrainer"})
+REWARDS = Registry("grpo.rewards", {"answer_correct": "llm_trainer.training.rewards:AnswerCorrectReward",
+                                    "format": "llm_trainer.training.rewards:FormatReward",
+                                    "length": "llm_trainer.training.rewards:LengthReward"})
 EVALUATORS = Registry("evaluation.evaluator", {"reasoning": "llm_trainer.evaluation.reasoning:ReasoningEvaluator",
                                                "sql": "llm_trainer.evaluation.sql:SqlEvaluator",
                                                "chat": "llm_trainer.evaluation.conversation:ChatEvaluator"})

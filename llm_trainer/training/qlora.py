@@ -20,9 +20,9 @@ from transformers import PrinterCallback, Trainer, TrainerCallback
 
 from llm_trainer.data.collate import collator_for
 from llm_trainer.data.tokenization import IGNORE_INDEX
-from llm_trainer.errors import UserError
+from llm_trainer.errors import ConfigError, UserError
 from llm_trainer.fsutil import is_inside, storage_failure, write_dir_atomically
-from llm_trainer.modeling import compute_dtype, load_model, lora_config, resolve_base_model
+from llm_trainer.modeling import ADAPTER_WEIGHTS, compute_dtype, load_model, lora_config, resolve_base_model
 from llm_trainer.progress import TrainingProgress
 from llm_trainer.training.base import ADAPTER_INFO_FILE, BaseTrainer, LoraAdapter, MetricsHook, TrainResult
 
@@ -34,7 +34,7 @@ class QLoraTrainer(BaseTrainer):
     def train(self, tokenized: Any, tokenizer: Any, run_dir: Path, on_metrics: MetricsHook | None = None
               ) -> TrainResult:
         import torch
-        from peft import get_peft_model, prepare_model_for_kbit_training
+        from peft import prepare_model_for_kbit_training
         from transformers import set_seed
 
         cfg = self.cfg
@@ -54,7 +54,7 @@ class QLoraTrainer(BaseTrainer):
         elif cfg.training.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
             model.enable_input_require_grads()
-        model = get_peft_model(model, lora_config(cfg.lora))
+        model = attach_lora(model, cfg, base_model)
         trainable, total = model.get_nb_trainable_parameters()
 
         eval_dataset = tokenized["validation"] if len(tokenized.get("validation", [])) else None
@@ -238,6 +238,24 @@ class _MarkCompleteCheckpoints(TrainerCallback):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.exists():
                 (folder / COMPLETE_MARKER).write_text(str(state.global_step))
+
+
+def attach_lora(model: Any, cfg: Any, base_model: str) -> Any:
+    """A fresh LoRA adapter (``lora``), or the adapter in ``model.init_adapter`` to go on training (with its own
+    LoRA settings), which must belong to this base model."""
+    from peft import PeftModel, get_peft_model
+
+    if cfg.model.init_adapter is None:
+        return get_peft_model(model, lora_config(cfg.lora))
+    folder = Path(cfg.model.init_adapter).expanduser()
+    if not (folder / ADAPTER_WEIGHTS).is_file():
+        raise ConfigError(f"model.init_adapter: '{cfg.model.init_adapter}' is no adapter folder (no {ADAPTER_WEIGHTS}); "
+                          "a registered version such as 'production' is resolved to its folder by the runner")
+    trained_on = LoraAdapter.from_folder(folder).base_model
+    if trained_on != base_model and Path(trained_on).name != Path(base_model).name:  # a built base may move
+        raise ConfigError(f"model.init_adapter: '{folder}' was trained on '{trained_on}', not on this run's base "
+                          f"model '{base_model}'")
+    return PeftModel.from_pretrained(model, str(folder), is_trainable=True)
 
 
 def _keep_4bit_encoding_stable(model: Any) -> None:

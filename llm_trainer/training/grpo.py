@@ -1,0 +1,258 @@
+"""GrpoTrainer: GRPO with verifiable rewards on TRL's GRPOTrainer, on the same 4-bit base + LoRA path as SFT.
+
+Reads top to bottom: keep the train rows whose reference answer can be verified (the others are counted), load
+the base model (4-bit unless ``model.load_in_4bit: false``) and the LoRA adapter (``model.init_adapter``: the
+SFT adapter to go on from), build the weighted rewards (``training.grpo.rewards``), sample
+``num_generations`` completions per prompt and update the adapter, checkpointing and resuming like SFT, then
+save the adapter atomically.
+
+The model is prompted exactly as in training and evaluation: the row's chat turns before the answer, through
+the tokenizer's chat template with the generation prompt (llm_trainer.inference.encode_prompts), and stops at
+the same end-of-turn tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from trl import GRPOConfig, GRPOTrainer
+
+from llm_trainer.errors import DataError, UserError
+from llm_trainer.evaluation.answer_types import VERIFIABLE, answer_type
+from llm_trainer.fsutil import storage_failure, write_dir_atomically
+from llm_trainer.inference import _stop_token_ids, encode_prompts
+from llm_trainer.modeling import compute_dtype, load_model
+from llm_trainer.training.base import ADAPTER_INFO_FILE, LoraAdapter, MetricsHook, TrainResult
+from llm_trainer.training.qlora import (QLoraTrainer, _keep_4bit_encoding_stable, _MarkCompleteCheckpoints,
+                                        _peak_memory_mb, attach_lora)
+from llm_trainer.training.rewards import RewardFunction, build_rewards, report_constant_rewards
+
+logger = logging.getLogger(__name__)
+PROMPT_COLUMNS = ("messages", "reference_answer")
+
+
+class GrpoTrainer(QLoraTrainer):
+    """``training.trainer: grpo``. Trains on processed rows (chat ``messages`` and ``reference_answer``), not
+    on tokenized blocks: the caller passes the processed splits."""
+
+    inputs = "processed"
+
+    def train(self, processed: Any, tokenizer: Any, run_dir: Path, on_metrics: MetricsHook | None = None
+              ) -> TrainResult:
+        import torch
+        from transformers import set_seed
+
+        cfg = self.cfg
+        set_seed(cfg.seed)
+        run_dir = Path(run_dir)
+        prompts, counts = verifiable_prompts(processed, cfg)
+        base_model = self.base_model_for(tokenizer)
+        model = self._policy(base_model)
+        model.generation_config.eos_token_id = _stop_token_ids(tokenizer)  # ends a turn as at inference
+        rewards, weights = build_rewards(cfg)
+        trainer = _TrackingGrpoTrainer(
+            model=model, reward_funcs=rewards, args=self._grpo_arguments(run_dir / "checkpoints", weights),
+            train_dataset=prompts, processing_class=tokenizer, callbacks=self._grpo_callbacks())
+        trainer.on_metrics, trainer.reward_functions = on_metrics, rewards
+        _lora_weights_in_float32(model)
+        trainable, total = model.get_nb_trainable_parameters()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        started = time.time()
+        trainer.train(resume_from_checkpoint=self._resume_checkpoint(run_dir / "checkpoints"))
+        wall_time = time.time() - started
+        constant = report_constant_rewards(rewards)
+        adapter_dir = self._save_adapter(trainer, model, tokenizer, base_model, run_dir)
+        history = list(trainer.state.log_history)
+        metrics = {
+            **counts,
+            "global_step": trainer.state.global_step,
+            "wall_time_s": round(wall_time, 2),
+            "peak_memory_mb": _peak_memory_mb(),
+            "trainable_params": int(trainable),
+            "total_params": int(total),
+            "constant_rewards": len(constant),
+            **{f"rewards/{f.__name__}/errors": f.errors for f in rewards},
+            **{f"first_{key}": value for key, value in _first_logged(history).items()},
+            **{f"last_{key}": value for key, value in _last_logged(history).items()},
+        }
+        return TrainResult(adapter=LoraAdapter(path=adapter_dir, base_model=base_model), metrics=metrics,
+                           history=history, model=model)
+
+    def _policy(self, base_model: str) -> Any:
+        """The 4-bit (or full-precision) base, prepared for training, with the LoRA adapter to train."""
+        import torch
+        from peft import prepare_model_for_kbit_training
+
+        cfg = self.cfg
+        local_rank = int(os.environ.get("LOCAL_RANK", "-1"))
+        device_map = {"": local_rank} if local_rank >= 0 and torch.cuda.is_available() else None
+        model = load_model(base_model, cfg.model, device_map=device_map)
+        _keep_4bit_encoding_stable(model)
+        gc_kwargs = {"use_reentrant": False}
+        if cfg.model.load_in_4bit:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.training.gradient_checkpointing,
+                                                    gradient_checkpointing_kwargs=gc_kwargs)
+        elif cfg.training.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+            model.enable_input_require_grads()
+        return attach_lora(model, cfg, base_model)
+
+    def _grpo_callbacks(self) -> list[Any]:
+        return [_MarkCompleteCheckpoints()]
+
+    def _grpo_arguments(self, output_dir: Path, reward_weights: list[float]) -> GRPOConfig:
+        import torch
+
+        t, g, on_gpu = self.cfg.training, self.cfg.training.grpo, torch.cuda.is_available()
+        compute = compute_dtype(self.cfg.model)
+        arguments = GRPOConfig(
+            output_dir=str(output_dir),
+            learning_rate=g.learning_rate,
+            max_steps=g.max_steps,
+            per_device_train_batch_size=g.per_device_train_batch_size,
+            gradient_accumulation_steps=g.gradient_accumulation_steps,
+            num_generations=g.num_generations,
+            max_completion_length=g.max_completion_length,
+            temperature=g.temperature,
+            beta=g.beta,
+            loss_type=g.loss_type,
+            reward_weights=reward_weights,
+            use_vllm=g.use_vllm,
+            vllm_mode=g.vllm_mode,
+            lr_scheduler_type=t.lr_scheduler_type,
+            warmup_steps=t.warmup_steps,
+            weight_decay=t.weight_decay,
+            max_grad_norm=t.max_grad_norm,
+            optim=t.optim,
+            logging_steps=t.logging_steps,
+            logging_first_step=True,
+            save_strategy="steps",
+            save_steps=t.save_steps,
+            save_total_limit=t.save_total_limit,
+            eval_strategy="no",
+            gradient_checkpointing=t.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+            seed=self.cfg.seed,
+            data_seed=self.cfg.seed,
+            bf16=on_gpu and compute == "bfloat16",
+            fp16=on_gpu and compute == "float16",
+            use_cpu=not on_gpu,
+            report_to="none",
+            dataloader_num_workers=0,
+            ddp_find_unused_parameters=False,
+            disable_tqdm=True,
+        )
+        if on_gpu and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            arguments._n_gpu = 1  # one process uses one GPU, as in QLoraTrainer
+        return arguments
+
+    def _save_adapter(self, trainer: Any, model: Any, tokenizer: Any, base_model: str, run_dir: Path) -> Path:
+        def save(folder: str) -> None:
+            model.save_pretrained(folder, selected_adapters=["default"])  # not TRL's frozen "ref" copy
+            tokenizer.save_pretrained(folder)
+            (Path(folder) / ADAPTER_INFO_FILE).write_text(json.dumps({"base_model": base_model}))
+
+        adapter_dir = run_dir / "adapter"
+        try:
+            if trainer.is_world_process_zero():
+                adapter_dir = write_dir_atomically(adapter_dir, save, replace=True)
+        except Exception as exc:  # safetensors' SafetensorError is no OSError
+            if (cause := storage_failure(exc, run_dir)) is None:
+                raise
+            raise UserError(f"cannot save the adapter to {run_dir / 'adapter'}: {cause}; "
+                            "the previous adapter there (if any) is untouched") from exc
+        return adapter_dir
+
+
+def verifiable_prompts(processed: Any, cfg: Any) -> tuple[Any, dict[str, int]]:
+    """The train rows whose reference answer can be verified (single word or short), as TRL's prompt data set:
+    ``prompt`` (the chat turns before the answer) and ``reference_answer``; and how many rows were left out."""
+    split = processed["train"] if hasattr(processed, "keys") else processed
+    missing = [c for c in PROMPT_COLUMNS if c not in split.column_names]
+    if missing:
+        raise UserError(f"training.trainer grpo: trains on processed rows ({', '.join(PROMPT_COLUMNS)}), but the "
+                        f"train split has no {', '.join(missing)} (columns: {', '.join(split.column_names)}); "
+                        "pass the processed splits, not the tokenized ones")
+    evaluation = getattr(cfg, "evaluation", None)
+    short_max = evaluation.short_answer_max_words if evaluation else 20
+    references = list(split["reference_answer"])  # through the indices mapping of a selected split
+    keep = np.flatnonzero(np.isin([answer_type(r, short_max) for r in references], VERIFIABLE))
+    counts = {"grpo_rows": len(keep), "grpo_rows_without_verifiable_reference": len(references) - len(keep)}
+    if not len(keep):
+        raise DataError(f"training.trainer grpo: none of the {len(references)} train rows has a verifiable "
+                        f"(single-word or short) reference answer to reward")
+    rows = split.select(keep).select_columns(list(PROMPT_COLUMNS))
+    prompts = rows.map(lambda batch: {"prompt": [m[:-1] for m in batch["messages"]]}, batched=True,
+                       remove_columns=["messages"], desc="GRPO prompts")
+    return prompts, counts
+
+
+class _TrackingGrpoTrainer(GRPOTrainer):
+    """Prompts through the project's own prompt encoding; reward failures counted; metrics to the hook."""
+
+    on_metrics: MetricsHook | None = None
+    reward_functions: list[RewardFunction] = []
+
+    def _tokenize_prompts(self, prompts: list) -> tuple[list[list[int]], None, dict]:
+        from llm_trainer.inference import context_window
+
+        room = max(1, context_window(self.model, self._tokenizer) - self.max_completion_length)
+        prompt_ids, _ = encode_prompts(self._tokenizer, prompts, room)
+        return prompt_ids, None, {}
+
+    def _save_checkpoint(self, model, trial):
+        import shutil
+
+        try:
+            super()._save_checkpoint(model, trial)
+        except Exception as exc:
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            if (cause := storage_failure(exc, folder)) is None:
+                raise
+            shutil.rmtree(folder, ignore_errors=True)
+            raise UserError(f"cannot save the checkpoint {folder}: {cause}; a re-run resumes from the last "
+                            "complete checkpoint") from exc
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            logs.update({f"rewards/{f.__name__}/errors": f.errors for f in self.reward_functions})
+        super().log(logs, start_time)  # adds TRL's means since the last log to ``logs``
+        if self.on_metrics is not None and self.is_world_process_zero():
+            self.on_metrics({k: float(v) for k, v in logs.items() if isinstance(v, int | float)},
+                            self.state.global_step)
+
+
+def _lora_weights_in_float32(model: Any) -> None:
+    """TRL stores a 4-bit model's trainable LoRA weights in bfloat16; the project's LoRA path keeps them in
+    float32 (as QLoraTrainer does), so an adapter goes on from SFT without losing precision. Before the optimizer
+    exists, so it holds these tensors."""
+    import torch
+
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()
+
+
+TRACKED = ("reward", "reward_std", "frac_reward_zero_std", "kl", "completions/mean_length")
+
+
+def _logged(history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    return [{k: v for k, v in h.items() if k in TRACKED or (k.startswith("rewards/") and k.endswith("/mean"))}
+            for h in history if "loss" in h]
+
+
+def _first_logged(history: list[dict[str, Any]]) -> dict[str, float]:
+    logged = _logged(history)
+    return logged[0] if logged else {}
+
+
+def _last_logged(history: list[dict[str, Any]]) -> dict[str, float]:
+    logged = _logged(history)
+    return logged[-1] if logged else {}

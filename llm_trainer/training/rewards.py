@@ -1,0 +1,135 @@
+"""GRPO rewards, registered by name like processors and evaluators (``training.grpo.rewards: {name: weight}``).
+
+A reward scores a batch of completions against their reference answers; ``RewardFunction`` wraps it for TRL:
+a reward that raises on a completion scores that completion 0 (and counts it) instead of ending the run, and
+it remembers the range of its values so that a reward constant over a whole run is reported.
+
+    answer_correct  1 when the evaluation's judge (``score_many``: rules, then math-verify) finds it correct
+    format          1 when a final-answer line is present and states an answer ("Final answer: 8")
+    length          0 up to ``length_budget`` completion tokens, then falling linearly to -1 at the limit
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from abc import ABC, abstractmethod
+from typing import Any
+
+from llm_trainer.evaluation.extraction import extract
+from llm_trainer.evaluation.scoring import ScoringSettings, score_many
+from llm_trainer.registry import REWARDS
+
+logger = logging.getLogger(__name__)
+
+
+class BaseReward(ABC):
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+
+    @abstractmethod
+    def score(self, completions: list[str], references: list[str], lengths: list[int]) -> list[float]:
+        """One reward per completion; ``lengths`` are the completions' token counts."""
+
+
+class AnswerCorrectReward(BaseReward):
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
+        evaluation = getattr(cfg, "evaluation", None)  # the trainer's spec may carry only the training sections
+        self.settings = (ScoringSettings(evaluation.numeric_tolerance, evaluation.verify_timeout_seconds,
+                                         evaluation.short_answer_max_words) if evaluation else ScoringSettings())
+
+    def score(self, completions: list[str], references: list[str], lengths: list[int]) -> list[float]:
+        return [1.0 if row["correct"] else 0.0 for row in score_many(completions, references, self.settings)]
+
+
+class FormatReward(BaseReward):
+    def score(self, completions: list[str], references: list[str], lengths: list[int]) -> list[float]:
+        return [float(has_final_answer(text)) for text in completions]
+
+
+def has_final_answer(text: str) -> bool:
+    extraction = extract(text)
+    return extraction.method == "final_line" and bool(extraction.answer)
+
+
+class LengthReward(BaseReward):
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
+        grpo = cfg.training.grpo
+        self.limit = grpo.max_completion_length
+        self.budget = grpo.length_budget if grpo.length_budget is not None else (3 * self.limit) // 4
+
+    def score(self, completions: list[str], references: list[str], lengths: list[int]) -> list[float]:
+        span = max(1, self.limit - self.budget)
+        return [-min(1.0, max(0, n - self.budget) / span) for n in lengths]
+
+
+class RewardFunction:
+    """A reward as TRL calls it: keyword arguments in, one float per completion out; never raises."""
+
+    def __init__(self, name: str, reward: BaseReward):
+        self.__name__ = name  # TRL names the logged metrics rewards/<name>/mean and /std after it
+        self.reward = reward
+        self.errors = 0
+        self.scored = 0
+        self.low, self.high = math.inf, -math.inf
+
+    def __call__(self, prompts: list, completions: list, completion_ids: list[list[int]],
+                 reference_answer: list[str] | None = None, **_: Any) -> list[float]:
+        texts = [_text(c) for c in completions]
+        references = list(reference_answer or [""] * len(texts))
+        lengths = [len(ids) for ids in completion_ids]
+        try:
+            values = [float(v) for v in self.reward.score(texts, references, lengths)]
+            if len(values) != len(texts):
+                raise ValueError(f"returned {len(values)} rewards for {len(texts)} completions")
+        except Exception:  # noqa: BLE001 - score one by one: only the completions it fails on get 0
+            values = [self._one(text, reference, n) for text, reference, n in zip(texts, references, lengths)]
+        values = [v if math.isfinite(v) else self._failed(ValueError(f"non-finite reward {v}")) for v in values]
+        self.scored += len(values)
+        if values:
+            self.low, self.high = min(self.low, *values), max(self.high, *values)
+        return values
+
+    def _one(self, text: str, reference: str, length: int) -> float:
+        try:
+            (value,) = self.reward.score([text], [reference], [length])
+            return float(value)
+        except Exception as exc:  # noqa: BLE001 - a reward's bug on one completion must not end the run
+            return self._failed(exc)
+
+    def _failed(self, exc: Exception) -> float:
+        self.errors += 1
+        if self.errors == 1:
+            logger.warning("reward '%s' failed on a completion (scored 0, counted in rewards/%s/errors): %s",
+                           self.__name__, self.__name__, " ".join(str(exc).split())[:200] or type(exc).__name__)
+        return 0.0
+
+    @property
+    def constant(self) -> bool:
+        return self.scored > 0 and self.low == self.high
+
+
+def build_rewards(cfg: Any) -> tuple[list[RewardFunction], list[float]]:
+    """The configured rewards, wrapped for TRL, and their weights (in the config's order)."""
+    rewards = cfg.training.grpo.rewards
+    # Metric names: the registered name, or the class name of a 'module:Class' path.
+    functions = [RewardFunction(name.rpartition(":")[2], REWARDS.resolve(name)(cfg)) for name in rewards]
+    return functions, [float(weight) for weight in rewards.values()]
+
+
+def report_constant_rewards(functions: list[RewardFunction]) -> list[str]:
+    """One warning line for the rewards that gave every completion of the run the same value (no signal)."""
+    constant = [f"{f.__name__}={f.low:g}" for f in functions if f.constant]
+    if constant:
+        logger.warning("rewards constant over the whole run (%d completions), so they taught nothing: %s",
+                       max(f.scored for f in functions), ", ".join(constant))
+    return [f.__name__ for f in functions if f.constant]
+
+
+def _text(completion: Any) -> str:
+    """A completion as text: TRL passes conversational completions as [{"role": "assistant", "content": ...}]."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(turn.get("content") or "" for turn in completion if isinstance(turn, dict))
