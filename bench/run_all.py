@@ -20,7 +20,8 @@ from pathlib import Path
 
 from bench import common
 
-BENCHMARKS = ["packing", "processing", "generation", "training", "orchestration", "scoring", "freeform", "tiny_build"]
+BENCHMARKS = ["packing", "processing", "generation", "training", "orchestration", "scoring", "freeform", "tiny_build",
+              "max_context"]
 
 
 def run(name: str, args: argparse.Namespace) -> dict:
@@ -41,6 +42,9 @@ def run(name: str, args: argparse.Namespace) -> dict:
         return main(repeats=args.repeats)
     if name == "tiny_build":
         from bench.bench_tiny_build import main
+        return main()
+    if name == "max_context":  # about 25 minutes on 2 idle cores: one training step per worker at 1-8k tokens
+        from bench.bench_max_context import main
         return main()
     if name == "freeform":
         from bench.bench_freeform import main

@@ -253,6 +253,16 @@ class TrainingConfig(Section):
                                                  "one per visible GPU (1 without a GPU).")
     max_eval_blocks: int | None = Field(None, gt=0, description="Validation loss on at most this many packed "
                                         "blocks (the first ones); all when null.")
+    chunked_loss: bool | Literal["auto"] = Field(
+        "auto", description="Causal-LM loss from the last hidden states in chunks of tokens, never the whole "
+        "logits; 'auto': for vocabularies of 32,000 entries and more (README, 'Long context in little memory').")
+    loss_chunk_size: int = Field(256, gt=0, description="Labelled tokens per chunk of the chunked loss "
+                                 "(at a 128k vocabulary: 128 MB of fp32 logits, three such tensors at a time).")
+    use_liger_kernel: bool | Literal["auto"] = Field(
+        "auto", description="liger-kernel's fused kernels (linear cross-entropy included); 'auto': on a CUDA GPU "
+        "when liger-kernel is installed. Replaces the chunked loss when on.")
+    offload_activations: bool = Field(False, description="Keep activations saved for backward (with gradient "
+                                      "checkpointing: each layer's input) in pinned CPU memory until backward.")
     grpo: GrpoConfig = Field(GrpoConfig(), description="GRPO settings (training.trainer: grpo).")
 
     @field_validator("num_processes")

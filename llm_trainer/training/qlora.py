@@ -24,6 +24,7 @@ from llm_trainer.errors import ConfigError, UserError
 from llm_trainer.fsutil import is_inside, storage_failure, write_dir_atomically
 from llm_trainer.modeling import ADAPTER_WEIGHTS, compute_dtype, load_model, lora_config, resolve_base_model
 from llm_trainer.progress import TrainingProgress
+from llm_trainer.training import losses
 from llm_trainer.training.base import ADAPTER_INFO_FILE, BaseTrainer, LoraAdapter, MetricsHook, TrainResult
 
 COMPLETE_MARKER = "CHECKPOINT_COMPLETE"
@@ -70,6 +71,7 @@ class QLoraTrainer(BaseTrainer):
         )
         trainer.remove_callback(PrinterCallback)  # dicts of quoted numbers; TrainingProgress shows the run
         trainer.on_metrics = on_metrics
+        trainer.configure_memory(cfg.training, vocab_size=model.config.vocab_size)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         started = time.time()
@@ -107,6 +109,10 @@ class QLoraTrainer(BaseTrainer):
             "wall_time_s": round(wall_time, 2),
             "train_tokens_per_second": round(trained_tokens / wall_time, 1) if wall_time else None,
             "peak_memory_mb": _peak_memory_mb(),
+            "tokens_per_step": round(trainer.input_tokens / trainer.micro_batches * trainer.args.world_size
+                                     * trainer.args.gradient_accumulation_steps) if trainer.micro_batches else None,
+            "max_sample_tokens": trainer.max_sample_tokens or None,
+            "chunked_loss": int(trainer.chunked_loss),
             "trainable_params": int(trainable),
             "total_params": int(total),
         }
@@ -149,6 +155,7 @@ class QLoraTrainer(BaseTrainer):
             bf16=on_gpu and compute == "bfloat16",
             fp16=on_gpu and compute == "float16",
             use_cpu=not on_gpu,
+            use_liger_kernel=losses.use_liger_kernel(t.use_liger_kernel, on_gpu),
             report_to="none",
             remove_unused_columns=False,
             dataloader_num_workers=0,
@@ -192,10 +199,17 @@ class QLoraTrainer(BaseTrainer):
 
 
 class _TrackingTrainer(Trainer):
-    """Counts trained (label) tokens and reports throughput and metrics at every log."""
+    """Counts trained (label) tokens and reports throughput and metrics at every log; computes the loss in
+    chunks from the last hidden states when configured (llm_trainer.training.losses)."""
 
     on_metrics: MetricsHook | None = None
     trained_tokens = 0
+    input_tokens = 0  # every token fed in training (padding tails of packed blocks included)
+    micro_batches = 0
+    max_sample_tokens = 0
+    chunked_loss = False
+    loss_chunk_size = 256
+    offload_activations = False
     _last_log: tuple[int, float | None] = (0, None)
 
     def _save_checkpoint(self, model, trial):
@@ -209,11 +223,34 @@ class _TrackingTrainer(Trainer):
             raise UserError(f"cannot save the checkpoint {folder}: {cause}; a re-run resumes from the last "
                             "complete checkpoint") from exc
 
+    def configure_memory(self, training: Any, vocab_size: int) -> None:
+        self.chunked_loss = (losses.use_chunked_loss(training.chunked_loss, vocab_size, self.args.use_liger_kernel)
+                             and losses.supports_chunked_loss(self.accelerator.unwrap_model(self.model).config))
+        self.loss_chunk_size = training.loss_chunk_size
+        self.offload_activations = training.offload_activations
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        import contextlib
+
         if model.training:
             self.trained_tokens += int((inputs["labels"] != IGNORE_INDEX).sum())
-        return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                    num_items_in_batch=num_items_in_batch)
+            fed, longest = losses.batch_token_counts(inputs)
+            self.input_tokens += fed
+            self.micro_batches += 1
+            self.max_sample_tokens = max(self.max_sample_tokens, longest)
+        offload = self.offload_activations and model.training
+        with losses.ActivationOffload() if offload else contextlib.nullcontext():
+            if not self.chunked_loss or self.label_smoother is not None or self.compute_loss_func is not None:
+                return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
+            # The same normalisation as the model's own loss inside super().compute_loss.
+            items = num_items_in_batch if self.model_accepts_loss_kwargs else None
+            output_layer = self.accelerator.unwrap_model(model).get_output_embeddings()
+            loss, outputs = losses.model_loss_from_hidden(model, output_layer, inputs, self.loss_chunk_size, items)
+        if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs and items is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size() if self.args.n_gpu <= 1
+                           else self.args.n_gpu)
+        return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         now = time.time()
