@@ -66,13 +66,20 @@ def loss_curve_png(history: list[dict[str, Any]], title: str = "loss") -> bytes:
 
 
 def token_length_png(histograms: dict[str, dict[str, list]], max_seq_length: int) -> bytes:
-    """Token lengths per split (``{"train": {"edges": [...], "counts": [...]}}``) with the length limit."""
+    """Token lengths per split (``{"train": {"edges": [...], "counts": [...]}}``) with the length limit drawn,
+    the rows past it counted in the legend and their side of the chart shaded."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
+    top = max_seq_length
     for name, histogram in histograms.items():
         edges, counts = histogram["edges"], histogram["counts"]
-        axes.stairs(counts, edges, label=f"{name} ({sum(counts)} rows)", fill=name == "train", alpha=0.6)
+        over = sum(c for c, left in zip(counts, edges) if left >= max_seq_length)
+        share = f", {over} ({over / max(sum(counts), 1):.0%}) over the limit" if over else ""
+        axes.stairs(counts, edges, label=f"{name} ({sum(counts)} rows{share})", fill=name == "train", alpha=0.6)
+        top = max(top, edges[-1] if edges else 0)
     axes.axvline(max_seq_length, color="tab:red", linestyle="--", label=f"max_seq_length {max_seq_length}")
+    if top > max_seq_length:
+        axes.axvspan(max_seq_length, top, color="tab:red", alpha=0.08)
     axes.set(xlabel="tokens per sample (prompt + answer)", ylabel="samples", title="token lengths")
     axes.legend()
     return _png(figure)

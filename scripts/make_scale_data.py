@@ -33,7 +33,7 @@ POOL_WORDS = 4_000_000
 def word_pool(rng: np.random.Generator, vocabulary: int = 20_000) -> tuple[str, np.ndarray]:
     """One long text of Zipf-distributed pseudo-words, and the character offset where each word starts."""
     parts = rng.integers(0, len(SYLLABLES), size=(vocabulary, 5))
-    sizes = rng.integers(1, 6, size=vocabulary)
+    sizes = rng.integers(1, 4, size=vocabulary)
     words = np.array(["".join(SYLLABLES[p] for p in row[:n]) for row, n in zip(parts, sizes)])
     weights = 1.0 / (np.arange(vocabulary) + 10.0)  # a flattened Zipf law: frequent words, and a long tail
     chosen = words[rng.choice(vocabulary, size=POOL_WORDS, p=weights / weights.sum())]

@@ -193,9 +193,18 @@ def split_sizes(processed: datasets.DatasetDict, cfg: DataConfig) -> str:
 
 
 def length_histogram(lengths: np.ndarray, max_seq_length: int, bins: int = 32) -> dict[str, list]:
-    """Counts of token lengths (before over-long rows are dropped) in equal bins up to the longest row."""
-    top = max(int(lengths.max()) if len(lengths) else 0, max_seq_length)
-    counts, edges = np.histogram(lengths, bins=bins, range=(0, top))
+    """Counts of token lengths (before any row is dropped or truncated). One bin edge is ``max_seq_length``
+    itself, so the counts past it are exactly the over-length rows: bins of one width up to it, at most a
+    quarter of ``bins`` (wider ones) past it, up to the longest row."""
+    below = max(bins - bins // 4, 1)
+    edges = np.linspace(0, max_seq_length, below + 1)
+    top = int(lengths.max()) if len(lengths) else 0
+    if top > max_seq_length:
+        above = min(bins // 4, int(np.ceil((top - max_seq_length) / (max_seq_length / below)))) or 1
+        edges = np.concatenate([edges, np.linspace(max_seq_length, top, above + 1)[1:]])
+    # Bins are (left, right], so a row of exactly max_seq_length tokens counts below the line, as it should.
+    bins_of = np.clip(np.searchsorted(edges, lengths, side="left") - 1, 0, len(edges) - 2)
+    counts = np.bincount(bins_of, minlength=len(edges) - 1)
     return {"edges": [round(float(e), 1) for e in edges], "counts": [int(c) for c in counts]}
 
 
