@@ -46,3 +46,9 @@ sample-data:
 
 clean:
 	rm -rf .llm_trainer outputs .pytest_cache
+
+# Any zenml command against the project's own store (a plain `zenml` reads the user's global one):
+#   make zenml ARGS="model list"    make zenml ARGS="pipeline runs list"
+.PHONY: zenml
+zenml: install
+	$(PY) -m runner.dashboards cli $(ARGS)

@@ -88,11 +88,12 @@ def test_zenml_dashboard_shows_the_run_and_its_lineage(project):
         assert run["name"] == summary["run_name"] and run["body"]["status"] == "completed"
         steps = http_json(f"{base}/api/v1/steps?pipeline_run_id={summary['run_id']}&size=50")["items"]
         assert {s["name"] for s in steps} == {"fingerprint_source", "load_data", "preprocess",
-                                                "tokenize", "train_model"}
+                                                "tokenize", "prepare_base_model", "train_model"}
         by_name = {s["name"]: s["id"] for s in steps}
         train = http_json(f"{base}/api/v1/steps/{by_name['train_model']}?hydrate=true")
-        # Lineage: train_model consumed tokenize's outputs and produced the adapter.
-        assert train["metadata"]["parent_step_ids"] == [by_name["tokenize"]]
+        # Lineage: train_model consumed tokenize's outputs and the base model, and produced the adapter.
+        assert sorted(train["metadata"]["parent_step_ids"]) == sorted([by_name["tokenize"],
+                                                                       by_name["prepare_base_model"]])
         tokenize = http_json(f"{base}/api/v1/steps/{by_name['tokenize']}?hydrate=true")
         first = lambda versions: versions[0] if isinstance(versions, list) else versions  # noqa: E731
         assert (first(train["resources"]["inputs"]["tokenized_dataset"])["id"]
@@ -101,10 +102,16 @@ def test_zenml_dashboard_shows_the_run_and_its_lineage(project):
         curve = first(train["resources"]["outputs"]["loss_curve"])["id"]
         shown = http_json(f"{base}/api/v1/artifact_versions/{curve}/visualize?index=0")
         assert shown["type"] == "html" and "data:image/png;base64," in shown["value"]
+        # No account-details form for the local default user: answered through ZenML's API before serving.
+        user = http_json(f"{base}/api/v1/current-user?hydrate=true")
+        assert user["body"]["email_opted_in"] is False
+        assert user["metadata"]["user_metadata"]["finished_onboarding_survey"] is True
         assert process.poll() is None
     finally:
         stop(process)
     assert process.poll() is not None
+    printed = process.stdout.read()
+    assert f"latest run (its DAG): {base}/projects/default/runs/{summary['run_id']}" in printed
     # The client configuration is untouched: the project keeps using its SQLite store afterwards.
     check = subprocess.run([sys.executable, "-c", "from zenml.client import Client; "
                             "print(Client().zen_store.type.value)"], cwd=ROOT, env=env, capture_output=True,
@@ -127,6 +134,8 @@ def test_mlflow_ui_shows_the_experiment_and_its_metrics(project):
     finally:
         stop(process)
     assert process.poll() is not None
+    printed = process.stdout.read()  # the run list in the model-training view, not MLflow's GenAI start page
+    assert f"experiment quickstart: {base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning" in printed
 
 
 def test_every_mlflow_metric_runs_forward_in_steps(project):

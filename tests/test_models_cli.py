@@ -104,3 +104,17 @@ def test_an_unknown_version_lists_the_versions_there_are(registered):
                                 "2 (production), 3 (staging)")
     with pytest.raises(UserError, match="no model named 'never-registered' is registered yet"):
         find_version("never-registered", "production")
+
+
+def test_make_zenml_runs_zenml_commands_on_the_projects_store(registered):
+    """`make zenml ARGS="model list"` runs `python -m runner.dashboards cli model list`: the zenml CLI on this
+    project's store (here the session's), which holds the model."""
+    import os
+    import subprocess
+    import sys
+
+    assert "$(PY) -m runner.dashboards cli $(ARGS)" in (ROOT / "Makefile").read_text()
+    result = subprocess.run([sys.executable, "-m", "runner.dashboards", "cli", "model", "list"], cwd=ROOT,
+                            env={**os.environ, "COLUMNS": "200"}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert NAME in result.stdout
