@@ -38,10 +38,10 @@ def one_at_a_time(model, tokenizer, conversations, max_new_tokens: int) -> int:
 
 def main(prompts: int = PROMPTS, max_new_tokens: int = MAX_NEW_TOKENS, batch: int = BATCH, repeats: int = 3) -> dict:
     from llm_trainer.inference import generate_batch, load_for_inference
-    from llm_trainer.modeling import resolve_base_model
+    from llm_trainer.base_model import resolve_base_model
 
     cfg, _, processed, tokenizer = quickstart_assets()
-    model = load_for_inference(cfg.model, resolve_base_model(cfg.model, tokenizer, cfg.seed))
+    model = load_for_inference(cfg.model, resolve_base_model(cfg.model, tokenizer, cfg.seed).name_or_path)
     test = processed["test"].select(range(min(prompts, len(processed["test"]))))
     conversations = [messages[:-1] for messages in test["messages"]]
     generate_batch(model, tokenizer, conversations[:2], 4, batch)  # warm-up

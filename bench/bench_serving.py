@@ -115,11 +115,12 @@ def server(adapter: Path, *extra: str):
 
 def main(requests: int = REQUESTS, max_tokens: int = MAX_TOKENS) -> dict:
     from llm_trainer.inference import generate_batch, load_for_inference
-    from llm_trainer.modeling import load_tokenizer, resolve_base_model
+    from llm_trainer.base_model import resolve_base_model
+    from llm_trainer.modeling import load_tokenizer
 
     info = machine()  # load average before the run
     cfg, _, processed, tokenizer = quickstart_assets()
-    base = resolve_base_model(cfg.model, tokenizer, cfg.seed)
+    base = resolve_base_model(cfg.model, tokenizer, cfg.seed).name_or_path
     adapter = make_adapter(base, tokenizer, scratch("adapter"))
     test = processed["test"]
     conversations = [test[i % len(test)]["messages"][:-1] for i in range(requests)]

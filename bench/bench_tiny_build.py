@@ -37,7 +37,7 @@ def train_split(rows: int, seed: int = 0):
 
 def build(rows: int, overrides: list[str]) -> dict:
     from llm_trainer.config import load_config
-    from llm_trainer.modeling import prepare_tokenizer, resolve_base_model
+    from llm_trainer.base_model import prepare_tokenizer, resolve_base_model
     from llm_trainer.tiny_model import build_info
 
     split = train_split(rows)
@@ -45,7 +45,7 @@ def build(rows: int, overrides: list[str]) -> dict:
     started = time.perf_counter()
     tokenizer = prepare_tokenizer(cfg.model, split)
     tokenizer_s = time.perf_counter() - started
-    folder = resolve_base_model(cfg.model, tokenizer, cfg.seed)
+    folder = resolve_base_model(cfg.model, tokenizer, cfg.seed).name_or_path
     total = time.perf_counter() - started
     return {"rows": rows, "tokenizer_s": round(tokenizer_s, 1), "total_s": round(total, 1), **build_info(folder)}
 

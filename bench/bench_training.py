@@ -43,13 +43,14 @@ def baseline_worker(steps: int, out: Path) -> dict:
     from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
-    from llm_trainer.modeling import load_model, lora_config, resolve_base_model
+    from llm_trainer.base_model import resolve_base_model
+    from llm_trainer.modeling import load_model, lora_config
 
     cfg, processor, processed, tokenizer = quickstart_assets(_overrides(steps) + ["data.packing=false"])
     tokenized, _ = processor.tokenize(processed, tokenizer)
     train = tokenized["train"].select_columns(["input_ids", "labels"])
     set_seed(cfg.seed)
-    model = load_model(resolve_base_model(cfg.model, tokenizer, cfg.seed), cfg.model)
+    model = load_model(resolve_base_model(cfg.model, tokenizer, cfg.seed).name_or_path, cfg.model)
     model.config.use_cache = False
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
                                             gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -84,7 +85,7 @@ def baseline_worker(steps: int, out: Path) -> dict:
 
 
 def main(steps: int = STEPS, repeats: int = 3) -> dict:
-    from llm_trainer.modeling import resolve_base_model
+    from llm_trainer.base_model import resolve_base_model
 
     cfg, _, _, tokenizer = quickstart_assets()
     resolve_base_model(cfg.model, tokenizer, cfg.seed)  # build the tiny model once, before the timed workers

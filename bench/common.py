@@ -169,7 +169,7 @@ def quickstart_assets(overrides: list[str] | None = None) -> tuple[Any, Any, Any
     tokenizer is cached in the benchmark's LLM_TRAINER_HOME after the first call."""
     from llm_trainer.config import load_config
     from llm_trainer.data import build_processor
-    from llm_trainer.modeling import prepare_tokenizer
+    from llm_trainer.base_model import prepare_tokenizer
 
     cfg = load_config(QUICKSTART, [f"data.source={SAMPLE_DATA}", *(overrides or [])])
     processor = build_processor(cfg.data)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -175,6 +176,28 @@ class LoraSettings(Section):
     bias: Literal["none", "all", "lora_only"] = "none"
 
 
+class DistributedConfig(Section):
+    """accelerate's launcher settings for data-parallel runs on one machine or several; each unset value comes
+    from the environment a multi-node platform sets (NODE_RANK, MASTER_ADDR, MASTER_PORT), else from the
+    single-machine default (rank 0, 127.0.0.1, a free port)."""
+
+    num_machines: int = Field(1, gt=0, description="Machines taking part; each runs training.num_processes.")
+    machine_rank: int | None = Field(None, ge=0, description="This machine's rank (0 saves the adapter); "
+                                     "default: $NODE_RANK or 0.")
+    main_process_ip: str | None = Field(None, description="Address of machine 0; default: $MASTER_ADDR or "
+                                        "127.0.0.1.")
+    main_process_port: int | None = Field(None, gt=0, lt=65536, description="Rendezvous port on machine 0; "
+                                          "default: $MASTER_PORT or a free port.")
+    fsdp: bool = Field(False, description="Shard the 4-bit base and the adapter with FSDP (GPUs only) instead of "
+                       "replicating the model in every process (DDP).")
+
+    @model_validator(mode="after")
+    def _rank_in_range(self) -> DistributedConfig:
+        if self.machine_rank is not None and self.machine_rank >= self.num_machines:
+            raise ValueError(f"machine_rank {self.machine_rank} must be below num_machines {self.num_machines}")
+        return self
+
+
 GRPO_LOSS_TYPES = Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"]
 
 
@@ -263,6 +286,7 @@ class TrainingConfig(Section):
         "when liger-kernel is installed. Replaces the chunked loss when on.")
     offload_activations: bool = Field(False, description="Keep activations saved for backward (with gradient "
                                       "checkpointing: each layer's input) in pinned CPU memory until backward.")
+    distributed: DistributedConfig = DistributedConfig()
     grpo: GrpoConfig = Field(GrpoConfig(), description="GRPO settings (training.trainer: grpo).")
 
     @field_validator("num_processes")
@@ -405,16 +429,77 @@ class RunConfig(Section):
             if task not in self.evaluation.benchmarks:
                 raise ValueError(f"registry.promotion_metric: '{metric}' needs '{task}' in evaluation.benchmarks "
                                  f"(have: {', '.join(self.evaluation.benchmarks) or 'none'})")
-        elif known and metric not in known:
+        elif known and metric not in known and not (self.evaluation.evaluator == "reasoning"
+                                                    and re.fullmatch(r"accuracy_task_[a-z0-9_]+", metric)):
             raise ValueError(f"registry.promotion_metric: '{metric}' is not a metric of the "
-                             f"{self.evaluation.evaluator} evaluator ({', '.join(known)}, or "
-                             "benchmark.<task>.<metric>)")
+                             f"{self.evaluation.evaluator} evaluator ({', '.join(known)}, "
+                             "accuracy_task_<family> where the data has a task column, or benchmark.<task>.<metric>)")
         return self
 
     def section_hash(self, *sections: str) -> str:
         """A short hash of some sections, for cache keys that must change when (only) they change."""
-        payload = {name: getattr(self, name).model_dump(mode="json") for name in sections}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        return section_hash(self, *sections)
+
+    def train_spec(self) -> TrainSpec:
+        return TrainSpec(**{name: getattr(self, name) for name in TrainSpec.model_fields})
+
+    def eval_spec(self) -> EvalSpec:
+        return EvalSpec(**{name: getattr(self, name) for name in EvalSpec.model_fields})
+
+    def model_version_spec(self) -> ModelVersionSpec:
+        return ModelVersionSpec(
+            name=self.registry.model_name or self.name, tags=self.zenml.tags,
+            config_key=f"{self.section_hash('data', 'model', 'lora', 'training', 'evaluation', 'registry')}-{self.seed}",
+            description=f"QLoRA adapter for {self.model.base_model} ({self.name})")
+
+
+def section_hash(spec: BaseModel, *sections: str) -> str:
+    payload = {name: _dumped(getattr(spec, name)) for name in sections}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _dumped(value: Any) -> Any:
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+class TrainSpec(Section):
+    """The sections training reads, and nothing else: the train step's one typed input (so that editing
+    evaluation, registry or zenml settings neither re-trains nor changes the run folder)."""
+
+    name: str
+    seed: int
+    output_dir: str
+    data: DataConfig
+    model: ModelConfig
+    lora: LoraSettings
+    training: TrainingConfig
+
+    def section_hash(self, *sections: str) -> str:
+        return section_hash(self, *sections)
+
+
+class ModelVersionSpec(Section):
+    """The registered model a run's adapter goes to. The version is named when the run runs, from ``config_key``
+    and the fingerprint of the data that run read: an unchanged run lands on its earlier version, changed data
+    (a scheduled run on new data, say) on a new one."""
+
+    name: str
+    config_key: str
+    tags: list[str] = []
+    description: str = ""
+
+    def version_name(self, source_fingerprint: str) -> str:
+        return f"{self.config_key}-{source_fingerprint[:8]}"
+
+
+class EvalSpec(Section):
+    """The sections evaluation reads: the evaluate steps' one typed input."""
+
+    name: str
+    seed: int
+    data: DataConfig
+    model: ModelConfig
+    evaluation: EvaluationConfig
 
 
 def format_validation_error(error: ValidationError) -> str:

@@ -115,17 +115,20 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def bnb_config(cfg: ModelConfig) -> Any:
-    """BitsAndBytesConfig for 4-bit loading, or None for full-precision LoRA."""
+def bnb_config(cfg: ModelConfig, fsdp: bool = False) -> Any:
+    """BitsAndBytesConfig for 4-bit loading, or None for full-precision LoRA. Under FSDP the packed 4-bit weights
+    are stored in the compute dtype, so that FSDP can shard them like the other parameters (peft's FSDP-QLoRA)."""
     if not cfg.load_in_4bit:
         return None
     from transformers import BitsAndBytesConfig
 
+    compute = torch_dtype(compute_dtype(cfg))
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=cfg.bnb_4bit_quant_type,
         bnb_4bit_use_double_quant=cfg.bnb_4bit_use_double_quant,
-        bnb_4bit_compute_dtype=torch_dtype(compute_dtype(cfg)),
+        bnb_4bit_compute_dtype=compute,
+        **({"bnb_4bit_quant_storage": compute} if fsdp else {}),
     )
 
 
@@ -153,15 +156,16 @@ def check_attention(cfg: ModelConfig) -> None:
                           "use sdpa (the default)")
 
 
-def load_model(name_or_path: str, cfg: ModelConfig, device_map: Any = None) -> Any:
-    """The base model through ``from_pretrained``: 4-bit when configured, safetensors only."""
+def load_model(name_or_path: str, cfg: ModelConfig, device_map: Any = None, fsdp: bool = False) -> Any:
+    """The base model through ``from_pretrained``: 4-bit when configured, safetensors only. Under FSDP there is
+    no device map: accelerate places the shards."""
     import torch
     from transformers import AutoModelForCausalLM
 
     check_device(cfg)
     check_attention(cfg)
-    quantization = bnb_config(cfg)
-    if device_map is None:
+    quantization = bnb_config(cfg, fsdp=fsdp)
+    if device_map is None and not fsdp:
         device_map = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
     dtype = torch_dtype(compute_dtype(cfg))
     try:
@@ -188,23 +192,3 @@ def attach_adapter(model: Any, adapter_path: str | Path) -> Any:
         raise UserError(f"adapter: '{folder}' holds no {ADAPTER_WEIGHTS} (found: {found or 'nothing'}); "
                           "adapters load from safetensors only")
     return PeftModel.from_pretrained(model, str(folder))
-
-
-def prepare_tokenizer(cfg: ModelConfig, train_split: Any) -> Any:
-    """The base model's tokenizer; for tiny-llama, one trained on the train split's text."""
-    if not cfg.is_tiny:
-        return load_tokenizer(cfg.base_model, cfg)
-    from llm_trainer.tiny_model import build_tiny_tokenizer
-
-    rows = ([turn["content"] for turn in messages] for batch in train_split.iter(batch_size=1000)
-            for messages in batch["messages"])
-    return build_tiny_tokenizer(rows, cfg)
-
-
-def resolve_base_model(cfg: ModelConfig, tokenizer: Any, seed: int) -> str:
-    """What to pass to ``from_pretrained``: the Hub id or path, or the built tiny model's folder."""
-    if not cfg.is_tiny:
-        return cfg.base_model
-    from llm_trainer.tiny_model import build_tiny_model
-
-    return str(build_tiny_model(tokenizer, cfg, seed))

@@ -70,7 +70,7 @@ def build_tiny_tokenizer(rows: Iterable[str | list[str]], cfg: ModelConfig) -> A
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    corpus = list(dict.fromkeys(t for texts in sample_rows(rows, cfg.tiny.tokenizer_max_chars) for t in texts))
+    corpus = tiny_corpus(rows, cfg)
     digest = hashlib.sha256(json.dumps([BUILD_VERSION, cfg.tiny.model_dump(), corpus]).encode()).hexdigest()
     target = cache_dir("tiny-tokenizer") / digest[:16]
     if not target.exists():
@@ -92,9 +92,17 @@ def build_tiny_tokenizer(rows: Iterable[str | list[str]], cfg: ModelConfig) -> A
     return tokenizer
 
 
-def build_tiny_model(tokenizer: Any, cfg: ModelConfig, seed: int) -> Path:
+def tiny_corpus(rows: Iterable[str | list[str]], cfg: ModelConfig) -> list[str]:
+    """The distinct texts of the hash-sampled rows: what the tokenizer trains on and the model pre-trains on."""
+    return list(dict.fromkeys(t for texts in sample_rows(rows, cfg.tiny.tokenizer_max_chars) for t in texts))
+
+
+def build_tiny_model(tokenizer: Any, cfg: ModelConfig, seed: int,
+                     rows: Iterable[str | list[str]] | None = None) -> Path:
     """Initialise and briefly pre-train (or reuse) the tiny Llama for this tokenizer; returns its folder, which
-    also holds ``build_info.json`` (build seconds, pre-training tokens, corpus characters)."""
+    also holds ``build_info.json`` (build seconds, pre-training tokens, corpus characters). The pre-training text
+    is the corpus the tokenizer cached; where that cache is empty (another machine), it is sampled again from
+    ``rows``, the same rows the tokenizer was built from."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -104,16 +112,19 @@ def build_tiny_model(tokenizer: Any, cfg: ModelConfig, seed: int) -> Path:
     if target.exists():
         return target
     corpus_file = cache_dir("tiny-corpus") / f"{vocab}.json"
-    if not corpus_file.exists():
+    if corpus_file.exists():
+        corpus = json.loads(corpus_file.read_text())
+    elif rows is not None:
+        corpus = tiny_corpus(rows, cfg)
+    else:
         raise ConfigError("model.base_model: tiny-llama's pre-training text is not cached on this machine; "
-                          "run the process pipeline here first")
+                          "pass the train split it was built from")
     config = LlamaConfig(
         vocab_size=len(tokenizer), **cfg.tiny.architecture(),
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
     )
     started = time.perf_counter()
-    corpus = json.loads(corpus_file.read_text())
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)

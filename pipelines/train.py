@@ -8,8 +8,7 @@ from steps import train_model
 @pipeline
 def train_pipeline(config: RunConfig):
     """process (cached when data and tokenizer settings are unchanged) -> train."""
-    _, tokenized_dataset, tokenizer = process_pipeline(data=config.data, model=config.model)
-    adapter, training_metrics, _ = train_model(
-        tokenized_dataset, tokenizer, name=config.name, seed=config.seed, output_dir=config.output_dir,
-        data=config.data, model=config.model, lora=config.lora, training=config.training)
+    _, tokenized_dataset, tokenizer, base_model, _ = process_pipeline(data=config.data, model=config.model,
+                                                                       seed=config.seed)
+    adapter, training_metrics, _ = train_model(tokenized_dataset, tokenizer, base_model, spec=config.train_spec())
     return adapter, training_metrics

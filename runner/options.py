@@ -8,12 +8,13 @@ from typing import Any
 
 from llm_trainer.config import RunConfig
 from llm_trainer.errors import UserError
+from steps.names import EVALUATE_BASE, EVALUATE_FINETUNED, TRAIN
 
 # The steps that need the accelerator, per pipeline command.
 GPU_STEPS = {
-    "train": {"train_model": "train"},
-    "evaluate": {"evaluate_base": "evaluate", "evaluate_finetuned": "evaluate"},
-    "full": {"train_model": "train", "evaluate_base": "evaluate", "evaluate_finetuned": "evaluate"},
+    "train": {TRAIN: "train"},
+    "evaluate": {EVALUATE_BASE: "evaluate", EVALUATE_FINETUNED: "evaluate"},
+    "full": {TRAIN: "train", EVALUATE_BASE: "evaluate", EVALUATE_FINETUNED: "evaluate"},
 }
 
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from llm_trainer.config import RunConfig
 from runner import stack
-from runner.models import model_name
 from runner.options import check_stack_supports, parse_schedule, pipeline_settings, step_options
 from runner.stale import OWNER_KEY, owner_marker
+from steps.names import EVALUATE_BASE, EVALUATE_FINETUNED
 
 TRACKED = {"train", "evaluate", "full"}
 
@@ -43,14 +43,13 @@ def configure_run(command: str, cfg: RunConfig, fingerprint: str, adapter_path: 
     stack.init_store()
     if cfg.zenml.stack:
         stack.use_stack(cfg.zenml.stack)
-    from zenml import Model
     from zenml.enums import ExecutionMode
 
     from pipelines import evaluate_pipeline, full_pipeline, process_pipeline, train_pipeline
 
     options: dict[str, Any] = {}
     if command == "process":
-        pipeline, params = process_pipeline, {"data": cfg.data, "model": cfg.model}
+        pipeline, params = process_pipeline, {"data": cfg.data, "model": cfg.model, "seed": cfg.seed}
     else:
         pipeline = {"train": train_pipeline, "evaluate": evaluate_pipeline, "full": full_pipeline}[command]
         params = {"config": cfg}
@@ -66,19 +65,13 @@ def configure_run(command: str, cfg: RunConfig, fingerprint: str, adapter_path: 
         options["secrets"] = list(cfg.zenml.secrets)
     steps = step_options(cfg, command)
     if command == "evaluate":
-        steps = {k: v for k, v in steps.items() if k == ("evaluate_finetuned" if adapter_path else "evaluate_base")}
+        steps = {k: v for k, v in steps.items() if k == (EVALUATE_FINETUNED if adapter_path else EVALUATE_BASE)}
     options["steps"] = steps
     if schedule:
         options["schedule"] = parse_schedule(schedule, f"{cfg.name}-{command}")
     check_stack_supports(cfg, command, options.get("schedule"))
     if owner and not schedule and stack.runs_in_this_process():
         options["extra"] = {OWNER_KEY: owner}
-    if command == "full":
-        # Named by what it was made from: an unchanged re-run (all steps cached) lands on the same version
-        # instead of registering an empty duplicate.
-        version = f"{cfg.section_hash('data', 'model', 'lora', 'training', 'evaluation', 'registry')}-{cfg.seed}-{fingerprint[:8]}"
-        options["model"] = Model(name=model_name(cfg), version=version, tags=cfg.zenml.tags,
-                                 description=f"QLoRA adapter for {cfg.model.base_model} ({cfg.name})")
     configured = pipeline.with_options(
         execution_mode=ExecutionMode.FAIL_FAST,
         enable_cache=cfg.zenml.enable_cache and not no_cache,

@@ -7,7 +7,7 @@ from zenml.client import Client
 from zenml.enums import ModelStages
 from zenml.types import HTMLString
 
-from llm_trainer.config import RegistryConfig
+from llm_trainer.config import ModelVersionSpec, RegistryConfig
 from llm_trainer.evaluation.report import promotion_html
 from llm_trainer.promotion import decide_promotion
 from llm_trainer.training import LoraAdapter
@@ -20,27 +20,61 @@ def register_model(
     adapter: LoraAdapter,
     finetuned_metrics: dict[str, Any],
     base_metrics: dict[str, Any],
+    source_fingerprint: str,
     registry: RegistryConfig,
+    version: ModelVersionSpec,
 ) -> tuple[Annotated[dict[str, Any], "promotion_decision"], Annotated[HTMLString, "promotion_report"]]:
-    """Record the metrics on this run's ZenML model version, register the adapter in MLflow, and promote
-    it to production only if it beats the base model and the current production version."""
-    model = get_step_context().model
-    production = _production_metrics(model.name, exclude_id=model.id)
+    """Find or create this run's ZenML model version (named from the config and the fingerprint of the data this
+    run read), link the run's artifacts to it, record the metrics, register the adapter in MLflow, and promote it
+    to production only if it beats the base model and the current production version."""
+    model = _model_version(version, version.version_name(source_fingerprint))
+    production = _production_metrics(version.name, exclude_id=model.id)
     decision = decide_promotion(registry.promotion_metric, registry.promotion_margin, finetuned_metrics,
                                 base_metrics, production)
     numbers = {k: v for k, v in finetuned_metrics.items() if isinstance(v, int | float)}
     log_metadata(metadata={"evaluation_metrics": numbers, "base_model_metrics":
                            {k: v for k, v in base_metrics.items() if isinstance(v, int | float)},
-                           "base_model": adapter.base_model, "promotion": decision.as_dict()}, infer_model=True)
-    model.set_stage(ModelStages.PRODUCTION if decision.promote else ModelStages.STAGING, force=True)
-    mlflow_version = _register_in_mlflow(model.name, str(model.id), adapter, numbers, decision.promote)
+                           "base_model": adapter.base_model, "source_fingerprint": source_fingerprint,
+                           "promotion": decision.as_dict()}, model_version_id=model.id)
+    Client().update_model_version(model_name_or_id=model.model.id, version_name_or_id=model.id, force=True,
+                                  stage=ModelStages.PRODUCTION if decision.promote else ModelStages.STAGING)
+    mlflow_version = _register_in_mlflow(version.name, str(model.id), adapter, numbers, decision.promote)
     if mlflow_version is not None:
-        log_metadata(metadata={"mlflow_model_version": mlflow_version}, infer_model=True)
-    result = {**decision.as_dict(), "model_name": model.name, "model_version": str(model.number),
+        log_metadata(metadata={"mlflow_model_version": mlflow_version}, model_version_id=model.id)
+    result = {**decision.as_dict(), "model_name": version.name, "model_version": str(model.number),
               "mlflow_version": mlflow_version}
-    print(f"model {model.name} version {model.number}: {decision.stage} ({decision.reason})")
+    print(f"model {version.name} version {model.number}: {decision.stage} ({decision.reason})")
     columns = {"base": base_metrics, "fine-tuned": finetuned_metrics, **({"production": production} if production else {})}
     return result, HTMLString(promotion_html(decision.as_dict(), columns))
+
+
+def _model_version(spec: ModelVersionSpec, name: str) -> Any:
+    """The version ``name`` of the model, created (with the model) if this is its first run; the artifacts this
+    pipeline run has made so far are linked to it (lineage from the version back to the data)."""
+    from zenml.model.utils import link_artifact_version_to_model_version
+
+    client = Client()
+    try:
+        client.get_model(spec.name)
+    except KeyError:
+        client.create_model(spec.name, description=spec.description, tags=spec.tags)
+    try:
+        version = client.get_model_version(spec.name, name)
+    except KeyError:
+        version = client.create_model_version(spec.name, name=name, description=spec.description, tags=spec.tags)
+    linked = {a.id for a in _linked_artifacts(version)}
+    for step_run in client.get_pipeline_run(get_step_context().pipeline_run.id).steps.values():
+        for artifacts in step_run.outputs.values():
+            for artifact in artifacts:
+                if artifact.id not in linked:
+                    link_artifact_version_to_model_version(artifact, version)
+                    linked.add(artifact.id)
+    return version
+
+
+def _linked_artifacts(version: Any) -> list[Any]:
+    return [link.artifact_version for link in Client().list_model_version_artifact_links(
+        model_version_id=version.id, size=1000).items]
 
 
 def _production_metrics(model_name: str, exclude_id: Any) -> dict[str, Any] | None:
@@ -54,22 +88,26 @@ def _production_metrics(model_name: str, exclude_id: Any) -> dict[str, Any] | No
 
 
 def _register_in_mlflow(name: str, zenml_version_id: str, adapter: LoraAdapter, metrics: dict[str, Any],
-                       promote: bool) -> str | None:
-    """The adapter folder as the MLflow model version of this ZenML model version, with the base model and
-    metrics as tags. Exactly one per ZenML version: a re-run after a kill finds the one it made by its tag
-    (created with it, atomically) instead of adding another, and brings the alias in line with the stage."""
+                       promote: bool, settings: Any = None) -> str | None:
+    """The adapter as an MLflow pyfunc model (steps/mlflow_pyfunc.py; ``settings``: a ChatModelSettings, by
+    default read from this pipeline run's config), registered as the MLflow model version of this ZenML model
+    version, with the base model and metrics as tags. Exactly one per ZenML version: a re-run after a kill finds
+    the one it made by its tag (created with it, atomically) instead of adding another, and brings the alias in
+    line with the stage."""
+    from steps.mlflow_pyfunc import log_chat_model
+
     if mlflow.active_run() is None:
         return None
     client = mlflow.MlflowClient()
     version = _mlflow_version_of(client, name, zenml_version_id)
     if version is None:
-        mlflow.log_artifacts(str(adapter.path), "adapter")
+        source = log_chat_model(adapter, settings or _chat_model_settings(adapter))
         if not client.search_registered_models(filter_string=f"name = '{name}'"):
             client.create_registered_model(name)
         tags = {"base_model": adapter.base_model, ZENML_VERSION_TAG: zenml_version_id,
                 **{f"metric.{k}": f"{v:.6g}" for k, v in metrics.items()}}
-        version = client.create_model_version(name, source=mlflow.get_artifact_uri("adapter"),
-                                              run_id=mlflow.active_run().info.run_id, tags=tags)
+        version = client.create_model_version(name, source=source, run_id=mlflow.active_run().info.run_id,
+                                              tags=tags)
     if promote:
         client.set_registered_model_alias(name, "production", version.version)
     elif str(version.version) in _production_versions(client, name):  # promoted by a killed run, then decided against
@@ -87,3 +125,22 @@ def _production_versions(client: Any, name: str) -> list[str]:
         return [str(client.get_model_version_by_alias(name, "production").version)]
     except MlflowException:
         return []
+
+
+def _chat_model_settings(adapter: LoraAdapter) -> Any:
+    """The model section, system prompt and generation settings of this pipeline run's ``config`` parameter;
+    outside a pipeline run (or without that parameter), the model section's defaults for the adapter's base."""
+    from llm_trainer.config import ModelConfig
+    from steps.mlflow_pyfunc import ChatModelSettings
+
+    try:
+        config = (get_step_context().pipeline_run.config.parameters or {}).get("config") or {}
+    except RuntimeError:  # not inside a step
+        config = {}
+    if hasattr(config, "model_dump"):
+        config = config.model_dump()
+    model = ModelConfig.model_validate(config["model"]) if "model" in config else \
+        ModelConfig(base_model=adapter.base_model)
+    data, evaluation = config.get("data") or {}, config.get("evaluation") or {}
+    return ChatModelSettings(model, data.get("system_prompt") or "", int(evaluation.get("max_new_tokens") or 256),
+                             int(evaluation.get("batch_size") or 8))

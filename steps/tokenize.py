@@ -7,7 +7,7 @@ from zenml.types import HTMLString
 
 from llm_trainer.config import DataConfig, ModelConfig
 from llm_trainer.data import build_processor
-from llm_trainer.modeling import prepare_tokenizer
+from llm_trainer.base_model import prepare_tokenizer
 from llm_trainer.reporting import png_html, token_length_png
 from materializers import HFDatasetMaterializer, HFTokenizerMaterializer
 

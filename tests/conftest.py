@@ -68,13 +68,13 @@ def tiny_fp32():
     from llm_trainer.config import load_config
     from llm_trainer.data import build_processor
     from llm_trainer.inference import load_for_inference
-    from llm_trainer.modeling import prepare_tokenizer, resolve_base_model
+    from llm_trainer.base_model import prepare_tokenizer, resolve_base_model
 
     cfg = load_config(QUICKSTART, ["model.load_in_4bit=false", "model.dtype=float32"])
     processor = build_processor(cfg.data)
     processed, _ = processor.preprocess(processor.load())
     tokenizer = prepare_tokenizer(cfg.model, processed["train"])
-    model = load_for_inference(cfg.model, resolve_base_model(cfg.model, tokenizer, cfg.seed))
+    model = load_for_inference(cfg.model, resolve_base_model(cfg.model, tokenizer, cfg.seed).name_or_path)
     return SimpleNamespace(cfg=cfg, model=model, tokenizer=tokenizer, processed=processed)
 
 

@@ -105,14 +105,33 @@ def test_registry_accepts_import_paths_and_registered_classes():
     assert "reasoning" in PROCESSORS.names()
 
 
-def test_library_never_imports_zenml():
+def test_library_never_imports_zenml_mlflow_or_the_layers_above_it():
+    above = {"zenml", "mlflow", "steps", "pipelines", "runner", "materializers", "run_pipeline", "bench"}
     offenders = []
     for path in (ROOT / "llm_trainer").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in {"zenml", "mlflow"}]
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in above]
     assert offenders == []
+
+
+def test_training_and_evaluation_read_only_their_sections(make_config):
+    """The train step's input is a TrainSpec and the evaluate steps' an EvalSpec: settings they do not read are
+    not in them, so that changing those re-runs neither (and the run folder, keyed by the spec, stays put)."""
+    from llm_trainer.training import run_folder
+
+    cfg = make_config()
+    assert set(cfg.train_spec().model_dump()) == {"name", "seed", "output_dir", "data", "model", "lora", "training"}
+    assert set(cfg.eval_spec().model_dump()) == {"name", "seed", "data", "model", "evaluation"}
+    folder = run_folder(cfg.train_spec(), "fingerprint")
+    other_eval = make_config(evaluation={"max_samples": 3}, registry={"promotion_margin": 0.5},
+                             zenml={"tags": ["x"]})
+    assert run_folder(other_eval.train_spec(), "fingerprint") == folder
+    assert other_eval.train_spec() == cfg.train_spec() and other_eval.eval_spec() != cfg.eval_spec()
+    assert run_folder(make_config(training={"learning_rate": 1e-3}).train_spec(), "fingerprint") != folder
+    assert run_folder(cfg.train_spec(), "other data") != folder
+    assert folder.parent == Path(cfg.output_dir) / cfg.name
 
 
 def test_config_validation_does_not_import_torch():

@@ -435,7 +435,7 @@ def test_a_file_in_a_folder_that_cannot_be_read_is_one_line_naming_it(make_confi
 
 
 def _tokenizer(cfg, processed):
-    from llm_trainer.modeling import prepare_tokenizer
+    from llm_trainer.base_model import prepare_tokenizer
 
     return prepare_tokenizer(cfg.model, processed["train"])  # the tiny BPE, trained on these rows
 

@@ -36,7 +36,7 @@ def promoted(tmp_path_factory):
 def test_full_run_evaluates_both_models_and_promotes(promoted):
     steps = promoted["steps"]
     assert sorted(steps) == sorted(["fingerprint_source", "load_data", "preprocess", "tokenize", "check_splits",
-                                    "train_model", "evaluate_base", "evaluate_finetuned", "register_model"])
+                                    "prepare_base_model", "train_model", "evaluate_base", "evaluate_finetuned", "register_model"])
     base, tuned = steps["evaluate_base"], steps["evaluate_finetuned"]
     assert tuned["eval_loss"] < base["eval_loss"]
     assert base["examples"] == tuned["examples"] == 16
@@ -51,9 +51,14 @@ def test_full_run_evaluates_both_models_and_promotes(promoted):
     version = Client().get_model_version("quickstart-test", ModelStages.PRODUCTION)
     assert version.run_metadata["evaluation_metrics"]["eval_loss"] == pytest.approx(tuned["eval_loss"])
     assert {t.name for t in version.tags} >= {"quickstart", "tiny-llama"}  # zenml.tags of the config
-    for name in ("raw_dataset", "processed_dataset", "tokenized_dataset", "tokenizer", "training_metrics",
-                 "evaluation_examples", "promotion_report"):
+    # The version was created by the run's register step, which linked every artifact the run had made.
+    run_fingerprint = Client().get_pipeline_run(promoted["run_id"]).steps["fingerprint_source"].outputs[
+        "source_fingerprint"][0].load()
+    assert version.run_metadata["source_fingerprint"] == run_fingerprint
+    for name in ("raw_dataset", "processed_dataset", "tokenized_dataset", "tokenizer", "base_model",
+                 "training_metrics", "evaluation_examples"):
         assert version.get_artifact(name) is not None, name
+    assert version.name.endswith(run_fingerprint[:8])
     # Lineage: from the registered adapter back through every producing step to the raw data's fingerprint.
     chain, artifact = [], version.get_artifact("adapter")
     while artifact is not None:
@@ -125,6 +130,60 @@ def test_unchanged_rerun_is_cached_and_registers_no_duplicate_version(promoted, 
     assert steps.pop("fingerprint_source")["status"] == "completed"  # the data is hashed on every run
     assert {s["status"] for s in steps.values()} == {"cached"}
     assert Client().list_model_versions("quickstart-test", size=100).total == before
+
+
+def _statuses(path: Path) -> dict[str, str]:
+    return {name: step["status"] for name, step in json.loads(path.read_text())["steps"].items()}
+
+
+def test_each_step_reruns_only_when_a_section_it_reads_changes(promoted, tmp_path):
+    """Steps get only the config sections they read: a registry change re-runs the registration alone, and an
+    evaluation change re-runs the evaluations (and registration) but not training."""
+    margin, samples = tmp_path / "margin.json", tmp_path / "samples.json"
+    result = run_cli("full", *FAST, "--set", "registry.promotion_margin=0.5", "--summary", str(margin))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rerun = {name for name, status in _statuses(margin).items() if status == "completed"}
+    assert rerun == {"fingerprint_source", "register_model"}
+    decision = json.loads(margin.read_text())["steps"]["register_model"]
+    assert decision["promote"] is False  # the same adapter cannot beat itself by a margin of 0.5
+
+    result = run_cli("full", *FAST, "--set", "evaluation.max_samples=4", "--summary", str(samples))
+    assert result.returncode == 0, result.stderr[-3000:]
+    statuses = _statuses(samples)
+    assert statuses["train_model"] == statuses["prepare_base_model"] == statuses["tokenize"] == "cached"
+    assert statuses["evaluate_base"] == statuses["evaluate_finetuned"] == statuses["register_model"] == "completed"
+
+
+def test_a_scheduled_pipeline_names_its_version_when_it_runs(tmp_path):
+    """A schedule compiles the pipeline once; each run must name its model version from the data it read: changed
+    data adds a version, unchanged data adds none (the same configured pipeline object called three times)."""
+    import shutil
+
+    from zenml.client import Client
+
+    from llm_trainer.config import load_config
+    from runner.run import configure_run
+
+    source = tmp_path / "data.jsonl"
+    shutil.copy(ROOT / "data" / "sample" / "natural_reasoning_sample.jsonl", source)
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml", [
+        f"data.source={source}", "training.max_steps=2", "training.eval_steps=2", "training.save_steps=2",
+        "evaluation.max_samples=2", "evaluation.max_new_tokens=8", "registry.model_name=scheduled-test",
+        f"output_dir={tmp_path}/outputs"])
+    configured, params = configure_run("full", cfg, fingerprint="at-schedule-time")
+
+    def versions() -> list[str]:
+        return sorted(v.name for v in Client().list_model_versions("scheduled-test", size=100).items)
+
+    configured(**params)
+    first = versions()
+    lines = source.read_text().splitlines()
+    source.write_text("\n".join(lines[: len(lines) * 3 // 4]) + "\n")  # the data changed before the next run
+    configured(**params)
+    second = versions()
+    configured(**params)  # nothing changed since
+    assert len(first) == 1 and len(second) == 2 and versions() == second
+    assert first[0] in second
 
 
 def test_worse_run_stays_in_staging(promoted, tmp_path):

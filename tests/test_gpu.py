@@ -22,7 +22,7 @@ OVERRIDES = ["data.max_seq_length=256", "training.max_steps=8", "training.save_s
 def prepared(extra=()):
     from llm_trainer.config import load_config
     from llm_trainer.data import build_processor
-    from llm_trainer.modeling import prepare_tokenizer
+    from llm_trainer.base_model import prepare_tokenizer
 
     cfg = load_config(ROOT / "configs" / "quickstart.yaml", [*OVERRIDES, *extra])
     processor = build_processor(cfg.data)

@@ -77,7 +77,7 @@ def test_one_process_on_a_machine_with_several_gpus_uses_one_gpu(monkeypatch):
 @pytest.mark.parametrize(("setting", "gpus", "expected"), [("auto", 0, 1), ("auto", 1, 1), ("auto", 4, 4),
                                                            (1, 4, 1), (2, 0, 2)])
 def test_num_processes_auto_is_one_per_visible_gpu(monkeypatch, make_config, setting, gpus, expected):
-    from llm_trainer.training.base import process_count
+    from llm_trainer.training import process_count
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
@@ -115,7 +115,7 @@ def test_evaluation_frees_the_model_it_loaded(tiny_fp32, monkeypatch):
 
 def test_training_frees_the_trained_model(make_config, monkeypatch, tmp_path):
     from llm_trainer.data import build_processor
-    from llm_trainer.modeling import prepare_tokenizer
+    from llm_trainer.base_model import prepare_tokenizer
     from llm_trainer.training import qlora, run_training
 
     cfg = make_config(training={"max_steps": 1, "eval_steps": 1, "save_steps": 1, "per_device_train_batch_size": 2,

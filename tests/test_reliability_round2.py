@@ -156,7 +156,7 @@ def _prepared(overrides: list[str]):
     """The quickstart data and tiny tokenizer (the ones other test modules use, so the tiny base is shared)."""
     from llm_trainer.config import load_config
     from llm_trainer.data import build_processor
-    from llm_trainer.modeling import prepare_tokenizer
+    from llm_trainer.base_model import prepare_tokenizer
 
     cfg = load_config(ROOT / "configs" / "quickstart.yaml", ["data.max_seq_length=256", "model.load_in_4bit=false",
                                                                "training.logging_steps=2", *overrides])
@@ -199,7 +199,7 @@ def test_readme_says_what_no_pickle_covers():
 def test_training_holds_the_run_folder(tmp_path, make_config, monkeypatch):
     import fcntl
 
-    from llm_trainer.training import base
+    from llm_trainer.training import run
 
     seen = []
 
@@ -213,9 +213,9 @@ def test_training_holds_the_run_folder(tmp_path, make_config, monkeypatch):
                     seen.append(f"held: {(Path(run_dir) / 'run.lock').read_text().strip()}")
             raise RuntimeError("stop")
 
-    monkeypatch.setattr(base, "build_trainer", lambda cfg: Probe())
+    monkeypatch.setattr(run, "build_trainer", lambda cfg, base_model: Probe())
     with pytest.raises(RuntimeError, match="stop"):
-        base.run_training(make_config(), None, None, tmp_path / "run")
+        run.run_training(make_config(), None, None, tmp_path / "run", base_model="unused")
     assert len(seen) == 1 and seen[0].startswith(f"held: process {os.getpid()} on ")
 
 

@@ -105,7 +105,7 @@ def test_zenml_artifacts_and_cached_rerun(first_run, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     statuses = {name: s["status"] for name, s in json.loads(again_path.read_text())["steps"].items()}
     assert statuses == {"fingerprint_source": "completed", "load_data": "cached", "preprocess": "cached",
-                        "tokenize": "cached", "train_model": "cached"}
+                        "tokenize": "cached", "prepare_base_model": "cached", "train_model": "cached"}
 
 
 def test_changing_only_training_settings_reuses_processed_data(first_run, tmp_path):
@@ -114,7 +114,33 @@ def test_changing_only_training_settings_reuses_processed_data(first_run, tmp_pa
     assert result.returncode == 0, result.stderr[-3000:]
     statuses = {name: s["status"] for name, s in json.loads(path.read_text())["steps"].items()}
     assert statuses == {"fingerprint_source": "completed", "load_data": "cached", "preprocess": "cached",
-                        "tokenize": "cached", "train_model": "completed"}
+                        "tokenize": "cached", "prepare_base_model": "cached", "train_model": "completed"}
+
+
+def test_train_and_evaluate_need_no_local_cache(first_run, tmp_path):
+    """Another machine (a step operator) has none of this project's caches: the base model (here the built
+    tiny model) comes from its artifact, so train and evaluate run with the cache folder emptied."""
+    import shutil
+
+    from zenml.client import Client
+
+    cache = Path(os.environ["LLM_TRAINER_HOME"]) / "cache"
+    assert (cache / "tiny-llama").is_dir()
+    shutil.rmtree(cache)
+    path = tmp_path / "nocache.json"
+    result = run_cli(*TRAIN_ARGS, "--set", "training.learning_rate=5e-4", "--set", "training.max_steps=2",
+                     "--summary", str(path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(path.read_text())
+    assert summary["steps"]["prepare_base_model"]["status"] == "cached"
+    assert summary["steps"]["train_model"]["status"] == "completed"
+    assert not (cache / "tiny-llama").exists()  # nothing was rebuilt into the cache: the artifact was used
+    base = Client().get_pipeline_run(summary["run_id"]).steps["prepare_base_model"].outputs["base_model"][0]
+    assert summary["steps"]["train_model"]["base_model"].startswith(base.uri)
+    evaluated = run_cli("evaluate", *TRAIN_ARGS[1:], "--set", "evaluation.max_samples=2",
+                        "--set", "evaluation.max_new_tokens=8")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert not (cache / "tiny-llama").exists()
 
 
 def test_stack_command_is_idempotent(tmp_path):

@@ -19,7 +19,7 @@ TRAIN_OVERRIDES = ["data.max_seq_length=256", "training.max_steps=12",
 def prepared(overrides):
     from llm_trainer.config import load_config
     from llm_trainer.data import build_processor
-    from llm_trainer.modeling import prepare_tokenizer
+    from llm_trainer.base_model import prepare_tokenizer
 
     cfg = load_config(ROOT / "configs" / "quickstart.yaml", TRAIN_OVERRIDES + overrides)
     processor = build_processor(cfg.data)

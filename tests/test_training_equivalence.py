@@ -17,7 +17,7 @@ from conftest import ROOT
 def data():
     from llm_trainer.config import load_config
     from llm_trainer.data import build_processor
-    from llm_trainer.modeling import prepare_tokenizer
+    from llm_trainer.base_model import prepare_tokenizer
 
     cfg = load_config(ROOT / "configs" / "quickstart.yaml", [
         "data.max_seq_length=256", "model.load_in_4bit=false", "model.dtype=float32", "lora.lora_dropout=0.0",

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from llm_trainer.config import RunConfig
+from llm_trainer.config import EvalSpec, RunConfig
 from llm_trainer.registry import EVALUATORS
 
 
@@ -21,8 +21,9 @@ class BaseEvaluator(ABC):
     # Every metric name ``evaluate`` can return: the config validator checks registry.promotion_metric against it.
     metric_names: tuple[str, ...] = ()
 
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, cfg: EvalSpec | RunConfig, base_model: str | None = None):
         self.cfg = cfg
+        self.base_model = base_model  # the evaluated model's base (a tiny-llama judge reuses it)
 
     @abstractmethod
     def evaluate(self, model: Any, tokenizer: Any, processed_test: Any, tokenized_test: Any) -> EvalResult:
@@ -40,7 +41,7 @@ class BaseEvaluator(ABC):
         collate = collator_for(self.cfg.data.packing, self.cfg.model.attn_implementation, tokenizer.pad_token_id)
         device = next(model.parameters()).device
         total_loss, total_tokens = 0.0, 0
-        size = self.cfg.training.per_device_eval_batch_size
+        size = self.cfg.evaluation.batch_size
         with torch.no_grad():
             for start in range(0, len(tokenized_test), size):
                 batch = collate([tokenized_test[i] for i in range(start, min(start + size, len(tokenized_test)))])
@@ -54,11 +55,11 @@ class BaseEvaluator(ABC):
         return {"eval_loss": mean, "perplexity": math.exp(min(mean, 50.0)), "loss_tokens": total_tokens}
 
 
-def build_evaluator(cfg: RunConfig) -> BaseEvaluator:
-    return EVALUATORS.resolve(cfg.evaluation.evaluator)(cfg)
+def build_evaluator(cfg: EvalSpec | RunConfig, base_model: str | None = None) -> BaseEvaluator:
+    return EVALUATORS.resolve(cfg.evaluation.evaluator)(cfg, base_model)
 
 
-def evaluate_model_on_test(cfg: RunConfig, tokenizer: Any, base_model: str, adapter_path: Any,
+def evaluate_model_on_test(cfg: EvalSpec | RunConfig, tokenizer: Any, base_model: str, adapter_path: Any,
                            processed_test: Any, tokenized_test: Any) -> EvalResult:
     """Load the base model (with the adapter, if any), evaluate it, and free its memory before returning: the
     local orchestrator runs train and both evaluations in one process, one model after the other."""
@@ -67,7 +68,7 @@ def evaluate_model_on_test(cfg: RunConfig, tokenizer: Any, base_model: str, adap
 
     model = load_for_inference(cfg.model, base_model, adapter_path)
     try:
-        return build_evaluator(cfg).evaluate(model, tokenizer, processed_test, tokenized_test)
+        return build_evaluator(cfg, base_model).evaluate(model, tokenizer, processed_test, tokenized_test)
     finally:
         del model
         free_accelerator_memory()

@@ -77,11 +77,16 @@ def judge_model_config(model: ModelConfig, judge_cfg: JudgeConfig) -> ModelConfi
                                     "load_in_4bit": judge_cfg.load_in_4bit})
 
 
-def load_judge(model: ModelConfig, judge_cfg: JudgeConfig, run_tokenizer: Any, seed: int) -> tuple[Any, Any]:
-    """The judge model and its tokenizer; ``tiny-llama`` is the run's own offline tiny base model."""
+def load_judge(model: ModelConfig, judge_cfg: JudgeConfig, run_tokenizer: Any, seed: int,
+               run_base_model: str | None = None) -> tuple[Any, Any]:
+    """The judge model and its tokenizer; ``tiny-llama`` is the run's own offline tiny base model
+    (``run_base_model`` when the caller has it resolved)."""
+    from llm_trainer.base_model import resolve_base_model
     from llm_trainer.inference import load_for_inference
-    from llm_trainer.modeling import load_tokenizer, resolve_base_model
+    from llm_trainer.modeling import load_tokenizer
 
     cfg = judge_model_config(model, judge_cfg)
     tokenizer = run_tokenizer if cfg.is_tiny else load_tokenizer(cfg.base_model, cfg)
-    return load_for_inference(cfg, resolve_base_model(cfg, tokenizer, seed)), tokenizer
+    if cfg.is_tiny and run_base_model is not None:
+        return load_for_inference(cfg, run_base_model), tokenizer
+    return load_for_inference(cfg, resolve_base_model(cfg, tokenizer, seed).name_or_path), tokenizer

@@ -3,8 +3,10 @@ references by answer type; optionally an LLM judge and lm-eval-harness benchmark
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from llm_trainer.evaluation.answer_types import VERIFIABLE
 from llm_trainer.evaluation.base import BaseEvaluator, EvalResult
 from llm_trainer.evaluation.scoring import ScoringSettings, aggregate, score_many
 from llm_trainer.inference import timed_generate
@@ -26,7 +28,10 @@ class ReasoningEvaluator(BaseEvaluator):
                      "generation": generation.text, **result}
                     for row_id, prompt, question, reference, generation, result in zip(
                         rows["row_id"], prompts, rows["question"], rows["reference_answer"], generations, scores)]
-        metrics: dict[str, Any] = aggregate(scores)
+        tasks = list(rows["task"]) if "task" in rows.column_names else [""] * len(examples)
+        for example, task in zip(examples, tasks):
+            example["task"] = task or ""
+        metrics: dict[str, Any] = {**aggregate(scores), **per_task_metrics(examples)}
         if cfg.judge is not None:
             metrics.update(self._judge(tokenizer, examples))
         generated = sum(g.new_tokens for g in generations)
@@ -53,7 +58,8 @@ class ReasoningEvaluator(BaseEvaluator):
         from llm_trainer.modeling import free_accelerator_memory
 
         judge_cfg = self.cfg.evaluation.judge
-        judge_model, judge_tokenizer = load_judge(self.cfg.model, judge_cfg, tokenizer, self.cfg.seed)
+        judge_model, judge_tokenizer = load_judge(self.cfg.model, judge_cfg, tokenizer, self.cfg.seed,
+                                                   self.base_model)
         scored = [e for e in examples if e["scored"]]
         items = [(e["question"], e["reference"], e["generation"] if e["extraction_failed"] else e["extracted"])
                  for e in scored]
@@ -73,6 +79,27 @@ class ReasoningEvaluator(BaseEvaluator):
             "judge_accuracy_long": sum(e["judge_verdict"] for e in long_rows) / len(long_rows) if long_rows else 0.0,
             "judge_agreement": (sum(e["judge_verdict"] == e["correct"] for e in ruled) / len(ruled)) if ruled else 0.0,
         }
+
+
+def task_key(task: str) -> str:
+    """A task family as it appears in metric names: accuracy_task_<key>."""
+    return re.sub(r"[^A-Za-z0-9_]+", "_", task.strip()).strip("_").lower()
+
+
+def per_task_metrics(examples: list[dict[str, Any]]) -> dict[str, float]:
+    """accuracy_task_<family> and count_task_<family> over the verifiable examples of each task family (examples
+    without a family are left out); nothing when no example names one."""
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for example in examples:
+        key = task_key(example.get("task") or "")
+        if key and example["answer_type"] in VERIFIABLE:
+            by_task.setdefault(key, []).append(example)
+    metrics: dict[str, float] = {}
+    for key in sorted(by_task):
+        rows = by_task[key]
+        metrics[f"accuracy_task_{key}"] = sum(bool(e["correct"]) for e in rows) / len(rows)
+        metrics[f"count_task_{key}"] = len(rows)
+    return metrics
 
 
 def _system(conversation: list[dict[str, str]]) -> str:

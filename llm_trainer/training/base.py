@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_trainer.config import RunConfig
+from llm_trainer.config import TrainSpec
 from llm_trainer.errors import DataError
 from llm_trainer.registry import TRAINERS
 
@@ -48,8 +48,20 @@ class TrainResult:
 
 
 class BaseTrainer(ABC):
-    def __init__(self, cfg: RunConfig):
+    """``cfg``: the sections training reads. ``base_model``: the resolved base model (a Hub id or a folder, see
+    llm_trainer.base_model), which the pipeline passes as an artifact; library callers may leave it out, and it
+    is resolved from the config and tokenizer then."""
+
+    def __init__(self, cfg: TrainSpec, base_model: str | None = None):
         self.cfg = cfg
+        self.base_model = base_model
+
+    def base_model_for(self, tokenizer: Any) -> str:
+        if self.base_model is None:
+            from llm_trainer.base_model import resolve_base_model
+
+            self.base_model = resolve_base_model(self.cfg.model, tokenizer, self.cfg.seed).name_or_path
+        return self.base_model
 
     @abstractmethod
     def train(self, tokenized: Any, tokenizer: Any, run_dir: Path, on_metrics: MetricsHook | None = None
@@ -57,48 +69,5 @@ class BaseTrainer(ABC):
         """Train on ``tokenized["train"]`` (evaluating on "validation"), checkpointing under ``run_dir``."""
 
 
-def build_trainer(cfg: RunConfig) -> BaseTrainer:
-    return TRAINERS.resolve(cfg.training.trainer)(cfg)
-
-
-def process_count(cfg: RunConfig) -> int:
-    """``training.num_processes``, with 'auto' as one process per visible GPU (1 without a GPU)."""
-    if cfg.training.num_processes != "auto":
-        return cfg.training.num_processes
-    from llm_trainer.modeling import visible_gpus
-
-    return max(1, visible_gpus())
-
-
-def run_training(cfg: RunConfig, tokenized: Any, tokenizer: Any, run_dir: Path,
-                 on_metrics: MetricsHook | None = None, keep_model: bool = False) -> TrainResult:
-    """Train in this process, or in ``training.num_processes`` data-parallel processes. Unless ``keep_model``,
-    the trained model is dropped and its (GPU) memory freed before returning: the next step in this process
-    (evaluation) loads its own. The run folder is held meanwhile: a second run of the same config and data
-    waits for this one instead of resuming from its live checkpoints."""
-    from llm_trainer.fsutil import run_folder_lock
-
-    with run_folder_lock(run_dir):
-        return _run_training(cfg, tokenized, tokenizer, run_dir, on_metrics, keep_model)
-
-
-def _run_training(cfg: RunConfig, tokenized: Any, tokenizer: Any, run_dir: Path, on_metrics: MetricsHook | None,
-                  keep_model: bool) -> TrainResult:
-    if process_count(cfg) > 1:
-        from llm_trainer.modeling import resolve_base_model
-        from llm_trainer.training.distributed import train_in_processes
-
-        resolve_base_model(cfg.model, tokenizer, cfg.seed)  # build/cache the tiny base once, not per rank
-        result = train_in_processes(cfg, tokenized, tokenizer, run_dir, on_metrics)
-    else:
-        result = build_trainer(cfg).train(tokenized, tokenizer, run_dir, on_metrics)
-    if cfg.model.is_tiny:  # what the offline base model cost to build (it is cached by content afterwards)
-        from llm_trainer.tiny_model import build_info
-
-        result.metrics.update({f"tiny_model_{k}": v for k, v in build_info(result.adapter.base_model).items()})
-    if not keep_model:
-        from llm_trainer.modeling import free_accelerator_memory
-
-        result.model = None
-        free_accelerator_memory()
-    return result
+def build_trainer(cfg: TrainSpec, base_model: str | None = None) -> BaseTrainer:
+    return TRAINERS.resolve(cfg.training.trainer)(cfg, base_model)

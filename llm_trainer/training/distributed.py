@@ -1,79 +1,123 @@
-"""Data-parallel training in N processes: ``training.num_processes: N``.
+"""Data-parallel training through accelerate's launcher: ``training.num_processes`` processes on each of
+``training.distributed.num_machines`` machines.
 
-The caller (the train step) saves the tokenized data, tokenizer and config to the run folder and starts N
-worker processes on this machine; each joins the process group through a file in the run folder (no TCP
-rendezvous store: torch's TCPStore listens on every network interface whatever host it is given) with
-gloo's and NCCL's sockets on the loopback interface. Inside each worker transformers' Trainer runs on
-accelerate, which wraps the model in DDP (NCCL on GPUs, gloo on CPU). Rank 0 alone saves the adapter and
-writes metrics; the caller streams those metrics to its tracking hook while the workers run, so they are
-logged once. If one worker fails, the others are stopped.
+The caller (the train step) saves the tokenized data, tokenizer, spec and base model to the run folder and runs
+``accelerate launch`` once; accelerate starts the processes through torchrun, which meets on machine 0's
+``main_process_ip:port`` and stops every process when one fails. Inside each process transformers' Trainer runs
+on accelerate, which wraps the model in DDP (NCCL on GPUs, gloo on CPU) or, with ``distributed.fsdp``, in FSDP.
+Global rank 0 alone saves the adapter and writes metrics; the caller streams those metrics to its tracking hook
+while the processes run, so they are logged once.
 
-    python -m llm_trainer.training.distributed RUN_DIR/launch     # what each worker runs
+On one machine the rendezvous is 127.0.0.1 on a free port, and gloo's and NCCL's sockets use the loopback
+interface. torch's TCPStore (the rendezvous store) still listens on every interface whatever address it is
+given; that port is open only while the run lasts.
+
+Several machines: each runs the same launch with its own ``machine_rank`` (or $NODE_RANK), with
+``main_process_ip``/``main_process_port`` (or $MASTER_ADDR/$MASTER_PORT) naming machine 0, and the run folder
+(``output_dir``) on storage they share; ``launch_command`` is what each of them runs.
+
+    python -m llm_trainer.training.distributed RUN_DIR/launch     # what each process runs
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from llm_trainer.config import RunConfig
+from llm_trainer.config import TrainSpec
 from llm_trainer.errors import UserError
-from llm_trainer.training.base import LoraAdapter, MetricsHook, TrainResult, build_trainer, process_count
+from llm_trainer.training.base import LoraAdapter, MetricsHook, TrainResult, build_trainer
 
 METRICS_FILE = "metrics.jsonl"
 RESULT_FILE = "result.json"
-RENDEZVOUS_FILE = "rendezvous"
-RENDEZVOUS_ENV = "LLM_TRAINER_RENDEZVOUS"
+LOG_FILE = "workers.log"
 
 
-def train_in_processes(cfg: RunConfig, tokenized: Any, tokenizer: Any, run_dir: Path,
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def process_count(spec: TrainSpec) -> int:
+    """``training.num_processes`` on this machine, with 'auto' as one process per visible GPU (1 without one)."""
+    if spec.training.num_processes != "auto":
+        return spec.training.num_processes
+    from llm_trainer.modeling import visible_gpus
+
+    return max(1, visible_gpus())
+
+
+def launch_command(spec: TrainSpec, launch: Path, env: dict[str, str] | None = None) -> list[str]:
+    """``accelerate launch`` with this machine's share of the run, its rank and machine 0's address."""
+    env = os.environ if env is None else env
+    d = spec.training.distributed
+    per_machine = process_count(spec)
+    rank = d.machine_rank if d.machine_rank is not None else int(env.get("NODE_RANK", 0))
+    single = d.num_machines == 1
+    ip = d.main_process_ip or env.get("MASTER_ADDR") or "127.0.0.1"
+    port = d.main_process_port or int(env.get("MASTER_PORT", 0)) or (free_port() if single else 29500)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+               "--num_processes", str(per_machine * d.num_machines), "--num_machines", str(d.num_machines),
+               "--machine_rank", str(rank), "--main_process_ip", ip, "--main_process_port", str(port),
+               "--mixed_precision", "no", "--dynamo_backend", "no"]  # the Trainer sets the precision itself
+    if d.fsdp:  # QLoRA under FSDP, as peft documents it (the 4-bit storage dtype is set where the model loads)
+        command += ["--use_fsdp", "--fsdp_sharding_strategy", "FULL_SHARD",
+                    "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP", "--fsdp_use_orig_params", "false",
+                    "--fsdp_cpu_ram_efficient_loading", "true", "--fsdp_sync_module_states", "true",
+                    "--fsdp_state_dict_type", "SHARDED_STATE_DICT", "--fsdp_offload_params", "false"]
+    return [*command, "-m", "llm_trainer.training.distributed", str(launch)]
+
+
+def train_in_processes(spec: TrainSpec, base_model: str, tokenized: Any, tokenizer: Any, run_dir: Path,
                        on_metrics: MetricsHook | None = None) -> TrainResult:
     import torch
 
     launch = Path(run_dir) / "launch"
+    launch.mkdir(parents=True, exist_ok=True)
     for stale in (METRICS_FILE, RESULT_FILE):
         (launch / stale).unlink(missing_ok=True)
-    launch.mkdir(parents=True, exist_ok=True)
     tokenized.save_to_disk(str(launch / "tokenized"))
     tokenizer.save_pretrained(str(launch / "tokenizer"))
-    (launch / "config.json").write_text(cfg.model_dump_json())
-    rendezvous = launch / RENDEZVOUS_FILE
-    rendezvous.unlink(missing_ok=True)  # a FileStore file left by an earlier run would confuse this one
-    n = process_count(cfg)
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "WORLD_SIZE": str(n),
-           "LOCAL_WORLD_SIZE": str(n), RENDEZVOUS_ENV: str(rendezvous),
-           "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo"),
-           "NCCL_SOCKET_IFNAME": os.environ.get("NCCL_SOCKET_IFNAME", "lo")}
+    (launch / "spec.json").write_text(spec.model_dump_json())
+    (launch / "base_model.json").write_text(json.dumps({"base_model": base_model}))
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    if spec.training.distributed.num_machines == 1:  # gloo and NCCL talk over the loopback interface only
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+        env.setdefault("NCCL_SOCKET_IFNAME", "lo")
     if not torch.cuda.is_available():
         env["ACCELERATE_USE_CPU"] = "true"
-    log_path = launch / "workers.log"
+    command = launch_command(spec, launch, env)
+    log_path = launch / LOG_FILE
     with log_path.open("w") as log:
-        workers = [subprocess.Popen([sys.executable, "-m", "llm_trainer.training.distributed", str(launch)],
-                                    env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
-                                    stdout=log, stderr=subprocess.STDOUT) for rank in range(n)]
+        launcher = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         seen = 0
-        while any(w.poll() is None for w in workers):
+        while launcher.poll() is None:
             time.sleep(0.5)
             seen = _forward_metrics(launch / METRICS_FILE, seen, on_metrics)
-            if any(w.returncode not in (None, 0) for w in workers):  # the others would wait for it forever
-                for w in workers:
-                    if w.poll() is None:
-                        w.kill()
-                        w.wait()
         _forward_metrics(launch / METRICS_FILE, seen, on_metrics)
-    codes = [w.returncode for w in workers]
-    if any(codes) or not (launch / RESULT_FILE).exists():
-        tail = " | ".join(log_path.read_text().strip().splitlines()[-3:])
-        raise UserError(f"training in {n} processes failed (exit codes {codes}); log: {log_path}; "
-                        f"last lines: {tail}")
+    processes = int(command[command.index("--num_processes") + 1])
+    if launcher.returncode or not (launch / RESULT_FILE).exists():
+        raise UserError(f"training in {processes} processes failed (launcher exit code {launcher.returncode}): "
+                        f"{_last_exception(log_path) or 'no exception printed'}; log: {log_path}")
     result = json.loads((launch / RESULT_FILE).read_text())
     return TrainResult(adapter=LoraAdapter(path=Path(result["adapter"]), base_model=result["base_model"]),
                        metrics=result["metrics"], history=result["history"])
+
+
+def _last_exception(log_path: Path) -> str | None:
+    """The last Python exception line a process printed (e.g. "IsADirectoryError: ..."), on one line."""
+    import re
+
+    found = [line for line in re.findall(r"\b([A-Za-z_.]*(?:Error|Exception): .*)", log_path.read_text(errors="replace"))
+             if "ChildFailedError" not in line]  # torchrun's own report that a process failed
+    return " ".join(found[-1].split())[:300] if found else None
 
 
 def _forward_metrics(path: Path, seen: int, on_metrics: MetricsHook | None) -> int:
@@ -90,16 +134,17 @@ def _forward_metrics(path: Path, seen: int, on_metrics: MetricsHook | None) -> i
 
 
 def worker(launch: Path) -> None:
-    """One rank: train with the Trainer (DDP through accelerate); rank 0 writes metrics and the result."""
+    """One process: train with the Trainer (accelerate joins the process group from torchrun's environment);
+    global rank 0 writes metrics and the result."""
     import datasets
     import torch.distributed as dist
     from transformers import AutoTokenizer
 
-    cfg = RunConfig.model_validate_json((launch / "config.json").read_text())
+    spec = TrainSpec.model_validate_json((launch / "spec.json").read_text())
+    base_model = json.loads((launch / "base_model.json").read_text())["base_model"]
     tokenized = datasets.load_from_disk(str(launch / "tokenized"))
-    tokenizer = AutoTokenizer.from_pretrained(str(launch / "tokenizer"), trust_remote_code=cfg.model.trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(str(launch / "tokenizer"), trust_remote_code=spec.model.trust_remote_code)
     rank = int(os.environ.get("RANK", "0"))
-    _join_process_group(rank, int(os.environ["WORLD_SIZE"]))
     metrics_file = (launch / METRICS_FILE).open("a") if rank == 0 else None
 
     def write_metrics(metrics: dict[str, float], step: int) -> None:
@@ -107,7 +152,7 @@ def worker(launch: Path) -> None:
             metrics_file.write(json.dumps({"step": step, "metrics": metrics}) + "\n")
             metrics_file.flush()
 
-    result = build_trainer(cfg).train(tokenized, tokenizer, launch.parent, on_metrics=write_metrics)
+    result = build_trainer(spec, base_model).train(tokenized, tokenizer, launch.parent, on_metrics=write_metrics)
     (launch / f"rank-{rank}.json").write_text(json.dumps({"trained_tokens": result.metrics.get("local_trained_tokens"),
                                                          "global_step": result.metrics.get("global_step"),
                                                          "lora_digest": _lora_digest(result.model)}))
@@ -131,18 +176,6 @@ def _lora_digest(model: Any) -> str:
             digest.update(name.encode())
             digest.update(parameter.detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()
-
-
-def _join_process_group(rank: int, world_size: int) -> None:
-    """Join through the run folder's file store; accelerate then uses this process group as it is."""
-    import torch
-    import torch.distributed as dist
-
-    on_gpu = torch.cuda.is_available()
-    if on_gpu:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
-    dist.init_process_group("nccl" if on_gpu else "gloo", init_method=f"file://{os.environ[RENDEZVOUS_ENV]}",
-                            rank=rank, world_size=world_size)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,13 @@ from typing import Any
 
 from transformers import PrinterCallback, Trainer, TrainerCallback
 
-from llm_trainer.data.collate import collator_for
+from llm_trainer.data.collate import LengthGroupedSampler, collator_for, compute_efficiency
+from llm_trainer.data.packing import sample_lengths
 from llm_trainer.data.tokenization import IGNORE_INDEX
 from llm_trainer.errors import ConfigError, UserError
 from llm_trainer.fsutil import is_inside, storage_failure, write_dir_atomically
-from llm_trainer.modeling import ADAPTER_WEIGHTS, compute_dtype, load_model, lora_config, resolve_base_model
+from llm_trainer.modeling import ADAPTER_WEIGHTS, compute_dtype, load_model, lora_config
+from llm_trainer.model_card import card_from_config, write_model_card
 from llm_trainer.progress import TrainingProgress
 from llm_trainer.training import losses
 from llm_trainer.training.base import ADAPTER_INFO_FILE, BaseTrainer, LoraAdapter, MetricsHook, TrainResult
@@ -41,11 +43,12 @@ class QLoraTrainer(BaseTrainer):
         cfg = self.cfg
         set_seed(cfg.seed)  # before get_peft_model: LoRA's A matrices are initialised from the global RNG
         run_dir = Path(run_dir)
-        base_model = resolve_base_model(cfg.model, tokenizer, cfg.seed)
+        base_model = self.base_model_for(tokenizer)
         local_rank = int(os.environ.get("LOCAL_RANK", "-1"))
         # One model copy per GPU under DDP; the default device map otherwise.
         device_map = {"": local_rank} if local_rank >= 0 and torch.cuda.is_available() else None
-        model = load_model(base_model, cfg.model, device_map=device_map)
+        fsdp = cfg.training.distributed.fsdp and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        model = load_model(base_model, cfg.model, device_map=None if fsdp else device_map, fsdp=fsdp)
         model.config.use_cache = False  # a KV cache would also disable the packed-sequence attention mask
         _keep_4bit_encoding_stable(model)
         gc_kwargs = {"use_reentrant": False}
@@ -71,6 +74,10 @@ class QLoraTrainer(BaseTrainer):
         )
         trainer.remove_callback(PrinterCallback)  # dicts of quoted numbers; TrainingProgress shows the run
         trainer.on_metrics = on_metrics
+        # Micro-batches of rows of similar length: little padding (compute_efficiency) with SDPA and eager.
+        t = cfg.training
+        group = t.per_device_train_batch_size * t.gradient_accumulation_steps
+        trainer.train_sampler = LengthGroupedSampler(sample_lengths(tokenized["train"]), group, cfg.seed)
         trainer.configure_memory(cfg.training, vocab_size=model.config.vocab_size)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
@@ -86,6 +93,7 @@ class QLoraTrainer(BaseTrainer):
             model.save_pretrained(folder)  # safetensors
             tokenizer.save_pretrained(folder)
             (Path(folder) / ADAPTER_INFO_FILE).write_text(json.dumps({"base_model": base_model}))
+            write_model_card(folder, card_from_config(cfg))  # replaces peft's placeholder card
 
         adapter_dir = run_dir / "adapter"
         try:
@@ -109,6 +117,8 @@ class QLoraTrainer(BaseTrainer):
             "wall_time_s": round(wall_time, 2),
             "train_tokens_per_second": round(trained_tokens / wall_time, 1) if wall_time else None,
             "peak_memory_mb": _peak_memory_mb(),
+            "compute_efficiency": compute_efficiency(trainer.data_collator, trainer.train_sampler.lengths[
+                trainer.train_sampler.order()], t.per_device_train_batch_size),
             "tokens_per_step": round(trainer.input_tokens / trainer.micro_batches * trainer.args.world_size
                                      * trainer.args.gradient_accumulation_steps) if trainer.micro_batches else None,
             "max_sample_tokens": trainer.max_sample_tokens or None,
@@ -203,6 +213,7 @@ class _TrackingTrainer(Trainer):
     chunks from the last hidden states when configured (llm_trainer.training.losses)."""
 
     on_metrics: MetricsHook | None = None
+    train_sampler: Any = None
     trained_tokens = 0
     input_tokens = 0  # every token fed in training (padding tails of packed blocks included)
     micro_batches = 0
@@ -228,6 +239,9 @@ class _TrackingTrainer(Trainer):
                              and losses.supports_chunked_loss(self.accelerator.unwrap_model(self.model).config))
         self.loss_chunk_size = training.loss_chunk_size
         self.offload_activations = training.offload_activations
+
+    def _get_train_sampler(self, train_dataset=None):
+        return self.train_sampler if self.train_sampler is not None else super()._get_train_sampler(train_dataset)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         import contextlib

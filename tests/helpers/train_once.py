@@ -18,7 +18,7 @@ from transformers import TrainerCallback  # noqa: E402
 
 from llm_trainer.config import load_config  # noqa: E402
 from llm_trainer.data import build_processor  # noqa: E402
-from llm_trainer.modeling import prepare_tokenizer  # noqa: E402
+from llm_trainer.base_model import prepare_tokenizer  # noqa: E402
 from llm_trainer.training.qlora import QLoraTrainer  # noqa: E402
 
 
