@@ -21,7 +21,7 @@ from pathlib import Path
 from bench import common
 
 BENCHMARKS = ["packing", "processing", "generation", "training", "orchestration", "scoring", "freeform", "tiny_build",
-              "max_context"]
+              "max_context", "scale"]
 
 
 def run(name: str, args: argparse.Namespace) -> dict:
@@ -46,6 +46,9 @@ def run(name: str, args: argparse.Namespace) -> dict:
     if name == "max_context":  # about 25 minutes on 2 idle cores: one training step per worker at 1-8k tokens
         from bench.bench_max_context import main
         return main()
+    if name == "scale":  # 100k and 300k rows, then 300k under a 4 GiB cgroup limit: long, see bench/RESULTS.md
+        from bench.bench_scale import main
+        return main(tuple(args.scale_rows), args.scale_limit_gib)
     if name == "freeform":
         from bench.bench_freeform import main
         return main()
@@ -58,6 +61,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, help="run only these benchmarks")
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (medians are quoted)")
     parser.add_argument("--rows", type=int, default=100_000, help="generated rows for the processing benchmark")
+    parser.add_argument("--scale-rows", type=int, nargs="+", default=[100_000, 300_000],
+                        help="sizes of the processing-at-scale benchmark (the largest also runs under the limit)")
+    parser.add_argument("--scale-limit-gib", type=float, default=4.0, help="memory limit of the capped scale run")
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps per training run")
     parser.add_argument("--no-pipeline", action="store_true", help="skip timing the ZenML process pipeline")
     parser.add_argument("--json", type=Path, help="also write all results (raw samples included) to this file")
