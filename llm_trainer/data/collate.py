@@ -104,8 +104,8 @@ def grouped_order(lengths: np.ndarray, group_size: int, seed: int) -> np.ndarray
     Rows are sorted longest first (random among equal lengths) and cut into groups, so every micro-batch, a
     run of consecutive rows inside a group, holds rows of nearly one length and pads little. The longest
     group comes first (an out-of-memory shows at the first step, not hours in), a short last group last, the
-    others shuffled. With ``group_size`` = batch x accumulation, one optimizer step draws the same rows
-    whatever the split into micro-batches.
+    others shuffled. With ``group_size`` = batch x accumulation x processes, one optimizer step draws the same
+    rows however they are split into micro-batches and ranks (accelerate deals whole batches out to the ranks).
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     rng = np.random.default_rng(seed)

@@ -76,7 +76,8 @@ class QLoraTrainer(BaseTrainer):
         trainer.on_metrics = on_metrics
         # Micro-batches of rows of similar length: little padding (compute_efficiency) with SDPA and eager.
         t = cfg.training
-        group = t.per_device_train_batch_size * t.gradient_accumulation_steps
+        # One optimizer step's rows (all ranks) form a group: the same rows however they are split into micro-batches.
+        group = t.per_device_train_batch_size * t.gradient_accumulation_steps * trainer.args.world_size
         trainer.train_sampler = LengthGroupedSampler(sample_lengths(tokenized["train"]), group, cfg.seed)
         trainer.configure_memory(cfg.training, vocab_size=model.config.vocab_size)
         if torch.cuda.is_available():
