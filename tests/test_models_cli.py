@@ -118,3 +118,109 @@ def test_make_zenml_runs_zenml_commands_on_the_projects_store(registered):
                             env={**os.environ, "COLUMNS": "200"}, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert NAME in result.stdout
+
+
+# --- model card and the Hub ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def fake_adapter(tmp_path, monkeypatch):
+    """An adapter folder as training leaves it (peft's placeholder card included), returned for any version."""
+    import json
+
+    from llm_trainer.training import LoraAdapter
+
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/cache/tiny/1b5d"}))
+    (folder / "adapter_model.safetensors").write_bytes(b"weights")
+    (folder / "tokenizer.json").write_text("{}")
+    (folder / "README.md").write_text("[More Information Needed]")
+    (folder / "llm_trainer_adapter.json").write_text(json.dumps({"base_model": "/cache/tiny/1b5d"}))
+    monkeypatch.setattr("runner.hub_push._adapter_of", lambda version: LoraAdapter(folder, "/cache/tiny/1b5d"))
+    return folder
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """HfApi at its upload boundary: records the repository made and the folder uploaded (its files, read while
+    the upload runs)."""
+    from types import SimpleNamespace
+
+    from huggingface_hub import HfApi
+
+    calls = {}
+
+    def create_repo(self, repo_id, private=False, exist_ok=False, repo_type=None, **kwargs):
+        calls["repo"] = (repo_id, private, self.token)
+
+    def upload_folder(self, folder_path, repo_id, repo_type=None, commit_message=None, **kwargs):
+        from pathlib import Path
+
+        calls["files"] = {p.name: p.read_text(errors="replace") for p in Path(folder_path).iterdir()}
+        calls["message"] = commit_message
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/abc")
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    return calls
+
+
+def test_push_uploads_adapter_tokenizer_and_a_real_model_card(registered, fake_adapter, hub, monkeypatch):
+    from llm_trainer.config import load_config
+    from runner.hub_push import push_version
+
+    monkeypatch.setenv("HF_TOKEN", "hf_pushTokenForTheTest0123")
+    cfg = load_config(ROOT / "configs" / "reasoning.yaml")
+    line = push_version(cfg, NAME, 2, "someone/reasoning-lora", private=True)
+    assert line.endswith("pushed to someone/reasoning-lora (private): https://huggingface.co/someone/reasoning-lora"
+                         "/commit/abc")
+    assert hub["repo"] == ("someone/reasoning-lora", True, "hf_pushTokenForTheTest0123")
+    files = hub["files"]
+    assert set(files) == {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "README.md"}
+    card = files["README.md"]
+    assert "[More Information Needed]" not in card and "/cache/tiny" not in card
+    front = card.split("---")[1]
+    assert "base_model: meta-llama/Meta-Llama-3-8B-Instruct" in front and "license: cc-by-nc-4.0" in front
+    assert "- facebook/natural_reasoning" in front
+    assert "fingerprint `5e6f7a8b`" in card and "Registered version: models-cli-test 2" in card
+    assert "| accuracy | - | 0.5 |" in card and "| eval_loss | - | 1.5 |" in card  # no base metrics recorded here
+    assert "AutoPeftModelForCausalLM.from_pretrained" in card and "run_pipeline.py use" in card
+    assert "learning_rate:" in card  # the training config
+
+
+def test_push_without_a_token_or_hub_is_one_line(registered, fake_adapter, hub, monkeypatch):
+    from llm_trainer.config import load_config
+    from llm_trainer.errors import UserError
+    from runner.hub_push import push_version
+
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    with pytest.raises(UserError, match=r"^models push: no Hub token; run `hf auth login` or set HF_TOKEN"):
+        push_version(cfg, NAME, 2, "someone/x")
+    assert "files" not in hub
+
+    monkeypatch.setenv("HF_TOKEN", "hf_x")
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: "hf_x")
+
+    def unreachable(self, *args, **kwargs):
+        raise ConnectionError("Failed to resolve 'huggingface.co'")
+
+    from huggingface_hub import HfApi
+
+    monkeypatch.setattr(HfApi, "create_repo", unreachable)
+    with pytest.raises(UserError) as error:
+        push_version(cfg, NAME, 2, "someone/x")
+    assert str(error.value) == ("models push: the Hub refused or could not be reached (ConnectionError: Failed to "
+                                "resolve 'huggingface.co')")
+
+
+def test_the_card_written_at_save_replaces_peft_placeholder(tmp_path, make_config):
+    from llm_trainer.model_card import card_from_config, write_model_card
+
+    (tmp_path / "README.md").write_text("[More Information Needed]")
+    cfg = make_config(training={"learning_rate": 3e-4})
+    card = write_model_card(tmp_path, card_from_config(cfg)).read_text()
+    assert "[More Information Needed]" not in card and "# test: a LoRA adapter for tiny-llama" in card
+    assert "learning_rate: 0.0003" in card and "Not evaluated yet" in card
+    assert "base_model:" not in card.split("---")[1]  # the tiny model is not on the Hub
