@@ -397,6 +397,16 @@ class ZenMLConfig(Section):
     secrets: list[str] = Field([], description="ZenML secrets whose keys become environment variables in every "
                                "step, e.g. [hf] after `zenml secret create hf --HF_TOKEN=...` (the gated model "
                                "needs it); only the name is in the config, never the value.")
+    run_config: str | None = Field(None, description="A ZenML run-configuration YAML (its own format: settings, "
+                                   "steps.<name>.settings, steps.<name>.step_operator, schedule...) applied as it "
+                                   "is; the options above win where both set the same key.")
+
+    @field_validator("run_config")
+    @classmethod
+    def _run_config_exists(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).expanduser().is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
 
 
 class HardwareEstimate(Section):

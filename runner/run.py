@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from llm_trainer.config import RunConfig
@@ -72,6 +73,8 @@ def configure_run(command: str, cfg: RunConfig, fingerprint: str, adapter_path: 
     check_stack_supports(cfg, command, options.get("schedule"))
     if owner and not schedule and stack.runs_in_this_process():
         options["extra"] = {OWNER_KEY: owner}
+    if cfg.zenml.run_config:  # ZenML's own format, for what the zenml section does not translate
+        options["config_path"] = str(Path(cfg.zenml.run_config).expanduser())
     configured = pipeline.with_options(
         execution_mode=ExecutionMode.FAIL_FAST,
         enable_cache=cfg.zenml.enable_cache and not no_cache,
