@@ -21,7 +21,7 @@ from pathlib import Path
 from bench import common
 
 BENCHMARKS = ["packing", "processing", "generation", "training", "orchestration", "scoring", "freeform", "tiny_build",
-              "max_context", "scale"]
+              "max_context", "scale", "sql"]
 
 
 def run(name: str, args: argparse.Namespace) -> dict:
@@ -52,6 +52,9 @@ def run(name: str, args: argparse.Namespace) -> dict:
     if name == "freeform":
         from bench.bench_freeform import main
         return main()
+    if name == "sql":
+        from bench.bench_sql import main
+        return main(repeats=args.repeats)
     from bench.bench_orchestration import main
     return main(repeats=args.repeats)
 

@@ -179,3 +179,34 @@ def test_chat_quickstart_full_pipeline(tmp_path):
     decision = steps["register_model"]
     assert decision["metric"] == "eval_loss" and decision["candidate"] == pytest.approx(tuned["eval_loss"])
     assert decision["promote"] == (tuned["eval_loss"] < base["eval_loss"])
+
+
+def test_readme_add_your_own_domain_walkthrough_runs(tmp_path, monkeypatch, write_jsonl, tiny_fp32):
+    """The README's walk-through code, as written there: a processor and an evaluator named by import path."""
+    import re
+
+    import yaml
+
+    from llm_trainer.config import RunConfig
+    from llm_trainer.data import build_processor
+    from llm_trainer.evaluation import build_evaluator
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Add your own domain"):]
+    code, config = re.findall(r"```(?:python|yaml)\n(.*?)```", section, re.DOTALL)[:2]
+    (tmp_path / "my_domain.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rows = [{"prompt": f"What is {i} + 1?", "answer": f"{i + 1}"} for i in range(40)] + [{"prompt": "", "answer": "x"}]
+    raw = yaml.safe_load(config)
+    raw["data"].update(source=str(write_jsonl(rows)), splits={"train": 0.5, "validation": 0.0, "test": 0.5})
+    raw["evaluation"].update(max_samples=3, max_new_tokens=4)
+    cfg = RunConfig.model_validate({"name": "walkthrough", "model": {"base_model": "tiny-llama"}, **raw})
+    assert "answer_f1" in cfg.evaluation.metric_names()
+    processor = build_processor(cfg.data)
+    processed, report = processor.preprocess(processor.load())
+    assert report["dropped"] == {"empty_prompt_or_answer": 1} and report["rows_kept"] == 40
+    tokenized, _ = processor.tokenize(processed, tiny_fp32.tokenizer)
+    result = build_evaluator(cfg).evaluate(tiny_fp32.model, tiny_fp32.tokenizer, processed["test"], tokenized["test"])
+    assert set(result.metrics) == set(cfg.evaluation.metric_names()) and len(result.examples) == 3
+    with pytest.raises(ValueError, match="not a metric of the my_domain:QaEvaluator evaluator"):
+        RunConfig.model_validate({**cfg.model_dump(), "registry": {"promotion_metric": "accuracy"}})

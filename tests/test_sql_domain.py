@@ -65,13 +65,16 @@ def test_hostile_queries_are_scored_wrong_and_counted_without_hanging():
         assert sandbox.run("SELECT count(*) FROM pragma_database_list").error == "denied"
 
 
-def test_a_hostile_context_cannot_attach_files_or_loop():
+def test_a_hostile_context_cannot_attach_or_write_files_or_loop(tmp_path):
     from llm_trainer.evaluation.sql_sandbox import Sandbox
 
     with Sandbox("ATTACH DATABASE '/etc/passwd' AS p; CREATE TABLE t (a);") as sandbox:
         assert "not authorized" in sandbox.build_error
+    with Sandbox(f"CREATE TABLE t (a); VACUUM INTO '{tmp_path / 'copy.db'}';") as sandbox:
+        assert sandbox.build_error == "authorization denied" and not (tmp_path / "copy.db").exists()
     started = time.monotonic()
-    endless = "CREATE TABLE t (a); WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) INSERT INTO t SELECT x FROM c;"
+    endless = ("CREATE TABLE t (a); "
+               "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) INSERT INTO t SELECT x FROM c;")
     with Sandbox(endless, timeout_seconds=0.3) as sandbox:
         assert sandbox.build_error == "interrupted" and sandbox.run("SELECT 1").error == "sql_error"
     assert time.monotonic() - started < 3
@@ -172,7 +175,8 @@ def test_processor_drops_and_counts_rows_that_do_not_execute_and_transpiles_othe
     assert kept["Names in IT?"]["sql_context"] == CONTEXT
 
     with_explanation = make_config(data={**cfg.data.model_dump(), "sql_with_explanation": True}).data
-    formatted = build_processor(with_explanation).format_batch({"row_id": [1], **{k: [v] for k, v in sql_row().items()}})
+    one_row = {"row_id": [1], **{k: [v] for k, v in sql_row().items()}}
+    formatted = build_processor(with_explanation).format_batch(one_row)
     assert formatted["messages"][0][-1]["content"].startswith("Filters staff on dept.\n\n```sql\n")
     # Without a dialect to transpile from, the T-SQL query is dropped.
     plain = make_config(data={**cfg.data.model_dump(), "sql_dialect": "sqlite"}).data

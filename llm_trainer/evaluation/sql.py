@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from functools import lru_cache
 from typing import Any
 
 from llm_trainer.evaluation.base import BaseEvaluator, EvalResult
@@ -53,9 +54,8 @@ def _first_statement(text: str) -> str:
     return text
 
 
-def normalize_sql(sql: str) -> str | None:
-    """sqlglot's canonical SQLite rendering (identifiers lower-cased, spacing and keyword case unified); None if
-    sqlglot cannot parse it."""
+def _parse_one(sql: str) -> Any:
+    """The one statement in ``sql`` as a sqlglot expression, or None (not parseable, empty, several, too long)."""
     import sqlglot
     from sqlglot.errors import SqlglotError
 
@@ -65,21 +65,32 @@ def normalize_sql(sql: str) -> str | None:
         expressions = [e for e in sqlglot.parse(sql, read="sqlite") if e is not None]
     except (SqlglotError, RecursionError, ValueError):
         return None
-    if len(expressions) != 1:
-        return None
-    return expressions[0].sql(dialect="sqlite", normalize=True)
+    return expressions[0] if len(expressions) == 1 else None
+
+
+def normalize_sql(sql: str) -> str | None:
+    """sqlglot's canonical SQLite rendering (identifiers lower-cased, spacing and keyword case unified); None if
+    sqlglot cannot parse it."""
+    expression = _parse_one(sql)
+    return None if expression is None else expression.sql(dialect="sqlite", normalize=True)
+
+
+@lru_cache(maxsize=8192)
+def gold_facts(gold_sql: str) -> tuple[str | None, bool]:
+    """The gold query's normalised text, and whether its outermost statement has ORDER BY (then the order of the
+    rows counts). Cached: every evaluated model is scored against the same gold queries, and parsing dominates."""
+    expression = _parse_one(gold_sql)
+    if expression is None:
+        return None, bool(_ORDER_BY.search(gold_sql))
+    return expression.sql(dialect="sqlite", normalize=True), expression.args.get("order") is not None
 
 
 def is_ordered(gold_sql: str) -> bool:
-    """Whether the gold query's outermost statement has ORDER BY (then the order of the rows counts)."""
-    import sqlglot
-    from sqlglot.errors import SqlglotError
+    return gold_facts(gold_sql)[1]
 
-    try:
-        expression = sqlglot.parse_one(gold_sql, read="sqlite")
-    except (SqlglotError, RecursionError, ValueError):
-        return bool(_ORDER_BY.search(gold_sql))
-    return expression is not None and expression.args.get("order") is not None
+
+def _same_text(a: str, b: str) -> bool:
+    return " ".join(a.split()).rstrip(";").rstrip() == " ".join(b.split()).rstrip(";").rstrip()
 
 
 def _canonical_value(value: Any) -> Any:
@@ -110,8 +121,9 @@ def score_sql(generation: str, gold_sql: str, context: str, timeout_seconds: flo
     if not predicted:
         row["error"] = "no_sql_found"
         return row
-    gold_normal = normalize_sql(gold_sql)
-    row["exact_match"] = gold_normal is not None and normalize_sql(predicted) == gold_normal
+    gold_normal, ordered = gold_facts(gold_sql)
+    row["exact_match"] = gold_normal is not None and (_same_text(predicted, gold_sql)
+                                                      or normalize_sql(predicted) == gold_normal)
     with Sandbox(context, timeout_seconds, max_rows) as sandbox:
         gold = sandbox.run(gold_sql)
         if not gold.ok:
@@ -122,7 +134,7 @@ def score_sql(generation: str, gold_sql: str, context: str, timeout_seconds: flo
         row.update(error=result.error, error_detail=result.detail)
         return row
     row["valid_sql"] = True
-    row["correct"] = results_match(result.rows or [], gold.rows or [], is_ordered(gold_sql))
+    row["correct"] = results_match(result.rows or [], gold.rows or [], ordered)
     return row
 
 
