@@ -50,8 +50,11 @@ def card_from_config(cfg: Any, **extra: Any) -> CardInfo:
 
 
 def render(info: CardInfo) -> str:
-    hub_base = info.base_model != TINY_MODEL_NAME and not info.base_model.startswith(("/", ".", "~"))
-    on_hub_data = "/" in info.data_source and not info.data_source.startswith(("/", ".", "~"))
+    from llm_trainer.data.sources import is_local_source
+
+    hub_base = info.base_model != TINY_MODEL_NAME and not info.base_model.startswith(("/", ".", "~")) \
+        and not Path(info.base_model).expanduser().exists()
+    on_hub_data = not is_local_source(info.data_source)
     front: dict[str, Any] = {"library_name": "peft", "pipeline_tag": "text-generation",
                              "tags": ["lora", "qlora", "peft", "llm-trainer"]}
     if hub_base:

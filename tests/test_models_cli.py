@@ -224,3 +224,4 @@ def test_the_card_written_at_save_replaces_peft_placeholder(tmp_path, make_confi
     assert "[More Information Needed]" not in card and "# test: a LoRA adapter for tiny-llama" in card
     assert "learning_rate: 0.0003" in card and "Not evaluated yet" in card
     assert "base_model:" not in card.split("---")[1]  # the tiny model is not on the Hub
+    assert "datasets:" not in card.split("---")[1]  # nor is the sample data file
