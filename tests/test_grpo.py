@@ -199,9 +199,11 @@ def test_resume_after_sigkill_retraces_the_uninterrupted_run(grpo_run, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     out = json.loads((tmp_path / "out.json").read_text())
     straight = grpo_run["result"].history
+    # This process trained (and logged) steps 6-20 only; its history also holds steps 1-5 from the checkpoint.
+    assert [step for step, metrics in out["logged"] if "loss" in metrics] == list(range(6, GRPO_STEPS + 1))
     for key in ("rewards/format/mean", "loss", "completions/mean_length"):
         expected, got = _per_step(straight, key), _per_step(out["history"], key)
-        assert sorted(got) == list(range(6, GRPO_STEPS + 1)), key  # this process trained steps 6-20 only
+        assert sorted(got) == sorted(expected) == list(range(1, GRPO_STEPS + 1)), key
         for step, value in got.items():
             assert value == pytest.approx(expected[step], rel=1e-4, abs=1e-6), (key, step)
     assert out["metrics"]["global_step"] == GRPO_STEPS
@@ -239,7 +241,7 @@ def test_grpo_settings_are_checked_before_training(tmp_path):
 
     from llm_trainer.config import load_config
     from llm_trainer.errors import ConfigError, UserError
-    from llm_trainer.training.grpo import verifiable_prompts
+    from llm_trainer.training.grpo import GrpoTrainer, verifiable_prompts
     from llm_trainer.training.qlora import attach_lora
 
     with pytest.raises(ConfigError, match="multiple of num_generations"):
@@ -252,6 +254,9 @@ def test_grpo_settings_are_checked_before_training(tmp_path):
     tokenized = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"input_ids": [[1, 2]]})})
     with pytest.raises(UserError, match="pass the processed splits"):
         verifiable_prompts(tokenized, cfg)
+    vllm = load_config(GRPO_QUICKSTART, ["training.grpo.use_vllm=true"])
+    with pytest.raises(ConfigError, match="training.grpo.use_vllm: TRL's vLLM generation needs a CUDA GPU"):
+        GrpoTrainer(vllm)._grpo_arguments(tmp_path, [1.0])
 
 
 def test_grpo_quickstart_uses_the_quickstart_base_model_and_data():
@@ -288,8 +293,10 @@ def _train_once(argv: list[str]) -> None:
     cfg = load_config(GRPO_QUICKSTART, overrides)
     processed = datasets.load_from_disk(str(Path(shared) / "processed"))
     tokenizer = AutoTokenizer.from_pretrained(str(Path(shared) / "tokenizer"))
-    result = KillingTrainer(cfg, base_model).train(processed, tokenizer, Path(run_dir))
-    Path(out).write_text(json.dumps({"metrics": result.metrics, "history": result.history}, default=str))
+    logged = []
+    result = KillingTrainer(cfg, base_model).train(processed, tokenizer, Path(run_dir),
+                                                   on_metrics=lambda metrics, step: logged.append((step, metrics)))
+    Path(out).write_text(json.dumps({"metrics": result.metrics, "history": result.history, "logged": logged}))
 
 
 if __name__ == "__main__":

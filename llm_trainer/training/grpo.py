@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from trl import GRPOConfig, GRPOTrainer
 
-from llm_trainer.errors import DataError, UserError
+from llm_trainer.errors import ConfigError, DataError, UserError
 from llm_trainer.evaluation.answer_types import VERIFIABLE, answer_type
 from llm_trainer.fsutil import storage_failure, write_dir_atomically
 from llm_trainer.inference import _stop_token_ids, encode_prompts
@@ -111,6 +111,12 @@ class GrpoTrainer(QLoraTrainer):
         import torch
 
         t, g, on_gpu = self.cfg.training, self.cfg.training.grpo, torch.cuda.is_available()
+        if g.use_vllm:
+            import importlib.util
+
+            if not (on_gpu and importlib.util.find_spec("vllm")):
+                raise ConfigError("training.grpo.use_vllm: TRL's vLLM generation needs a CUDA GPU and the vllm "
+                                  "package here; set it to false to generate with transformers")
         compute = compute_dtype(self.cfg.model)
         arguments = GRPOConfig(
             output_dir=str(output_dir),
@@ -206,6 +212,9 @@ class _TrackingGrpoTrainer(GRPOTrainer):
         room = max(1, context_window(self.model, self._tokenizer) - self.max_completion_length)
         prompt_ids, _ = encode_prompts(self._tokenizer, prompts, room)
         return prompt_ids, None, {}
+
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        """TRL writes a Hub model card into the checkpoints folder at every save; the run folder has none."""
 
     def _save_checkpoint(self, model, trial):
         import shutil
