@@ -156,7 +156,7 @@ def configure_logging(verbose: bool = False) -> None:
     from runner.quiet import quiet_dependencies
 
     quiet_dependencies(verbose)
-    if not sys.stderr.isatty():  # colour codes only on a terminal
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):  # colour codes only on a terminal (ZenML logs to stdout)
         os.environ.setdefault("ZENML_LOGGING_COLORS_DISABLED", "true")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_LevelPrefix())
@@ -284,6 +284,13 @@ def print_summary(summary: dict[str, Any]) -> None:
 
         print("\n  test answers by type (accuracy on verifiable references; F1 / ROUGE-L on long ones):")
         for line in per_type_text(evaluated):
+            print(f"    {line}")
+    from llm_trainer.evaluation.report import per_task_text
+
+    by_task = per_task_text(evaluated)
+    if by_task:
+        print("\n  test accuracy by task family:")
+        for line in by_task:
             print(f"    {line}")
 
 

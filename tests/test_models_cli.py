@@ -106,18 +106,22 @@ def test_an_unknown_version_lists_the_versions_there_are(registered):
         find_version("never-registered", "production")
 
 
-def test_make_zenml_runs_zenml_commands_on_the_projects_store(registered):
-    """`make zenml ARGS="model list"` runs `python -m runner.dashboards cli model list`: the zenml CLI on this
-    project's store (here the session's), which holds the model."""
+def test_make_zenml_runs_zenml_commands_on_the_projects_store(monkeypatch):
+    """`make zenml ARGS="model list"` runs `python -m runner.dashboards cli model list`: the venv's zenml CLI with
+    the project's store (the one run_pipeline.py uses), not the user's global one."""
     import os
-    import subprocess
-    import sys
+
+    from llm_trainer.paths import state_dir
+    from runner import dashboards
 
     assert "$(PY) -m runner.dashboards cli $(ARGS)" in (ROOT / "Makefile").read_text()
-    result = subprocess.run([sys.executable, "-m", "runner.dashboards", "cli", "model", "list"], cwd=ROOT,
-                            env={**os.environ, "COLUMNS": "200"}, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert NAME in result.stdout
+    ran = {}
+    monkeypatch.setattr(os, "execvpe", lambda file, args, env: ran.update(file=file, args=args, env=env))
+    monkeypatch.delenv("ZENML_CONFIG_PATH")  # as from a plain shell: the project's store is the default
+    dashboards.main(["cli", "model", "list"])
+    assert ran["args"][1:] == ["model", "list"] and os.path.isfile(ran["file"]) and ran["file"].endswith("zenml")
+    assert ran["env"]["ZENML_CONFIG_PATH"] == str(state_dir() / "zenml")
+    assert ran["env"]["ZENML_ANALYTICS_OPT_IN"] == "false"
 
 
 # --- model card and the Hub ----------------------------------------------------------------------------------------
