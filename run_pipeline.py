@@ -201,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("\ninterrupted (Ctrl-C)", file=sys.stderr)
         return INTERRUPTED
+    except BrokenPipeError:  # `... | head`: the reader has gone, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def run_command(args: argparse.Namespace) -> int:
