@@ -97,7 +97,8 @@ def grpo_run(tmp_path_factory):
     processed.save_to_disk(str(shared / "processed"))
     tokenizer.save_pretrained(str(shared / "tokenizer"))
     return {"cfg": cfg, "overrides": overrides, "sft": sft, "result": result, "prompts": prompts, "logged": logged,
-            "warnings": warnings, "processed": processed, "tokenizer": tokenizer, "shared": shared}
+            "warnings": warnings, "processed": processed, "tokenizer": tokenizer, "shared": shared,
+            "tokenized": tokenized, "folder": folder}
 
 
 def _per_step(history, key):
@@ -177,6 +178,19 @@ def test_generation_prompts_are_the_training_prompts(grpo_run):
     training_prompts = {tuple(ids) for ids in encode(tokenizer, rendered)}  # what SFT masked as the prompt
     assert len(prompts) == GRPO_STEPS * 8
     assert all(tuple(ids) in training_prompts for ids in prompts)
+
+
+def test_sft_goes_on_from_an_init_adapter(grpo_run):
+    """model.init_adapter for SFT: the validation loss before the first step is the SFT adapter's final one."""
+    from llm_trainer.config import load_config
+    from llm_trainer.training import build_trainer
+
+    sft = grpo_run["sft"]
+    cfg = load_config(QUICKSTART, [*SFT_OVERRIDES, "training.max_steps=1", f"model.init_adapter={sft.adapter.path}"])
+    again = build_trainer(cfg).train(grpo_run["tokenized"], grpo_run["tokenizer"], grpo_run["folder"] / "sft-again")
+    assert sft.metrics["eval_loss"] < 0.9 * sft.metrics["eval_loss_before"]  # far from a fresh LoRA's loss
+    assert again.metrics["eval_loss_before"] == pytest.approx(sft.metrics["eval_loss"], rel=1e-3)
+    assert again.metrics["global_step"] == 1
 
 
 @pytest.mark.slow
