@@ -51,7 +51,7 @@ def test_quickstart_config_is_offline():
         ("training.learning_rate=fast", "training.learning_rate: Input should be a valid number"),
         ("data.splits.train=0.5", "data.splits: train + validation + test must sum to 1 (got 0.6)"),
         ("data.processor=nope", "data.processor: unknown name 'nope'; known: chat, reasoning, sql"),
-        ("training.trainer=nope", "training.trainer: unknown name 'nope'; known: qlora"),
+        ("training.trainer=nope", "training.trainer: unknown name 'nope'; known: grpo, qlora"),
         ("evaluation.evaluator=nope", "evaluation.evaluator: unknown name 'nope'; known: chat, reasoning, sql"),
         ("model.base_model=./no/such/model", "model.base_model: local path './no/such/model' does not exist"),
         ("data.final_answer_template=Answer", "data.final_answer_template: must contain '{answer}'"),
