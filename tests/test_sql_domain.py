@@ -238,3 +238,14 @@ def test_sql_quickstart_full_pipeline(tmp_path):
     decision = steps["register_model"]
     assert decision["metric"] == "execution_accuracy"
     assert decision["candidate"] == pytest.approx(steps["evaluate_finetuned"]["execution_accuracy"])
+
+
+def test_shipped_samples_are_what_the_generators_write(tmp_path):
+    for script, args, shipped in (
+            ("make_sql_sample.py", ["--out", str(tmp_path / "sql.jsonl")], {"sql.jsonl": SAMPLE}),
+            ("make_chat_sample.py", ["--out", str(tmp_path)],
+             {name: ROOT / "data" / "chat_sample" / name for name in ("messages.jsonl", "alpaca.jsonl",
+                                                                       "sharegpt.jsonl")})):
+        subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], check=True, capture_output=True)
+        for name, path in shipped.items():
+            assert (tmp_path / name).read_bytes() == path.read_bytes(), script

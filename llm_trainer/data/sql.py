@@ -15,13 +15,13 @@ from typing import Any
 
 import datasets
 
+from llm_trainer.config import DataConfig
 from llm_trainer.data.base import TOO_LONG, BaseDataProcessor
 from llm_trainer.data.text import clean_text, dedup_key
 from llm_trainer.evaluation.sql_sandbox import Sandbox
 
 DEFAULT_SYSTEM_PROMPT = ("You translate questions into SQLite queries. Answer with one SQL query in a ```sql "
                          "code block.")
-REASONING_DEFAULT_PREFIX = "You are a careful assistant. Reason step by step"
 GOLD_TIMEOUT_SECONDS = 2.0
 GOLD_MAX_ROWS = 100_000
 
@@ -92,9 +92,9 @@ class SqlDataProcessor(BaseDataProcessor):
         return None, (messages, question, gold, context, transpiled)
 
     def system_prompt(self) -> str:
-        """data.system_prompt, unless it is still the reasoning default (then a SQL one)."""
+        """data.system_prompt, unless it is still the reasoning processor's default (then a SQL one)."""
         prompt = self.cfg.system_prompt
-        return DEFAULT_SYSTEM_PROMPT if prompt.startswith(REASONING_DEFAULT_PREFIX) else prompt
+        return DEFAULT_SYSTEM_PROMPT if prompt == DataConfig.model_fields["system_prompt"].default else prompt
 
     def _executable(self, context: str, gold: str) -> tuple[str, str, bool, str | None]:
         """(context and gold SQL for SQLite, whether the gold was transpiled, drop reason or None)."""
