@@ -59,7 +59,11 @@ def quiet_dependencies(verbose: bool = False) -> None:
         if not any(isinstance(f, _DropMessages) for f in logger.filters):
             logger.addFilter(_DropMessages(pieces))
     warnings.filterwarnings("ignore", message=DEPRECATED_NAMES, category=FutureWarning)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Creating initial MLflow database tables..."
+    # MLflow sets its own loggers' level when imported: "Creating initial MLflow database tables...",
+    # "Validating input example...", and a bar for every artifact download.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 def split_answer_stream() -> TextIO:
