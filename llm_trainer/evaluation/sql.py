@@ -165,6 +165,7 @@ def aggregate_sql(rows: list[dict[str, Any]], complexities: list[str]) -> dict[s
 
 
 class SqlEvaluator(BaseEvaluator):
+    # The fixed names; the per-complexity ones (execution_accuracy.basic_sql, count.basic_sql, ...) depend on the data.
     metric_names = (*SCORES, *COUNTS, "error_gold_failed", *GENERATION, *LOSS)
 
     def evaluate(self, model: Any, tokenizer: Any, processed_test: Any, tokenized_test: Any) -> EvalResult:
