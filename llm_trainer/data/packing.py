@@ -248,13 +248,13 @@ def _blocks_table(rows: pa.Table, counts: np.ndarray) -> pa.Table:
     bin_of_sample = np.repeat(np.arange(len(counts)), counts)
     block_lengths = np.bincount(bin_of_sample, weights=lengths, minlength=len(counts)).astype(np.int64)
     offsets = pa.array(np.concatenate([[0], np.cumsum(block_lengths)]).astype(np.int32))
-    sample_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    positions = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(sample_starts, lengths)
+    sample_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int32)  # < 2**31: one chunk's tokens
+    positions = np.arange(int(lengths.sum()), dtype=np.int32) - np.repeat(sample_starts, lengths)
     return pa.table(
         {
             "input_ids": pa.ListArray.from_arrays(offsets, _values(rows.column("input_ids"))),
             "labels": pa.ListArray.from_arrays(offsets, _values(rows.column("labels"))),
-            "position_ids": pa.ListArray.from_arrays(offsets, pa.array(positions.astype(np.int32))),
+            "position_ids": pa.ListArray.from_arrays(offsets, pa.array(positions)),
             "length": pa.array(block_lengths.astype(np.int32)),
             "num_samples": pa.array(counts.astype(np.int32)),
         }
