@@ -26,7 +26,7 @@ def push_version(cfg: RunConfig, name: str, number: int, repo: str, private: boo
     token = get_token()  # HF_TOKEN, else the `hf auth login` cache
     if not token:
         raise UserError("models push: no Hub token; run `hf auth login` or set HF_TOKEN (a token with write access)")
-    version = find_version(name, str(number))
+    version = find_version(name, str(number), what="models push")
     adapter = _adapter_of(version)
     metadata = version.run_metadata or {}
     fingerprint = FINGERPRINT.search(version.name or "")

@@ -32,7 +32,7 @@ def adapter_and_label(cfg: RunConfig, adapter: str | None, model_version: str | 
     return None, None
 
 
-def find_version(name: str, version: str) -> Any:
+def find_version(name: str, version: str, what: str = "--model-version") -> Any:
     """A ZenML model version by number, stage (production, staging, latest...) or name; an unknown one is one
     line that lists the versions there are."""
     from zenml.client import Client
@@ -43,8 +43,7 @@ def find_version(name: str, version: str) -> Any:
     try:
         return Client().get_model_version(name, wanted)
     except KeyError:
-        raise UserError(f"--model-version: model '{name}' has no version '{version}'; {existing_versions(name)}"
-                        ) from None
+        raise UserError(f"{what}: model '{name}' has no version '{version}'; {existing_versions(name)}") from None
 
 
 def existing_versions(name: str) -> str:

@@ -100,7 +100,7 @@ def set_stage(name: str, number: int, stage: str) -> str:
     `production` alias with it: set on this version's MLflow version, or removed if it pointed there."""
     from zenml.client import Client
 
-    version = find_version(name, str(number))
+    version = find_version(name, str(number), what=f"models {'promote' if stage == 'production' else 'stage'}")
     Client().update_model_version(model_name_or_id=name, version_name_or_id=version.id, stage=stage, force=True)
     mlflow_version = (version.run_metadata or {}).get("mlflow_model_version")
     note = _sync_mlflow_alias(name, str(mlflow_version) if mlflow_version else None, stage)

@@ -90,6 +90,10 @@ def test_promote_and_roll_back_move_zenml_stage_and_mlflow_alias_together(regist
     assert stages()[3] == "archived" and production_alias(registered) is None
 
     assert models("promote", "2") == 0
+    from llm_trainer.errors import UserError
+
+    with pytest.raises(UserError, match=f"^models promote: model '{NAME}' has no version '9'; it has: 1 "):
+        models("promote", "9")
     assert models("stage", "3", "staging") == 0  # not the production one: the alias stays where it is
     assert stages() == {1: "archived", 2: "production", 3: "staging"} and production_alias(registered) == "2"
 
