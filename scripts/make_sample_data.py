@@ -5,12 +5,20 @@ The rows follow the schema of ``facebook/natural_reasoning``::
 
     {"question": str,
      "reference_answer": str,
-     "responses": [{"response_model": str, "response": str}]}
+     "responses": [{"response_model": str, "response": str}],
+     "task": str}
+
+plus ``task``, the template family that made the row (optional for the
+pipeline: the evaluator reports accuracy per family when the column is there).
 
 Every problem is a short arithmetic or word problem whose answer is computed
-here in Python, so the answers are verifiable. About 10% of the rows get an
-empty ``reference_answer`` (the real data set has rows without one); their
-response still solves the problem.
+here in Python, so the answers are verifiable. Most families (multi-digit
+arithmetic, ages, speeds, ...) are beyond the quickstart's tiny model; the
+LEARNABLE_TASKS (the larger of two digits, the last word of a phrase, even or
+odd, one-digit sums) are short, fixed-shape questions it can learn within the
+quickstart's budget, and get twice the share of rows. About 10% of the rows
+get an empty ``reference_answer`` (the real data set has rows without one);
+their response still solves the problem.
 
 Only the standard library is used and all randomness comes from one
 ``random.Random(seed)``, so the same ``--rows``/``--seed`` always give a
@@ -48,6 +56,12 @@ ITEMS = [
     ("pen", "pens"), ("notebook", "notebooks"), ("apple", "apples"),
     ("ticket", "tickets"), ("mug", "mugs"), ("candle", "candles"),
     ("book", "books"), ("sandwich", "sandwiches"),
+]
+# Everyday nouns for the word and counting tasks.
+WORDS = [
+    "apple", "river", "stone", "lamp", "chair", "cloud", "bread", "horse", "garden", "window",
+    "pencil", "bottle", "forest", "candle", "mirror", "basket", "rocket", "tiger", "lemon", "bridge",
+    "castle", "island", "jacket", "kettle", "ladder", "magnet", "needle", "orange", "pillow", "violin",
 ]
 # vehicle -> (min speed, max speed) in km/h, multiples of 5
 VEHICLES = {"car": (40, 110), "train": (60, 150), "cyclist": (10, 30), "bus": (30, 80)}
@@ -300,6 +314,45 @@ def t_perimeter(rng: random.Random) -> Problem:
     return q, fmt(perimeter), r
 
 
+# --------------------------------------------------------------------------
+# Learnable families: the tiny model (2 layers, 64 wide) cannot carry digits
+# or search a long text within its budget, but it can learn to look back a
+# fixed number of tokens. So each question has one shape whose operands sit
+# at a fixed distance from its end (the leading name only makes questions
+# distinct), operands are single digits or single-token words, and the
+# response restates them right before the answer.
+# --------------------------------------------------------------------------
+
+
+def t_larger_number(rng: random.Random) -> Problem:
+    a, b = rng.sample(range(10), 2)
+    q = f"{rng.choice(NAMES)} asks: which is larger, {a} or {b}?"
+    r = f"Of {a} and {b}, the larger is {max(a, b)}."
+    return q, fmt(max(a, b)), r
+
+
+def t_last_word(rng: random.Random) -> Problem:
+    words = rng.sample(WORDS, rng.randint(3, 5))
+    q = f"What is the last word of: {' '.join(words)}?"
+    r = f"The last word is {words[-1]}."
+    return q, words[-1], r
+
+
+def t_parity(rng: random.Random) -> Problem:
+    n = rng.randrange(10)
+    parity = "odd" if n % 2 else "even"
+    q = f"{rng.choice(NAMES)} asks: is {n} even or odd?"
+    r = f"{n} is {parity}."
+    return q, parity, r
+
+
+def t_digit_sum(rng: random.Random) -> Problem:
+    a, b = rng.randrange(10), rng.randrange(10)
+    q = f"{rng.choice(NAMES)} asks: what is {a} plus {b}?"
+    r = f"{a} plus {b} is {a + b}."
+    return q, fmt(a + b), r
+
+
 TEMPLATES: dict[str, Callable[[random.Random], Problem]] = {
     "addition": t_addition,
     "subtraction": t_subtraction,
@@ -313,7 +366,12 @@ TEMPLATES: dict[str, Callable[[random.Random], Problem]] = {
     "sequence": t_sequence,
     "rectangle_area": t_area,
     "rectangle_perimeter": t_perimeter,
+    "larger_number": t_larger_number,
+    "last_word": t_last_word,
+    "parity": t_parity,
+    "digit_sum": t_digit_sum,
 }
+LEARNABLE_TASKS = ("larger_number", "last_word", "parity", "digit_sum")
 
 
 def generate_rows(n: int, seed: int) -> list[dict]:
@@ -321,7 +379,7 @@ def generate_rows(n: int, seed: int) -> list[dict]:
     if n < 0:
         raise ValueError("n must be >= 0")
     rng = random.Random(seed)
-    kinds = list(TEMPLATES)
+    kinds = list(TEMPLATES) + list(LEARNABLE_TASKS)
     seen: set[str] = set()
     rows: list[dict] = []
     attempts = 0
@@ -329,7 +387,7 @@ def generate_rows(n: int, seed: int) -> list[dict]:
         attempts += 1
         if attempts > 50 * n + 1000:
             raise RuntimeError(f"could not draw {n} unique questions")
-        # Cycle through the templates so every kind gets an even share.
+        # Cycle through the templates: every kind gets an even share, the learnable ones twice that.
         kind = kinds[len(rows) % len(kinds)]
         question, answer, response = TEMPLATES[kind](rng)
         if question in seen:
@@ -339,6 +397,7 @@ def generate_rows(n: int, seed: int) -> list[dict]:
             "question": question,
             "reference_answer": answer,
             "responses": [{"response_model": RESPONSE_MODEL, "response": response}],
+            "task": kind,
         })
     rng.shuffle(rows)
     for i in rng.sample(range(n), round(n * EMPTY_REFERENCE_SHARE)):

@@ -132,7 +132,25 @@ SOLVERS = {
          rf"A rectangular field measures (?P<l>\d+) (?P<u>c?m) by (?P<w>\d+) (?P=u)\. How much fencing in (?P=u) is needed to go around it\?"],
         lambda m: 2 * (_num(m["l"]) + _num(m["w"])),
     ),
+    # The learnable families (make_sample_data.LEARNABLE_TASKS).
+    "larger_number": (
+        [rf"\w+ asks: which is larger, (?P<a>\d) or (?P<b>\d)\?"],
+        lambda m: max(_num(m["a"]), _num(m["b"])),
+    ),
+    "last_word": (
+        [rf"What is the last word of: (?P<p>[a-z ]+)\?"],
+        lambda m: m["p"].split()[-1],
+    ),
+    "parity": (
+        [rf"\w+ asks: is (?P<n>\d) even or odd\?"],
+        lambda m: "odd" if int(m["n"]) % 2 else "even",
+    ),
+    "digit_sum": (
+        [rf"\w+ asks: what is (?P<a>\d) plus (?P<b>\d)\?"],
+        lambda m: _num(m["a"]) + _num(m["b"]),
+    ),
 }
+FAMILY = {kind: kind.split("_")[0] if kind.startswith(("speed", "ages")) else kind for kind in SOLVERS}
 COMPILED = {kind: ([re.compile(p) for p in pats], solve) for kind, (pats, solve) in SOLVERS.items()}
 
 
@@ -147,7 +165,11 @@ def _classify(question: str) -> list[tuple[str, re.Match]]:
 
 
 def _mentions(text: str, value: str) -> bool:
-    return re.search(rf"(?<![\d.\-]){re.escape(value)}(?!\.?\d)", text) is not None
+    return re.search(rf"(?<![\w.\-]){re.escape(value)}(?!\.?\w)", text) is not None
+
+
+def _answer_text(value: Fraction | str) -> str:
+    return value if isinstance(value, str) else _fmt(value)
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +205,8 @@ def test_cli_writes_requested_rows(tmp_path):
 def test_schema_and_shape(rows):
     assert len(rows) >= 2000
     for row in rows:
-        assert list(row) == ["question", "reference_answer", "responses"]
+        assert list(row) == ["question", "reference_answer", "responses", "task"]
+        assert row["task"] in make_sample_data.TEMPLATES
         assert isinstance(row["question"], str) and row["question"].strip()
         assert isinstance(row["reference_answer"], str)
         assert isinstance(row["responses"], list) and len(row["responses"]) == 1
@@ -206,16 +229,21 @@ def test_reference_answers_are_correct(rows):
         hits = _classify(q)
         assert len(hits) == 1, f"question matches {len(hits)} templates: {q!r}"
         kind, m = hits[0]
+        assert row["task"] == FAMILY[kind], (q, row["task"])
         counts[kind] = counts.get(kind, 0) + 1
         expected = COMPILED[kind][1](m)
         if row["reference_answer"]:
-            assert _num(row["reference_answer"]) == expected, (q, row["reference_answer"], expected)
-            assert row["reference_answer"] == _fmt(expected), (q, row["reference_answer"])
+            if isinstance(expected, Fraction):
+                assert _num(row["reference_answer"]) == expected, (q, row["reference_answer"], expected)
+            assert row["reference_answer"] == _answer_text(expected), (q, row["reference_answer"])
         # Whether or not a reference is given, the response must reach the right value.
-        assert _mentions(row["responses"][0]["response"], _fmt(expected)), (q, row["responses"][0])
-    families = {k.split("_")[0] if k.startswith(("speed", "ages")) else k for k in counts}
-    assert len(families) >= 8, families
+        assert _mentions(row["responses"][0]["response"], _answer_text(expected)), (q, row["responses"][0])
+    families = set(map(FAMILY.get, counts))
+    assert len(families) >= 12 and families >= set(make_sample_data.LEARNABLE_TASKS), families
     assert all(n >= 20 for n in counts.values()), counts
+    hardest_share = max(n for kind, n in counts.items() if FAMILY[kind] == kind
+                        and kind not in make_sample_data.LEARNABLE_TASKS)
+    assert all(counts[kind] > 1.5 * hardest_share for kind in make_sample_data.LEARNABLE_TASKS), counts
 
 
 def test_response_mentions_reference(rows):

@@ -9,11 +9,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from llm_trainer.data.base import TOO_LONG, BaseDataProcessor
 from llm_trainer.data.text import clean_text, dedup_key
 
+TASK = "task"  # optional source column: the row's task family, for accuracy per family
+
 
 class ReasoningDataProcessor(BaseDataProcessor):
+    def preprocess(self, raw: datasets.Dataset) -> tuple[datasets.DatasetDict, dict[str, Any]]:
+        processed, report = super().preprocess(raw)
+        return _with_task_column(processed, raw), report
+
     def format_batch(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {k: [] for k in ("messages", "question", "reference_answer", "dedup_text",
                                                      "drop_reason")}
@@ -88,3 +99,25 @@ class ReasoningDataProcessor(BaseDataProcessor):
         if target == "response":
             return response
         return "\n\n".join(part for part in (response, answer_line) if part)
+
+
+def _with_task_column(processed: datasets.DatasetDict, raw: datasets.Dataset) -> datasets.DatasetDict:
+    """Each split's rows get their source row's ``task`` (as text, "" if null), looked up by row_id."""
+    if TASK not in raw.column_names or "row_id" not in raw.column_names:
+        return processed
+    source = raw.with_format("arrow")  # respects an indices mapping (data.max_samples), unlike raw.data
+    column = source[TASK]
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        try:
+            column = pc.cast(column, pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return processed  # e.g. nested values: no family to group by
+    tasks = pc.fill_null(column, "")
+    ids = source["row_id"].to_numpy()
+    order = np.argsort(ids, kind="stable")
+    out = {}
+    for name, split in processed.items():
+        wanted = split.with_format("arrow")["row_id"].to_numpy()
+        positions = order[np.searchsorted(ids, wanted, sorter=order)] if len(wanted) else np.zeros(0, np.int64)
+        out[name] = split.add_column(TASK, tasks.take(pa.array(positions)).to_pylist())
+    return datasets.DatasetDict(out)

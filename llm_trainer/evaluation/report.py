@@ -1,5 +1,5 @@
-"""Self-contained HTML for the ZenML dashboard: headline metrics, metrics per answer type, judges, comparison
-of models, worst examples."""
+"""Self-contained HTML for the ZenML dashboard: headline metrics, metrics per answer type and per task family,
+judges, comparison of models, worst examples."""
 
 from __future__ import annotations
 
@@ -84,6 +84,38 @@ def per_type_text(columns: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def task_families(columns: dict[str, dict[str, Any]]) -> list[str]:
+    """The task families (metric keys) that any model's metrics break accuracy down by."""
+    return sorted({name[len("count_task_"):] for metrics in columns.values() for name in metrics
+                   if name.startswith("count_task_")})
+
+
+def per_task_table(columns: dict[str, dict[str, Any]]) -> str:
+    """Task families as rows (when the test data names them); for each model its accuracy and count."""
+    head = "".join(f"<th>{escape(title)}</th>" for title in columns)
+    body = "".join(
+        f"<tr><th>{escape(task)}</th>" + "".join(
+            f"<td>{_value(m.get(f'accuracy_task_{task}', '-'))} <small>(n={m.get(f'count_task_{task}', 0)})</small></td>"
+            for m in columns.values()) + "</tr>"
+        for task in task_families(columns))
+    return f"<h3>Accuracy by task family</h3><table><tr><th>task</th>{head}</tr>{body}</table>" if body else ""
+
+
+def per_task_text(columns: dict[str, dict[str, Any]]) -> list[str]:
+    """Accuracy per task family as terminal lines (the CLI's run summary); no lines without families."""
+    tasks = task_families(columns)
+    if not tasks:
+        return []
+    width = max(13, *(len(t) + 2 for t in tasks))
+    lines = [f"{'task':<{width}}{'count':>6}  " + "".join(f"{title:<14}" for title in columns)]
+    for task in tasks:
+        count = max(int(m.get(f"count_task_{task}", 0)) for m in columns.values())
+        cells = "".join(f"{m[f'accuracy_task_{task}']:<14.1%}" if f"accuracy_task_{task}" in m else f"{'-':<14}"
+                        for m in columns.values())
+        lines.append(f"{task:<{width}}{count:>6}  {cells}")
+    return lines
+
+
 def judges_table(examples: list[dict[str, Any]]) -> str:
     counts = Counter((e.get("answer_type", "?"), e.get("judge") or "-", e.get("correct")) for e in examples
                      if e.get("scored"))
@@ -117,7 +149,7 @@ def examples_table(examples: list[dict[str, Any]]) -> str:
 
 def evaluation_html(title: str, metrics: dict[str, Any], examples: list[dict[str, Any]]) -> str:
     return (f"<html><head>{STYLE}</head><body><h2>{escape(title)}</h2>{metrics_table({title: metrics})}"
-            f"<h3>By answer type</h3>{per_type_table({title: metrics})}"
+            f"<h3>By answer type</h3>{per_type_table({title: metrics})}{per_task_table({title: metrics})}"
             f"<h3>Who decided</h3>{judges_table(examples)}"
             f"<h3>Worst examples</h3>{examples_table(worst_examples(examples))}</body></html>")
 
@@ -126,4 +158,4 @@ def promotion_html(decision: dict[str, Any], columns: dict[str, dict[str, Any]])
     verdict = "promoted to production" if decision["promote"] else "kept in staging"
     return (f"<html><head>{STYLE}</head><body><h2>Model version {escape(verdict)}</h2>"
             f"<p>{escape(decision['reason'])}</p>{metrics_table(columns)}"
-            f"<h3>By answer type</h3>{per_type_table(columns)}</body></html>")
+            f"<h3>By answer type</h3>{per_type_table(columns)}{per_task_table(columns)}</body></html>")
