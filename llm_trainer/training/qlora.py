@@ -25,7 +25,6 @@ from llm_trainer.errors import ConfigError, UserError
 from llm_trainer.fsutil import is_inside, storage_failure, write_dir_atomically
 from llm_trainer.modeling import ADAPTER_WEIGHTS, compute_dtype, load_model, lora_config
 from llm_trainer.model_card import card_from_config, write_model_card
-from llm_trainer.model_card import card_from_config, write_model_card
 from llm_trainer.progress import TrainingProgress
 from llm_trainer.training import losses
 from llm_trainer.training.base import ADAPTER_INFO_FILE, BaseTrainer, LoraAdapter, MetricsHook, TrainResult
@@ -95,7 +94,6 @@ class QLoraTrainer(BaseTrainer):
             model.save_pretrained(folder)  # safetensors
             tokenizer.save_pretrained(folder)
             (Path(folder) / ADAPTER_INFO_FILE).write_text(json.dumps({"base_model": base_model}))
-            write_model_card(folder, card_from_config(cfg))  # replaces peft's placeholder card
             write_model_card(folder, card_from_config(cfg))  # replaces peft's placeholder card
 
         adapter_dir = run_dir / "adapter"
