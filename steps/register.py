@@ -52,6 +52,7 @@ def _model_version(spec: ModelVersionSpec, name: str) -> Any:
     """The version ``name`` of the model, created (with the model) if this is its first run; the artifacts this
     pipeline run has made so far are linked to it (lineage from the version back to the data)."""
     from zenml.model.utils import link_artifact_version_to_model_version
+    from zenml.models import ModelVersionPipelineRunFilter, ModelVersionPipelineRunRequest
 
     client = Client()
     try:
@@ -62,8 +63,13 @@ def _model_version(spec: ModelVersionSpec, name: str) -> Any:
         version = client.get_model_version(spec.name, name)
     except KeyError:
         version = client.create_model_version(spec.name, name=name, description=spec.description, tags=spec.tags)
+    run_id = get_step_context().pipeline_run.id
+    if run_id not in {link.pipeline_run.id for link in client.zen_store.list_model_version_pipeline_run_links(
+            ModelVersionPipelineRunFilter(model_version_id=version.id, size=1000)).items}:
+        client.zen_store.create_model_version_pipeline_run_link(
+            ModelVersionPipelineRunRequest(model_version=version.id, pipeline_run=run_id))
     linked = {a.id for a in _linked_artifacts(version)}
-    for step_run in client.get_pipeline_run(get_step_context().pipeline_run.id).steps.values():
+    for step_run in client.get_pipeline_run(run_id).steps.values():
         for artifacts in step_run.outputs.values():
             for artifact in artifacts:
                 if artifact.id not in linked:

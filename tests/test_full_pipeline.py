@@ -59,6 +59,7 @@ def test_full_run_evaluates_both_models_and_promotes(promoted):
                  "training_metrics", "evaluation_examples"):
         assert version.get_artifact(name) is not None, name
     assert version.name.endswith(run_fingerprint[:8])
+    assert promoted["run_id"] in {str(i) for i in version.pipeline_run_ids.values()}
     # Lineage: from the registered adapter back through every producing step to the raw data's fingerprint.
     chain, artifact = [], version.get_artifact("adapter")
     while artifact is not None:

@@ -105,19 +105,20 @@ def train_in_processes(spec: TrainSpec, base_model: str, tokenized: Any, tokeniz
     processes = int(command[command.index("--num_processes") + 1])
     if launcher.returncode or not (launch / RESULT_FILE).exists():
         raise UserError(f"training in {processes} processes failed (launcher exit code {launcher.returncode}): "
-                        f"{_last_exception(log_path) or 'no exception printed'}; log: {log_path}")
+                        f"{_first_exception(log_path) or 'no exception printed'}; log: {log_path}")
     result = json.loads((launch / RESULT_FILE).read_text())
     return TrainResult(adapter=LoraAdapter(path=Path(result["adapter"]), base_model=result["base_model"]),
                        metrics=result["metrics"], history=result["history"])
 
 
-def _last_exception(log_path: Path) -> str | None:
-    """The last Python exception line a process printed (e.g. "IsADirectoryError: ..."), on one line."""
+def _first_exception(log_path: Path) -> str | None:
+    """The first Python exception line a process printed (e.g. "IsADirectoryError: ..."), on one line: the cause;
+    the other processes' errors (a peer closed the connection) follow from it."""
     import re
 
     found = [line for line in re.findall(r"\b([A-Za-z_.]*(?:Error|Exception): .*)", log_path.read_text(errors="replace"))
              if "ChildFailedError" not in line]  # torchrun's own report that a process failed
-    return " ".join(found[-1].split())[:300] if found else None
+    return " ".join(found[0].split())[:300] if found else None
 
 
 def _forward_metrics(path: Path, seen: int, on_metrics: MetricsHook | None) -> int:
