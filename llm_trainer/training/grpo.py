@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from transformers import PrinterCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from llm_trainer.errors import ConfigError, DataError, UserError
@@ -28,6 +29,7 @@ from llm_trainer.evaluation.answer_types import VERIFIABLE, answer_type
 from llm_trainer.fsutil import storage_failure, write_dir_atomically
 from llm_trainer.inference import _stop_token_ids, encode_prompts
 from llm_trainer.modeling import compute_dtype, load_model
+from llm_trainer.progress import TrainingProgress
 from llm_trainer.training.base import ADAPTER_INFO_FILE, LoraAdapter, MetricsHook, TrainResult
 from llm_trainer.training.qlora import (QLoraTrainer, _keep_4bit_encoding_stable, _MarkCompleteCheckpoints,
                                         _peak_memory_mb, attach_lora)
@@ -60,6 +62,7 @@ class GrpoTrainer(QLoraTrainer):
             model=model, reward_funcs=rewards, args=self._grpo_arguments(run_dir / "checkpoints", weights),
             train_dataset=prompts, processing_class=tokenizer, callbacks=self._grpo_callbacks())
         trainer.on_metrics, trainer.reward_functions = on_metrics, rewards
+        trainer.remove_callback(PrinterCallback)  # dicts of quoted numbers; _GrpoProgress shows the run
         _lora_weights_in_float32(model)
         trainable, total = model.get_nb_trainable_parameters()
         if torch.cuda.is_available():
@@ -105,7 +108,7 @@ class GrpoTrainer(QLoraTrainer):
         return attach_lora(model, cfg, base_model)
 
     def _grpo_callbacks(self) -> list[Any]:
-        return [_MarkCompleteCheckpoints()]
+        return [_MarkCompleteCheckpoints(), _GrpoProgress()]
 
     def _grpo_arguments(self, output_dir: Path, reward_weights: list[float]) -> GRPOConfig:
         import torch
@@ -236,6 +239,24 @@ class _TrackingGrpoTrainer(GRPOTrainer):
         if self.on_metrics is not None and self.is_world_process_zero():
             self.on_metrics({k: float(v) for k, v in logs.items() if isinstance(v, int | float)},
                             self.state.global_step)
+
+
+class _GrpoProgress(TrainingProgress):
+    """The progress line (step, elapsed, ETA, loss) with the mean reward and completion length."""
+
+    reward: float | None = None
+    length: float | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "reward" in logs:
+            self.reward, self.length = float(logs["reward"]), logs.get("completions/mean_length")
+        super().on_log(args, state, control, logs=logs, **kwargs)
+
+    def line(self, state: Any) -> str:
+        text = super().line(state)
+        if self.reward is not None:
+            text += f" | reward {self.reward:.3f}"
+        return text + (f" | {float(self.length):.0f} tokens/answer" if self.length is not None else "")
 
 
 def _lora_weights_in_float32(model: Any) -> None:
