@@ -100,8 +100,8 @@ class GrpoTrainer(QLoraTrainer):
         _keep_4bit_encoding_stable(model)
         gc_kwargs = {"use_reentrant": False}
         if cfg.model.load_in_4bit:
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.training.gradient_checkpointing,
-                                                    gradient_checkpointing_kwargs=gc_kwargs)
+            model = prepare_model_for_kbit_training(model, gradient_checkpointing_kwargs=gc_kwargs,
+                                                    use_gradient_checkpointing=cfg.training.gradient_checkpointing)
         elif cfg.training.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
             model.enable_input_require_grads()

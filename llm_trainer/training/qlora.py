@@ -301,8 +301,9 @@ def attach_lora(model: Any, cfg: Any, base_model: str) -> Any:
         return get_peft_model(model, lora_config(cfg.lora))
     folder = Path(cfg.model.init_adapter).expanduser()
     if not (folder / ADAPTER_WEIGHTS).is_file():
-        raise ConfigError(f"model.init_adapter: '{cfg.model.init_adapter}' is no adapter folder (no {ADAPTER_WEIGHTS}); "
-                          "a registered version such as 'production' is resolved to its folder by the runner")
+        raise ConfigError(f"model.init_adapter: '{cfg.model.init_adapter}' is no adapter folder (no "
+                          f"{ADAPTER_WEIGHTS}); a registered version such as 'production' is resolved to its folder "
+                          "by the runner")
     trained_on = LoraAdapter.from_folder(folder).base_model
     if trained_on != base_model and Path(trained_on).name != Path(base_model).name:  # a built base may move
         raise ConfigError(f"model.init_adapter: '{folder}' was trained on '{trained_on}', not on this run's base "
