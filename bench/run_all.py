@@ -21,7 +21,7 @@ from pathlib import Path
 from bench import common
 
 BENCHMARKS = ["packing", "processing", "generation", "training", "orchestration", "scoring", "freeform", "tiny_build",
-              "max_context", "scale", "sql"]
+              "max_context", "scale", "sql", "serving"]
 
 
 def run(name: str, args: argparse.Namespace) -> dict:
@@ -51,6 +51,9 @@ def run(name: str, args: argparse.Namespace) -> dict:
         return main(tuple(args.scale_rows), args.scale_limit_gib)
     if name == "freeform":
         from bench.bench_freeform import main
+        return main()
+    if name == "serving":  # the `serve` command under 1 and 8 concurrent clients, against no batching
+        from bench.bench_serving import main
         return main()
     if name == "sql":
         from bench.bench_sql import main

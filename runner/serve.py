@@ -134,13 +134,15 @@ def serve(cfg: Any, adapter: Any, args: argparse.Namespace) -> int:
 
 @contextmanager
 def running_server(command: list[str], port: int, log: Path, env: dict[str, str], start_timeout: float,
-                   stop_timeout: float = 15) -> Iterator[subprocess.Popen]:
-    """Start ``command`` (a `serve` command line) with its output in ``log``, wait until 127.0.0.1:``port``
-    answers /health, yield the process, and stop it by its pid at the end (SIGTERM, then SIGKILL)."""
+                   stop_timeout: float = 15, cwd: Path = PROJECT_ROOT) -> Iterator[subprocess.Popen]:
+    """Start ``command`` (a `serve` or `mlflow models serve` command line) in a new process group with its
+    output in ``log``, wait until 127.0.0.1:``port`` answers /health, yield the process, and at the end stop its
+    group by the process's id (SIGTERM, then SIGKILL): `mlflow models serve` runs its server as a child."""
     import http.client
 
     with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
     try:
         deadline = time.monotonic() + start_timeout
         while True:
@@ -154,9 +156,16 @@ def running_server(command: list[str], port: int, log: Path, env: dict[str, str]
             time.sleep(0.3)
         yield process
     finally:
-        os.kill(process.pid, signal.SIGTERM)
+        _signal_group(process.pid, signal.SIGTERM)
         try:
             process.wait(stop_timeout)
         except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
+            _signal_group(process.pid, signal.SIGKILL)
             process.wait(stop_timeout)
+        _signal_group(process.pid, signal.SIGKILL)  # a child that outlived its parent
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    """Signal the process group that ``running_server`` started (its id is the first process's id)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signum)
