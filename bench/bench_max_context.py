@@ -270,6 +270,8 @@ def main(cap_gib: float = CAP_GIB, contexts: tuple[int, ...] = (1024, 2048, 4096
                     if context >= found[path]["predicted"] or any(t["oom"] for t in tried):
                         break
                     context = found[path]["predicted"]
+                elif any(not t["oom"] for t in tried):  # trained below, killed here: bracketed
+                    break
                 else:
                     context = context * 85 // 100 // ROUND * ROUND
             checks.extend(tried)
