@@ -407,3 +407,5 @@ def test_twenty_concurrent_requests_are_answered_or_refused_and_the_server_stays
     assert status == 200 and stats["largest_batch"] > 1, stats
     assert call(port, "POST", "/v1/chat/completions", body)[0] == 200  # still serving
     assert process.poll() is None and "Traceback" not in log.read_text()
+    # loopback unless --host is given; the key came from LLM_TRAINER_API_KEY
+    assert f"at http://127.0.0.1:{port}/v1 (API key required)" in log.read_text()
