@@ -15,8 +15,8 @@ def full_pipeline(config: RunConfig):
         data=config.data, model=config.model, seed=config.seed)
     check_splits(processed_dataset, tokenized_dataset, data=config.data, needed=["train", "test"], purpose="full",
                  id=CHECK_SPLITS)
-    adapter, _, _ = train_model(tokenized_dataset, tokenizer, base_model, spec=config.train_spec(), id=TRAIN,
-                                after=CHECK_SPLITS)
+    adapter, _, _ = train_model(processed_dataset, tokenized_dataset, tokenizer, base_model,
+                                spec=config.train_spec(), id=TRAIN, after=CHECK_SPLITS)
     spec = config.eval_spec()
     base_metrics, _, _ = evaluate_model(processed_dataset, tokenized_dataset, tokenizer, base_model, spec=spec,
                                         label="base", id=EVALUATE_BASE, after=CHECK_SPLITS)

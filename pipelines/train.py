@@ -7,8 +7,9 @@ from steps import train_model
 
 @pipeline
 def train_pipeline(config: RunConfig):
-    """process (cached when data and tokenizer settings are unchanged) -> train."""
-    _, tokenized_dataset, tokenizer, base_model, _ = process_pipeline(data=config.data, model=config.model,
-                                                                       seed=config.seed)
-    adapter, training_metrics, _ = train_model(tokenized_dataset, tokenizer, base_model, spec=config.train_spec())
+    """process (cached when data and tokenizer settings are unchanged) -> train (SFT, or GRPO by config)."""
+    processed_dataset, tokenized_dataset, tokenizer, base_model, _ = process_pipeline(
+        data=config.data, model=config.model, seed=config.seed)
+    adapter, training_metrics, _ = train_model(processed_dataset, tokenized_dataset, tokenizer, base_model,
+                                               spec=config.train_spec())
     return adapter, training_metrics

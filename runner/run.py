@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_trainer.config import RunConfig
+from llm_trainer.errors import UserError
 from runner import stack
 from runner.options import check_stack_supports, parse_schedule, pipeline_settings, step_options
 from runner.stale import OWNER_KEY, owner_marker
@@ -24,6 +25,7 @@ def run_pipeline_command(command: str, cfg: RunConfig, fingerprint: str, adapter
         for name in ("zenml.orchestrators.step_launcher", "zenml.orchestrators.local.local_orchestrator"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     started = time.time()
+    cfg = with_init_adapter_folder(cfg)
     with owner_marker() as owner:  # held while the run runs: a later command can tell if this process died
         configured, params = configure_run(command, cfg, fingerprint, adapter_path, no_cache, schedule, owner)
         pipeline_run = configured(**params)
@@ -34,6 +36,23 @@ def run_pipeline_command(command: str, cfg: RunConfig, fingerprint: str, adapter
     summary = run_summary(pipeline_run.id)
     summary["wall_time_s"] = round(time.time() - started, 2)
     return summary
+
+
+def with_init_adapter_folder(cfg: RunConfig) -> RunConfig:
+    """``model.init_adapter`` as a folder: a registered version (production, staging, a number...) of this
+    config's model is looked up here, so the pipeline (and its cache key) gets the folder it stands for."""
+    value = cfg.model.init_adapter
+    if value is None or Path(value).expanduser().is_dir():
+        return cfg
+    from runner.models import adapter_of_version, model_name
+
+    try:
+        adapter = adapter_of_version(model_name(cfg), value)
+    except UserError as exc:
+        raise UserError(f"model.init_adapter: {str(exc).split(': ', 1)[-1]}") from None
+    cfg = cfg.model_copy(deep=True)
+    cfg.model.init_adapter = str(adapter.path)
+    return cfg
 
 
 def configure_run(command: str, cfg: RunConfig, fingerprint: str, adapter_path: str | None = None,

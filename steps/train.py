@@ -15,6 +15,7 @@ from steps import tracking
 
 @step(experiment_tracker=True, output_materializers={"adapter": LoraAdapterMaterializer})
 def train_model(
+    processed_dataset: datasets.DatasetDict,
     tokenized_dataset: datasets.DatasetDict,
     tokenizer: PreTrainedTokenizerBase,
     base_model: BaseModelRef,
@@ -24,7 +25,8 @@ def train_model(
     Annotated[dict[str, Any], "training_metrics"],
     Annotated[HTMLString, "loss_curve"],
 ]:
-    """QLoRA training; checkpoints in a run folder keyed by config and data, so a re-run resumes."""
+    """QLoRA training (on the tokenized blocks; GRPO on the processed rows); checkpoints in a run folder keyed by
+    config and data, so a re-run resumes."""
     data_fingerprint = tokenized_dataset["train"]._fingerprint
     run_dir = run_folder(spec, data_fingerprint)
     context = get_step_context()
@@ -33,7 +35,7 @@ def train_model(
                          "zenml_run_id": str(context.pipeline_run.id), "zenml_pipeline": context.pipeline.name})
 
     result = run_training(spec, tokenized_dataset, tokenizer, run_dir, on_metrics=tracking.log_metrics,
-                          base_model=base_model.name_or_path)
+                          base_model=base_model.name_or_path, processed=processed_dataset)
 
     png = loss_curve_png(result.history, title=f"{spec.name}: loss")
     (run_dir / "loss_curve.png").write_bytes(png)

@@ -105,7 +105,17 @@ def test_full_run_evaluates_both_models_and_promotes(promoted):
         assert metrics["accuracy"] == pytest.approx(sum(verifiable) / len(verifiable))
         failed = [f for f, s in zip(table["extraction_failed"], table["scored"]) if s]
         assert metrics["extraction_failed"] == pytest.approx(sum(failed) / len(failed))
+        # Per task family (the sample data's task column): every verifiable row is counted in its family.
+        families = {t for t, k in zip(table["task"], table["answer_type"]) if k in ("single_word", "short")}
+        assert families and "" not in families
+        for family in families:
+            rows = [c for c, t, k in zip(table["correct"], table["task"], table["answer_type"])
+                    if t == family and k in ("single_word", "short")]
+            assert metrics[f"count_task_{family}"] == len(rows)
+            assert metrics[f"accuracy_task_{family}"] == pytest.approx(sum(rows) / len(rows))
     assert "By answer type" in report.load() and "Who decided" in report.load()
+    assert "Accuracy by task family" in report.load() and "Accuracy by task family" in comparison
+    assert "test accuracy by task family" in promoted["stdout"]
     assert "By answer type" in comparison and "no answer could be extracted from" in decision["reason"]
     assert "test answers by type" in promoted["stdout"] and "no answer extracted" in promoted["stdout"]
 
@@ -185,6 +195,31 @@ def test_a_scheduled_pipeline_names_its_version_when_it_runs(tmp_path):
     configured(**params)  # nothing changed since
     assert len(first) == 1 and len(second) == 2 and versions() == second
     assert first[0] in second
+
+
+def test_grpo_goes_on_from_the_production_sft_adapter_through_the_train_command(promoted, tmp_path):
+    """configs/grpo_quickstart.yaml through the train pipeline: model.init_adapter 'production' is the promoted
+    SFT version's adapter, and the GRPO trainer gets the processed rows (prompts and references)."""
+    path = tmp_path / "grpo.json"
+    result = run_cli("train", "--config", "configs/grpo_quickstart.yaml", "--set", "registry.model_name=quickstart-test",
+                     "--set", f"output_dir={os.environ['LLM_TRAINER_HOME']}/outputs", "--set", "training.logging_steps=1",
+                     "--set", "training.grpo.max_steps=2", "--set", "training.grpo.num_generations=2",
+                     "--set", "training.grpo.per_device_train_batch_size=4", "--set", "training.grpo.max_completion_length=8",
+                     "--summary", str(path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads(path.read_text())["steps"]["train_model"]
+    assert metrics["global_step"] == 2 and metrics["grpo_rows_without_verifiable_reference"] > 0
+
+    from runner.models import adapter_of_version
+
+    production = adapter_of_version("quickstart-test", "production").path
+    from zenml.client import Client
+
+    run = Client().get_pipeline_run(json.loads(path.read_text())["run_id"])
+    assert run.config.parameters["config"]["model"]["init_adapter"] == str(production)
+    missing = run_cli("train", "--config", "configs/grpo_quickstart.yaml", "--set", "registry.model_name=nothing-here")
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith(
+        "error: model.init_adapter: ")
 
 
 def test_worse_run_stays_in_staging(promoted, tmp_path):

@@ -52,6 +52,10 @@ class BaseTrainer(ABC):
     llm_trainer.base_model), which the pipeline passes as an artifact; library callers may leave it out, and it
     is resolved from the config and tokenizer then."""
 
+    # What ``train`` takes: "tokenized" blocks (supervised fine-tuning) or the "processed" rows (e.g. GRPO, which
+    # generates from the prompts and scores against the references).
+    inputs = "tokenized"
+
     def __init__(self, cfg: TrainSpec, base_model: str | None = None):
         self.cfg = cfg
         self.base_model = base_model

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from llm_trainer.config import RunConfig, TrainSpec
+from llm_trainer.errors import UserError
+from llm_trainer.registry import TRAINERS
 from llm_trainer.training.base import MetricsHook, TrainResult, build_trainer
 from llm_trainer.training.distributed import process_count, train_in_processes
 
@@ -21,7 +23,7 @@ def run_folder(spec: TrainSpec, data_fingerprint: str) -> Path:
 
 def run_training(spec: TrainSpec | RunConfig, tokenized: Any, tokenizer: Any, run_dir: Path,
                  on_metrics: MetricsHook | None = None, keep_model: bool = False,
-                 base_model: str | None = None) -> TrainResult:
+                 base_model: str | None = None, processed: Any = None) -> TrainResult:
     """Train in this process, or, with more than one process in all (``training.num_processes`` x
     ``training.distributed.num_machines``), in processes started by accelerate's launcher. Unless ``keep_model``,
     the trained model is dropped and its (GPU) memory freed before returning: the next step in this process
@@ -35,6 +37,10 @@ def run_training(spec: TrainSpec | RunConfig, tokenized: Any, tokenizer: Any, ru
         from llm_trainer.base_model import resolve_base_model
 
         base_model = resolve_base_model(spec.model, tokenizer, spec.seed).name_or_path
+    if TRAINERS.resolve(spec.training.trainer).inputs == "processed":  # e.g. GRPO: prompts and references
+        if processed is None:
+            raise UserError(f"training.trainer {spec.training.trainer}: trains on the processed rows; pass them")
+        tokenized = processed
     with run_folder_lock(run_dir):
         if process_count(spec) * spec.training.distributed.num_machines > 1:
             result = train_in_processes(spec, base_model, tokenized, tokenizer, run_dir, on_metrics)
