@@ -50,7 +50,8 @@ def _png(figure: Any) -> bytes:
 
 
 def loss_curve_png(history: list[dict[str, Any]], title: str = "loss") -> bytes:
-    """Training loss per logging step and validation loss per evaluation, as a PNG."""
+    """Training loss per logging step and validation loss per evaluation, as a PNG; with GRPO, also the mean
+    reward per logging step (overall and per reward function) on a second axis."""
     plt = _pyplot()
     train = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
     evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h and "step" in h]
@@ -61,8 +62,27 @@ def loss_curve_png(history: list[dict[str, Any]], title: str = "loss") -> bytes:
         axes.plot(*zip(*evals), label="validation loss", color="tab:orange", marker="o")
     axes.set(xlabel="optimizer step", ylabel="loss", title=title)
     axes.grid(alpha=0.3)
-    axes.legend()
+    rewards = reward_series(history)
+    if rewards:  # GRPO: the reward curves, on their own scale
+        reward_axes = axes.twinx()
+        colours = iter(["tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive"] * 4)
+        for key, points in rewards.items():
+            if points:
+                reward_axes.plot(*zip(*points), label=f"{key} (right)", linestyle="--", color=next(colours))
+        reward_axes.set(ylabel="reward")
+        handles, labels = axes.get_legend_handles_labels()
+        more_handles, more_labels = reward_axes.get_legend_handles_labels()
+        axes.legend(handles + more_handles, labels + more_labels, fontsize="small")
+    else:
+        axes.legend()
     return _png(figure)
+
+
+def reward_series(history: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """GRPO's logged mean rewards, overall ("reward") and per reward function ("rewards/<name>/mean"), by step."""
+    keys = sorted({k for h in history for k in h if k == "reward" or (k.startswith("rewards/") and k.endswith("/mean"))})
+    series = {key: [(h["step"], h[key]) for h in history if key in h and "step" in h] for key in keys}
+    return {key: points for key, points in series.items() if points}
 
 
 def token_length_png(histograms: dict[str, dict[str, list]], max_seq_length: int) -> bytes:

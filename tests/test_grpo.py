@@ -316,3 +316,13 @@ def _train_once(argv: list[str]) -> None:
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     _train_once(sys.argv[1:])
+
+
+def test_the_loss_chart_carries_grpo_reward_curves():
+    from llm_trainer.reporting import loss_curve_png, reward_series
+
+    history = [{"step": 1, "loss": 0.5, "reward": 0.2, "rewards/format/mean": 0.2, "rewards/format/std": 0.4},
+               {"step": 2, "loss": 0.4, "reward": 0.6, "rewards/format/mean": 0.6}, {"eval_loss": 1.0}]
+    assert reward_series(history) == {"reward": [(1, 0.2), (2, 0.6)], "rewards/format/mean": [(1, 0.2), (2, 0.6)]}
+    assert reward_series([{"step": 1, "loss": 0.5}]) == {}  # SFT: no reward axis
+    assert loss_curve_png(history).startswith(b"\x89PNG")
