@@ -169,9 +169,13 @@ def overlength_warning(report: dict[str, Any], cfg: DataConfig) -> str | None:
     rows = sum(s["samples"] for s in splits) + dropped
     if not rows or dropped / rows <= WARN_DROPPED_SHARE:
         return None
+    if cfg.overlength == "truncate":
+        return (f"data.max_seq_length: {dropped:,} of {rows:,} rows ({dropped / rows:.0%}) were dropped: their prompt "
+                f"alone reaches {cfg.max_seq_length} tokens, so nothing of the answer is left to train on; raise "
+                f"data.max_seq_length")
     return (f"data.max_seq_length: {dropped:,} of {rows:,} rows ({dropped / rows:.0%}) are longer than "
-            f"{cfg.max_seq_length} tokens and were dropped (overlength: {cfg.overlength}); raise "
-            f"data.max_seq_length, or set data.overlength=truncate to keep them cut")
+            f"{cfg.max_seq_length} tokens and were dropped (overlength: drop); raise data.max_seq_length, or set "
+            f"data.overlength=truncate to keep them cut")
 
 
 def _require_training_samples(processed: datasets.DatasetDict, result: dict[str, Any], report: dict[str, Any],
