@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from llm_trainer.data.tokenization import IGNORE_INDEX
+from llm_trainer.data.labels import IGNORE_INDEX
 
 
 @dataclass

@@ -20,9 +20,9 @@ import numpy as np
 
 from llm_trainer.config import DataConfig
 from llm_trainer.data.packing import pack_dataset
+from llm_trainer.data.labels import IGNORE_INDEX  # noqa: F401  (imported from here by the trainers)
 from llm_trainer.errors import ConfigError, DataError
 
-IGNORE_INDEX = -100
 TOKENIZED_FEATURES = datasets.Features(
     {
         "input_ids": datasets.List(datasets.Value("int32")),
