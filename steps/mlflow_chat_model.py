@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import mlflow
+import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
@@ -36,7 +37,8 @@ class ChatModel(PythonModel):
         self.system_prompt = settings["system_prompt"]
         self.max_new_tokens, self.batch_size = int(settings["max_new_tokens"]), int(settings["batch_size"])
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001,ANN201 - no hints: MLflow would enforce them
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> list[str]:
+        """(A DataFrame hint: MLflow infers nothing from it; the logged signature converts the input to one.)"""
         from llm_trainer.inference import generate_batch
 
         conversations = [self._conversation(row, index) for index, row in enumerate(_rows(model_input))]
@@ -69,8 +71,6 @@ class ChatModel(PythonModel):
 
 def _rows(model_input: Any) -> list[dict[str, Any]]:
     """One dict per row from a DataFrame, a dict of columns, a list of rows or prompts, or one prompt."""
-    import pandas as pd
-
     if isinstance(model_input, pd.DataFrame):
         frame = model_input.astype(object).where(model_input.notna(), None)
         return frame.to_dict(orient="records")
