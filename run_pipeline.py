@@ -262,26 +262,33 @@ def raise_user(message: str) -> None:
     raise UserError(message)
 
 
-SHOWN = {
-    "load_data": ("rows_read",),
-    "preprocess": ("rows_read", "rows_kept", "dropped", "splits"),
-    "train_model": ("eval_loss_before", "eval_loss", "global_step", "train_tokens_per_second", "wall_time_s"),
-    "evaluate_base": ("accuracy", "extraction_failed", "eval_loss", "scored", "no_reference"),
-    "evaluate_finetuned": ("accuracy", "extraction_failed", "eval_loss", "scored", "no_reference"),
-    "register_model": ("model_version", "stage", "reason"),
-}
+def shown_figures() -> dict[str, tuple[str, ...]]:
+    """Which figures of each step the summary prints (imported when a run has finished: zenml is loaded by then)."""
+    from steps import names
+
+    evaluation = ("accuracy", "extraction_failed", "eval_loss", "scored", "no_reference")
+    return {names.LOAD_DATA: ("rows_read",), names.PREPROCESS: ("rows_read", "rows_kept", "dropped", "splits"),
+            names.TRAIN: ("eval_loss_before", "eval_loss", "global_step", "train_tokens_per_second", "wall_time_s"),
+            names.EVALUATE_BASE: evaluation, names.EVALUATE_FINETUNED: evaluation,
+            names.REGISTER: ("model_version", "stage", "reason")}
 
 
 def print_summary(summary: dict[str, Any]) -> None:
+    from steps import names
+
     print(f"\n{summary['pipeline']} run {summary['run_name']}: {summary['status']} in {summary['wall_time_s']} s")
     for name, figures in summary["steps"].items():
-        shown = {k: figures[k] for k in SHOWN.get(name, ()) if k in figures}
-        if name == "tokenize":
+        shown = {k: figures[k] for k in shown_figures().get(name, ()) if k in figures}
+        if name == names.TOKENIZE:
             train = figures.get("splits", {}).get("train", {})
             shown = {k: train[k] for k in ("samples", "tokens", "blocks", "packing_efficiency") if k in train}
+            if "overlength" in train:
+                shown["too_long_dropped"] = train["overlength"].get("dropped_rows")
         print(f"  {name:<19} {figures['status']:<10} {json.dumps(shown, default=str)}")
-    evaluated = {label: summary["steps"][name] for label, name in (("base", "evaluate_base"),
-                 ("fine-tuned", "evaluate_finetuned")) if name in summary["steps"]}
+        for warning in figures.get("warnings", []) if name == names.TOKENIZE else []:
+            print(f"  {'':<19} warning: {warning}")
+    evaluated = {label: summary["steps"][name] for label, name in (("base", names.EVALUATE_BASE),
+                 ("fine-tuned", names.EVALUATE_FINETUNED)) if name in summary["steps"]}
     if any("count_none" in figures for figures in evaluated.values()):
         from llm_trainer.evaluation.report import per_type_text
 
@@ -300,8 +307,9 @@ def print_summary(summary: dict[str, Any]) -> None:
 def print_estimate(cfg: Any, summary: dict[str, Any]) -> None:
     """After processing: how long training the processed data should take on the configured card."""
     from llm_trainer.estimates import training_time_estimate
+    from steps.names import TOKENIZE
 
-    train = summary["steps"].get("tokenize", {}).get("splits", {}).get("train", {})
+    train = summary["steps"].get(TOKENIZE, {}).get("splits", {}).get("train", {})
     line = training_time_estimate(cfg, int(train.get("tokens", 0)))
     if line and summary["pipeline"] in ("process_pipeline", "full_pipeline"):
         print(f"\n{line}")

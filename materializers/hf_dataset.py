@@ -19,7 +19,16 @@ class HFDatasetMaterializer(BaseMaterializer):
         return datasets.load_from_disk(local_folder(self.uri))
 
     def save(self, data: datasets.Dataset | datasets.DatasetDict) -> None:
-        save_folder(self.uri, lambda folder: data.save_to_disk(folder, num_shards=_shards_for_empty(data)))
+        def write(folder: str) -> None:
+            shown = datasets.utils.logging.is_progress_bar_enabled()
+            datasets.disable_progress_bars()  # one "Saving the dataset" bar per split and step says nothing
+            try:
+                data.save_to_disk(folder, num_shards=_shards_for_empty(data))
+            finally:
+                if shown:
+                    datasets.enable_progress_bars()
+
+        save_folder(self.uri, write)
 
     def extract_metadata(self, data: datasets.Dataset | datasets.DatasetDict) -> dict[str, Any]:
         if isinstance(data, datasets.DatasetDict):

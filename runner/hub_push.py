@@ -14,8 +14,7 @@ from typing import Any
 from llm_trainer.config import RunConfig
 from llm_trainer.errors import UserError
 from llm_trainer.model_card import card_from_config, write_model_card
-from runner.models import _adapter_of, find_version, stage_of
-from runner.models_cli import FINGERPRINT
+from runner.models import _adapter_of, data_fingerprint, find_version, stage_of
 
 SKIPPED = {"llm_trainer_adapter.json"}  # the project's own pointer to a local base-model path
 
@@ -29,12 +28,11 @@ def push_version(cfg: RunConfig, name: str, number: int, repo: str, private: boo
     version = find_version(name, str(number), what="models push")
     adapter = _adapter_of(version)
     metadata = version.run_metadata or {}
-    fingerprint = FINGERPRINT.search(version.name or "")
     stage = stage_of(version)
     info = card_from_config(cfg, metrics=dict(metadata.get("evaluation_metrics") or {}),
                             base_metrics=dict(metadata.get("base_model_metrics") or {}),
                             training=_training_figures(version),
-                            data_fingerprint=fingerprint.group(1) if fingerprint else None,
+                            data_fingerprint=data_fingerprint(version),
                             version=f"{name} {version.number}" + (f" ({stage})" if stage else ""))
     with tempfile.TemporaryDirectory(prefix="push-") as staging:
         folder = Path(staging) / "adapter"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from llm_trainer.config import RunConfig
@@ -75,3 +76,13 @@ def _adapter_of(model_version: Any) -> LoraAdapter:
         raise UserError(f"--model-version: version {model_version.number} of '{model_version.model.name}' has no "
                         "adapter artifact")
     return artifact.load()
+
+
+def data_fingerprint(version: Any) -> str | None:
+    """The fingerprint (8 characters) of the data a version was trained on: recorded by the register step, or
+    the end of the version's name (``<config hash>-<seed>-<fingerprint>``)."""
+    recorded = (version.run_metadata or {}).get("source_fingerprint")
+    if recorded:
+        return str(recorded)[:8]
+    found = re.search(r"-([0-9a-f]{8})$", version.name or "")
+    return found.group(1) if found else None

@@ -17,10 +17,9 @@ from typing import Any
 
 from llm_trainer.config import RunConfig
 from llm_trainer.errors import UserError
-from runner.models import find_version, model_name, stage_of
+from runner.models import data_fingerprint, find_version, model_name, stage_of
 
 KEY_METRICS = ("accuracy", "eval_loss", "extraction_failed")
-FINGERPRINT = re.compile(r"-([0-9a-f]{8})$")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,10 +69,9 @@ def version_rows(name: str, promotion_metric: str = "accuracy") -> list[dict[str
     for version in versions.items:
         metadata = version.run_metadata or {}
         metrics = metadata.get("evaluation_metrics") or {}
-        fingerprint = FINGERPRINT.search(version.name or "")
         rows.append({"number": version.number, "stage": stage_of(version) or "-",
                      **{metric: metrics.get(metric) for metric in metrics_shown},
-                     "data": fingerprint.group(1) if fingerprint else "-",
+                     "data": data_fingerprint(version) or "-",
                      "created": version.created.strftime("%Y-%m-%d %H:%M"),
                      "mlflow_version": metadata.get("mlflow_model_version")})
     return rows
