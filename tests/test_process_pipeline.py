@@ -83,7 +83,8 @@ def test_process_counts_every_drop_and_reruns_cached(dirty_source, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     steps = json.loads(summary_path.read_text())["steps"]
     assert {name: figures["status"] for name, figures in steps.items()} == {
-        "fingerprint_source": "completed", "load_data": "cached", "preprocess": "cached", "tokenize": "cached"}
+        "fingerprint_source": "completed", "load_data": "cached", "preprocess": "cached", "tokenize": "cached",
+        "prepare_base_model": "cached"}
     assert steps["preprocess"]["dropped"] == pre["dropped"]
 
 

@@ -1,0 +1,12 @@
+"""The base of every config section: unknown keys are errors, assignments are validated."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+TINY_MODEL_NAME = "tiny-llama"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)

@@ -1,0 +1,60 @@
+"""The evaluation and registry sections: how models are scored and which metric promotes them."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from llm_trainer.errors import ConfigError
+from llm_trainer.evaluation.answer_types import metric_names
+from llm_trainer.registry import EVALUATORS
+
+from llm_trainer.config.base import TINY_MODEL_NAME, Section
+
+
+class JudgeConfig(Section):
+    """A local LLM that judges long and prose references with a one-token yes/no verdict."""
+
+    model: str = Field(description=f"Hub id, local path, or '{TINY_MODEL_NAME}' (the run's own tiny base model).")
+    revision: str | None = None
+    load_in_4bit: bool = True
+    batch_size: int = Field(8, gt=0)
+
+
+class EvaluationConfig(Section):
+    evaluator: str = "reasoning"
+    max_samples: int | None = Field(200, gt=0)
+    batch_size: int = Field(8, gt=0)
+    max_new_tokens: int = Field(512, gt=0)
+    numeric_tolerance: float = Field(0.0, ge=0, description="Relative tolerance for numbers; 0 accepts only "
+                                     "exact values (a rounded 0.3333 is not 1/3).")
+    verify_timeout_seconds: int = Field(3, gt=0, description="Limit for each math-verify parse or comparison; "
+                                        "an answer over it is wrong and counted as verify_timeout.")
+    short_answer_max_words: int = Field(20, gt=0, description="References with more words are 'long': scored "
+                                        "by token F1 and ROUGE-L rather than as correct or wrong.")
+    judge: JudgeConfig | None = Field(None, description="Optional LLM judge for long and prose references.")
+    benchmarks: list[str] = Field([], description="lm-eval-harness tasks run on each evaluated model, e.g. [gsm8k].")
+    benchmark_limit: int | None = Field(None, gt=0, description="Examples per benchmark task (all when null).")
+    benchmark_include_path: str | None = Field(None, description="Folder of extra lm-eval task YAMLs.")
+    sql_timeout_seconds: float = Field(2.0, gt=0, description="sql: deadline for each predicted query; over it "
+                                       "the query is wrong and counted as timeout.")
+    sql_max_rows: int = Field(10_000, gt=0, description="sql: result rows read at most; a longer result is wrong.")
+
+    @field_validator("evaluator")
+    @classmethod
+    def _known_evaluator(cls, value: str) -> str:
+        return EVALUATORS.check(value)
+
+    def metric_names(self) -> tuple[str, ...]:
+        """Every metric name the evaluation produces (benchmark metrics as ``benchmark.<task>.*``)."""
+        if self.evaluator == "reasoning":
+            return metric_names(judge=self.judge is not None)
+        try:  # other evaluators declare theirs (BaseEvaluator.metric_names); their modules import nothing heavy
+            return tuple(getattr(EVALUATORS.resolve(self.evaluator), "metric_names", ()))
+        except ConfigError:
+            return ()
+
+
+class RegistryConfig(Section):
+    model_name: str | None = Field(None, description="ZenML/MLflow model name; default: the run name.")
+    promotion_metric: str = "accuracy"
+    promotion_margin: float = Field(0.0, ge=0)

@@ -1,0 +1,81 @@
+"""The model and LoRA sections: base model, 4-bit loading, the offline tiny model, peft's LoraConfig."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+
+from llm_trainer.config.base import TINY_MODEL_NAME, Section
+
+
+class TinyModelConfig(Section):
+    """Shape of the offline tiny Llama used when model.base_model is 'tiny-llama'."""
+
+    vocab_size: int = Field(1024, ge=300)
+    hidden_size: int = Field(64, gt=0)
+    intermediate_size: int = Field(192, gt=0)
+    num_hidden_layers: int = Field(2, gt=0)
+    num_attention_heads: int = Field(4, gt=0)
+    num_key_value_heads: int = Field(2, gt=0)
+    max_position_embeddings: int = Field(2048, gt=0)
+    tokenizer_max_chars: int = Field(1_000_000, gt=0, description="Text the BPE tokenizer trains on, at most: "
+                                     "sampled by hash from the train split, so the build does not grow with the data.")
+    pretrain_max_tokens: int = Field(300_000, gt=0, description="Tokens of plain-text pre-training, at most (all "
+                                     "epochs together).")
+
+    def architecture(self) -> dict[str, int]:
+        """The LlamaConfig fields (the budgets are not part of the architecture)."""
+        return self.model_dump(exclude={"vocab_size", "tokenizer_max_chars", "pretrain_max_tokens"})
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TinyModelConfig:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("hidden_size must be divisible by num_attention_heads")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("num_attention_heads must be divisible by num_key_value_heads")
+        return self
+
+
+class ModelConfig(Section):
+    base_model: str = Field(description=f"Hub id, local path, or '{TINY_MODEL_NAME}' (built offline).")
+    revision: str | None = None
+    trust_remote_code: bool = False
+    load_in_4bit: bool = True
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"
+    bnb_4bit_use_double_quant: bool = True
+    bnb_4bit_compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Weights dtype when not loading in 4-bit."
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    chat_template: str | None = Field(None, description="Jinja chat template overriding the tokenizer's.")
+    allow_cpu: bool = Field(False, description="Run a model other than tiny-llama without a CUDA GPU (slow; an "
+                            "error otherwise).")
+    init_adapter: str | None = Field(None, description="Start training from this LoRA adapter (its own LoRA "
+                                     "settings) instead of a fresh one: an adapter folder, or a registered version "
+                                     "such as 'production', which the runner resolves to its folder.")
+    tiny: TinyModelConfig = TinyModelConfig()
+
+    @field_validator("base_model")
+    @classmethod
+    def _local_path_exists(cls, value: str) -> str:
+        if value.startswith(("/", "./", "../", "~")) and not Path(value).expanduser().exists():
+            raise ValueError(f"local path '{value}' does not exist")
+        return value
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.base_model == TINY_MODEL_NAME
+
+
+class LoraSettings(Section):
+    """peft.LoraConfig fields."""
+
+    r: int = Field(16, gt=0)
+    lora_alpha: int = Field(32, gt=0)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"
+    bias: Literal["none", "all", "lora_only"] = "none"

@@ -1,0 +1,67 @@
+"""The zenml and hardware sections: where and how the pipelines run, and the card a run is sized for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+
+from llm_trainer.config.base import Section
+
+
+class StepResources(Section):
+    """ZenML ResourceSettings for one step; the stack's orchestrator or step operator applies them."""
+
+    cpu_count: float | None = Field(None, gt=0)
+    gpu_count: int | None = Field(None, ge=0)
+    memory: str | None = Field(None, pattern=r"^[0-9]+(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB|PB|PiB)$",
+                               description="e.g. 32GB")
+
+
+class StepResourcesByStep(Section):
+    train: StepResources = StepResources()
+    evaluate: StepResources = StepResources()
+
+
+class DockerConfig(Section):
+    """ZenML DockerSettings for containerised stacks (ignored by the local orchestrator)."""
+
+    parent_image: str | None = Field(None, description="e.g. a CUDA PyTorch image")
+    requirements: str | list[str] | None = Field("requirements-runtime.txt", description="file or list of pins "
+                                                 "(default: the runtime pins without torch, which the image has)")
+    apt_packages: list[str] = []
+    environment: dict[str, str] = {}
+
+
+class ZenMLConfig(Section):
+    """Where and how the pipelines run. Stack components are registered with ZenML's own CLI (README)."""
+
+    enable_cache: bool = True
+    tags: list[str] = []
+    stack: str | None = Field(None, description="ZenML stack to run on; default: the project's local stack.")
+    step_operator: str | None = Field(None, description="Step operator of the stack that runs the train and "
+                                                        "evaluate steps (e.g. on a GPU machine).")
+    resources: StepResourcesByStep = StepResourcesByStep()
+    docker: DockerConfig | None = None
+    secrets: list[str] = Field([], description="ZenML secrets whose keys become environment variables in every "
+                               "step, e.g. [hf] after `zenml secret create hf --HF_TOKEN=...` (the gated model "
+                               "needs it); only the name is in the config, never the value.")
+    run_config: str | None = Field(None, description="A ZenML run-configuration YAML (its own format: settings, "
+                                   "steps.<name>.settings, steps.<name>.step_operator, schedule...) applied as it "
+                                   "is; the options above win where both set the same key.")
+
+    @field_validator("run_config")
+    @classmethod
+    def _run_config_exists(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).expanduser().is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+
+class HardwareEstimate(Section):
+    """The card a run is sized for (configs/cards/), for the training-time estimate that ``process`` prints."""
+
+    card: str | None = Field(None, description="e.g. '24 GB'")
+    train_tokens_per_second: float | None = Field(None, gt=0, description="Expected training throughput on this "
+                                                  "card (an estimate until measured).")

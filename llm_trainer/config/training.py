@@ -1,0 +1,148 @@
+"""The training section: transformers.TrainingArguments fields, GRPO, and accelerate's launcher."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from llm_trainer.registry import REWARDS, TRAINERS
+
+from llm_trainer.config.base import Section
+
+
+class DistributedConfig(Section):
+    """accelerate's launcher settings for data-parallel runs on one machine or several; each unset value comes
+    from the environment a multi-node platform sets (NODE_RANK, MASTER_ADDR, MASTER_PORT), else from the
+    single-machine default (rank 0, 127.0.0.1, a free port)."""
+
+    num_machines: int = Field(1, gt=0, description="Machines taking part; each runs training.num_processes.")
+    machine_rank: int | None = Field(None, ge=0, description="This machine's rank (0 saves the adapter); "
+                                     "default: $NODE_RANK or 0.")
+    main_process_ip: str | None = Field(None, description="Address of machine 0; default: $MASTER_ADDR or "
+                                        "127.0.0.1.")
+    main_process_port: int | None = Field(None, gt=0, lt=65536, description="Rendezvous port on machine 0; "
+                                          "default: $MASTER_PORT or a free port.")
+    fsdp: bool = Field(False, description="Shard the 4-bit base and the adapter with FSDP (GPUs only) instead of "
+                       "replicating the model in every process (DDP).")
+
+    @model_validator(mode="after")
+    def _rank_in_range(self) -> DistributedConfig:
+        if self.machine_rank is not None and self.machine_rank >= self.num_machines:
+            raise ValueError(f"machine_rank {self.machine_rank} must be below num_machines {self.num_machines}")
+        return self
+
+
+GRPO_LOSS_TYPES = Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"]
+
+
+class GrpoConfig(Section):
+    """TRL GRPOConfig fields for ``training.trainer: grpo`` (``training.grpo``). Schedule, optimizer, logging and
+    checkpointing (lr_scheduler_type, warmup_steps, optim, logging_steps, save_steps, ...) come from ``training``."""
+
+    rewards: dict[str, float] = Field({"answer_correct": 1.0, "format": 0.2}, description="Reward name "
+                                      "(answer_correct, format, length, or 'module:Class') -> weight.")
+    num_generations: int = Field(8, ge=2, description="Completions sampled per prompt: one group.")
+    per_device_train_batch_size: int = Field(8, gt=0, description="Completions per micro-batch; times "
+                                             "gradient_accumulation_steps (and processes): whole groups.")
+    gradient_accumulation_steps: int = Field(4, gt=0)
+    max_completion_length: int = Field(512, gt=0, description="Tokens sampled per completion, at most.")
+    temperature: float = Field(1.0, gt=0)
+    beta: float = Field(0.04, ge=0, description="KL penalty against the starting adapter; 0 loads no reference "
+                        "and logs no KL.")
+    loss_type: GRPO_LOSS_TYPES = "dapo"
+    learning_rate: float = Field(1e-5, gt=0)
+    max_steps: int = Field(200, gt=0)
+    length_budget: int | None = Field(None, gt=0, description="length reward: 0 up to this many completion "
+                                      "tokens, falling linearly to -1 at max_completion_length; default: 3/4 of it.")
+    use_vllm: bool = Field(False, description="Generate with TRL's vLLM integration (a GPU with vllm installed).")
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+
+    @field_validator("rewards")
+    @classmethod
+    def _known_rewards(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value:
+            raise ValueError("name at least one reward, e.g. {answer_correct: 1.0, format: 0.2}")
+        for name, weight in value.items():
+            REWARDS.check(name)
+            if not math.isfinite(weight):
+                raise ValueError(f"weight of '{name}' must be a finite number")
+        return value
+
+    @model_validator(mode="after")
+    def _whole_groups(self) -> GrpoConfig:
+        batch = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if batch % self.num_generations:
+            raise ValueError(f"per_device_train_batch_size x gradient_accumulation_steps ({batch}) must be a "
+                             f"multiple of num_generations ({self.num_generations})")
+        if self.length_budget is not None and self.length_budget > self.max_completion_length:
+            raise ValueError(f"length_budget ({self.length_budget}) must not exceed max_completion_length "
+                             f"({self.max_completion_length})")
+        return self
+
+
+class TrainingConfig(Section):
+    """transformers.TrainingArguments fields, plus the trainer choice and resume policy."""
+
+    trainer: str = "qlora"
+    learning_rate: float = Field(2e-4, gt=0)
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: float = Field(0.03, ge=0, description="Steps, or a fraction of all steps when < 1.")
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    per_device_train_batch_size: int = Field(4, gt=0)
+    per_device_eval_batch_size: int = Field(4, gt=0)
+    gradient_accumulation_steps: int = Field(4, gt=0)
+    num_train_epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="Overrides num_train_epochs when > 0.")
+    optim: str = "paged_adamw_8bit"
+    gradient_checkpointing: bool = True
+    logging_steps: int = Field(10, gt=0)
+    eval_steps: int | None = Field(100, gt=0)
+    save_steps: int = Field(100, gt=0)
+    save_total_limit: int | None = Field(2, gt=0)
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="Stop after this many evaluations without improving eval_loss; the best "
+                                "checkpoint is loaded at the end. The evaluation before the first step is no baseline.")
+    early_stopping_threshold: float = Field(0.0, ge=0, description="Least eval_loss decrease that counts as improving.")
+    resume: str = Field("auto", description="auto: from the newest complete checkpoint of this run's folder; "
+                        "never; or a checkpoint folder (e.g. outputs/<name>/<run key>/checkpoints/checkpoint-200).")
+    num_processes: int | Literal["auto"] = Field(1, description="Data-parallel processes on this machine; 'auto': "
+                                                 "one per visible GPU (1 without a GPU).")
+    max_eval_blocks: int | None = Field(None, gt=0, description="Validation loss on at most this many packed "
+                                        "blocks (the first ones); all when null.")
+    chunked_loss: bool | Literal["auto"] = Field(
+        "auto", description="Causal-LM loss from the last hidden states in chunks of tokens, never the whole "
+        "logits; 'auto': for vocabularies of 32,000 entries and more (README, 'Long context in little memory').")
+    loss_chunk_size: int = Field(256, gt=0, description="Labelled tokens per chunk of the chunked loss "
+                                 "(at a 128k vocabulary: 128 MB of fp32 logits, three such tensors at a time).")
+    use_liger_kernel: bool | Literal["auto"] = Field(
+        "auto", description="liger-kernel's fused kernels (linear cross-entropy included); 'auto': on a CUDA GPU "
+        "when liger-kernel is installed. Replaces the chunked loss when on.")
+    offload_activations: bool = Field(False, description="Keep activations saved for backward (with gradient "
+                                      "checkpointing: each layer's input) in pinned CPU memory until backward.")
+    distributed: DistributedConfig = DistributedConfig()
+    grpo: GrpoConfig = Field(GrpoConfig(), description="GRPO settings (training.trainer: grpo).")
+
+    @field_validator("num_processes")
+    @classmethod
+    def _positive_processes(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be at least 1, or 'auto'")
+        return value
+
+    @field_validator("resume")
+    @classmethod
+    def _resume_policy_or_checkpoint(cls, value: str) -> str:
+        if value in ("auto", "never"):
+            return value
+        if not (Path(value).expanduser() / "trainer_state.json").is_file():
+            raise ValueError(f"'{value}' is neither auto, never nor a checkpoint folder (one with trainer_state.json)")
+        return str(Path(value).expanduser())
+
+    @field_validator("trainer")
+    @classmethod
+    def _known_trainer(cls, value: str) -> str:
+        return TRAINERS.check(value)
