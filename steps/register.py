@@ -38,7 +38,9 @@ def register_model(
                            "promotion": decision.as_dict()}, model_version_id=model.id)
     Client().update_model_version(model_name_or_id=model.model.id, version_name_or_id=model.id, force=True,
                                   stage=ModelStages.PRODUCTION if decision.promote else ModelStages.STAGING)
-    mlflow_version = _register_in_mlflow(version.name, str(model.id), adapter, numbers, decision.promote)
+    card = _model_card(version, numbers, base_metrics, source_fingerprint, f"{model.number} ({decision.stage})")
+    mlflow_version = _register_in_mlflow(version.name, str(model.id), adapter, numbers, decision.promote,
+                                         _chat_model_settings(version, adapter), card)
     if mlflow_version is not None:
         log_metadata(metadata={"mlflow_model_version": mlflow_version}, model_version_id=model.id)
     result = {**decision.as_dict(), "model_name": version.name, "model_version": str(model.number),
@@ -94,12 +96,11 @@ def _production_metrics(model_name: str, exclude_id: Any) -> dict[str, Any] | No
 
 
 def _register_in_mlflow(name: str, zenml_version_id: str, adapter: LoraAdapter, metrics: dict[str, Any],
-                       promote: bool, settings: Any = None) -> str | None:
-    """The adapter as an MLflow pyfunc model (steps/mlflow_pyfunc.py; ``settings``: a ChatModelSettings, by
-    default read from this pipeline run's config), registered as the MLflow model version of this ZenML model
-    version, with the base model and metrics as tags. Exactly one per ZenML version: a re-run after a kill finds
-    the one it made by its tag (created with it, atomically) instead of adding another, and brings the alias in
-    line with the stage."""
+                       promote: bool, settings: Any, card: str | None = None) -> str | None:
+    """The adapter as an MLflow pyfunc model (steps/mlflow_pyfunc.py; ``settings``: a ChatModelSettings) with
+    its model card as README.md, registered as the MLflow model version of this ZenML model version, with the
+    base model and metrics as tags. Exactly one per ZenML version: a re-run after a kill finds the one it made by
+    its tag (created with it, atomically) instead of adding another, and brings the alias in line with the stage."""
     from steps.mlflow_pyfunc import log_chat_model
 
     if mlflow.active_run() is None:
@@ -107,7 +108,9 @@ def _register_in_mlflow(name: str, zenml_version_id: str, adapter: LoraAdapter, 
     client = mlflow.MlflowClient()
     version = _mlflow_version_of(client, name, zenml_version_id)
     if version is None:
-        source = log_chat_model(adapter, settings or _chat_model_settings(adapter))
+        source = log_chat_model(adapter, settings)
+        if card is not None:
+            mlflow.log_text(card, f"{source.rsplit('/', 1)[-1]}/README.md")
         if not client.search_registered_models(filter_string=f"name = '{name}'"):
             client.create_registered_model(name)
         tags = {"base_model": adapter.base_model, ZENML_VERSION_TAG: zenml_version_id,
@@ -133,20 +136,25 @@ def _production_versions(client: Any, name: str) -> list[str]:
         return []
 
 
-def _chat_model_settings(adapter: LoraAdapter) -> Any:
-    """The model section, system prompt and generation settings of this pipeline run's ``config`` parameter;
-    outside a pipeline run (or without that parameter), the model section's defaults for the adapter's base."""
+def _chat_model_settings(spec: ModelVersionSpec, adapter: LoraAdapter) -> Any:
+    """What the registered model serves with: the model section and system prompt the adapter was made with, and
+    the evaluation's generation settings; without those (a spec built by hand), the adapter's base defaults."""
     from llm_trainer.config import ModelConfig
     from steps.mlflow_pyfunc import ChatModelSettings
 
-    try:
-        config = (get_step_context().pipeline_run.config.parameters or {}).get("config") or {}
-    except RuntimeError:  # not inside a step
-        config = {}
-    if hasattr(config, "model_dump"):
-        config = config.model_dump()
-    model = ModelConfig.model_validate(config["model"]) if "model" in config else \
-        ModelConfig(base_model=adapter.base_model)
-    data, evaluation = config.get("data") or {}, config.get("evaluation") or {}
-    return ChatModelSettings(model, data.get("system_prompt") or "", int(evaluation.get("max_new_tokens") or 256),
-                             int(evaluation.get("batch_size") or 8))
+    if spec.made_from is None:
+        return ChatModelSettings(ModelConfig(base_model=adapter.base_model), "", spec.max_new_tokens, spec.batch_size)
+    return ChatModelSettings(spec.made_from.model, spec.made_from.data.system_prompt, spec.max_new_tokens,
+                             spec.batch_size)
+
+
+def _model_card(spec: ModelVersionSpec, metrics: dict[str, Any], base_metrics: dict[str, Any],
+                source_fingerprint: str, version: str) -> str | None:
+    """The model card of the registered version: what made it, and its metrics against the base model's."""
+    if spec.made_from is None:
+        return None
+    from llm_trainer.model_card import card_from_config, render
+
+    base_numbers = {k: v for k, v in base_metrics.items() if isinstance(v, int | float)}
+    return render(card_from_config(spec.made_from, metrics=metrics, base_metrics=base_numbers,
+                                   data_fingerprint=source_fingerprint[:8], version=version))

@@ -128,6 +128,9 @@ def test_full_run_evaluates_both_models_and_promotes(promoted):
     registered = client.get_model_version_by_alias("quickstart-test", "production")
     assert registered.tags["base_model"] and float(registered.tags["metric.eval_loss"]) == pytest.approx(
         tuned["eval_loss"], rel=1e-5)
+    card = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{registered.source}/README.md",
+                                                    tracking_uri=client.tracking_uri)).read_text()
+    assert "# quickstart" in card and "production" in card and "Base model" in card  # the version's model card
 
 
 def test_unchanged_rerun_is_cached_and_registers_no_duplicate_version(promoted, tmp_path):

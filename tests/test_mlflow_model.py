@@ -157,20 +157,22 @@ def test_mlflow_models_serve_answers_invocations_on_another_machine(registry, re
         assert process.poll() is None
 
 
-def test_the_register_step_takes_the_model_settings_from_its_pipeline_runs_config(make_config, monkeypatch):
-    from types import SimpleNamespace
-
+def test_the_register_step_serves_with_the_settings_and_card_the_adapter_was_made_with(make_config):
     import steps.register as register
+    from llm_trainer.config import ModelVersionSpec
     from llm_trainer.training import LoraAdapter
 
     cfg = make_config(model={"load_in_4bit": False, "dtype": "float32"}, data={"system_prompt": "Think."},
                       evaluation={"max_new_tokens": 40, "batch_size": 3})
-    run = SimpleNamespace(pipeline_run=SimpleNamespace(config=SimpleNamespace(parameters={"config": cfg.model_dump()})))
-    monkeypatch.setattr(register, "get_step_context", lambda: run)
-    settings = register._chat_model_settings(LoraAdapter(path=Path("unused"), base_model="/some/base"))
+    spec = cfg.model_version_spec()
+    settings = register._chat_model_settings(spec, LoraAdapter(path=Path("unused"), base_model="/some/base"))
     assert settings.model == cfg.model and settings.model.load_in_4bit is False
     assert (settings.system_prompt, settings.max_new_tokens, settings.batch_size) == ("Think.", 40, 3)
+    card = register._model_card(spec, {"accuracy": 0.5, "eval_loss": 1.2}, {"accuracy": 0.25, "model": "base"},
+                                "0123456789abcdef", "3 (production)")
+    assert "01234567" in card and "3 (production)" in card and "0.5" in card and "0.25" in card
 
-    monkeypatch.undo()  # outside a step: the base model's defaults
-    settings = register._chat_model_settings(LoraAdapter(path=Path("unused"), base_model="tiny-llama"))
+    bare = ModelVersionSpec(name="m", config_key="k")  # built by hand: the adapter's base, defaults, no card
+    settings = register._chat_model_settings(bare, LoraAdapter(path=Path("unused"), base_model="tiny-llama"))
     assert settings.model.base_model == "tiny-llama" and settings.system_prompt == ""
+    assert register._model_card(bare, {}, {}, "0123456789abcdef", "1") is None

@@ -68,7 +68,8 @@ class RunConfig(Section):
         return ModelVersionSpec(
             name=self.registry.model_name or self.name, tags=self.zenml.tags,
             config_key=f"{self.section_hash('data', 'model', 'lora', 'training', 'evaluation', 'registry')}-{self.seed}",
-            description=f"QLoRA adapter for {self.model.base_model} ({self.name})")
+            description=f"QLoRA adapter for {self.model.base_model} ({self.name})", made_from=self.train_spec(),
+            max_new_tokens=self.evaluation.max_new_tokens, batch_size=self.evaluation.batch_size)
 
 
 def section_hash(spec: BaseModel, *sections: str) -> str:
@@ -105,6 +106,9 @@ class ModelVersionSpec(Section):
     config_key: str
     tags: list[str] = []
     description: str = ""
+    made_from: TrainSpec | None = None  # the sections that made the adapter: its model card, the served settings
+    max_new_tokens: int = 256  # what the registered (served) model generates per answer, at most
+    batch_size: int = 8
 
     def version_name(self, source_fingerprint: str) -> str:
         return f"{self.config_key}-{source_fingerprint[:8]}"
