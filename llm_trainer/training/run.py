@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from llm_trainer.config import RunConfig, TrainSpec
-from llm_trainer.errors import UserError
 from llm_trainer.registry import TRAINERS
 from llm_trainer.training.base import MetricsHook, TrainResult, build_trainer
 from llm_trainer.training.distributed import process_count, train_in_processes
@@ -28,7 +27,8 @@ def run_training(spec: TrainSpec | RunConfig, tokenized: Any, tokenizer: Any, ru
     ``training.distributed.num_machines``), in processes started by accelerate's launcher. Unless ``keep_model``,
     the trained model is dropped and its (GPU) memory freed before returning: the next step in this process
     (evaluation) loads its own. The run folder is held meanwhile: a second run of the same config and data
-    waits for this one instead of resuming from its live checkpoints."""
+    waits for this one instead of resuming from its live checkpoints. ``processed``: the processed rows, which
+    trainers that take them (``BaseTrainer.inputs == "processed"``, e.g. GRPO) train on instead of the blocks."""
     from llm_trainer.fsutil import run_folder_lock
 
     if isinstance(spec, RunConfig):  # a whole config (library use): training reads its own sections only
@@ -37,10 +37,8 @@ def run_training(spec: TrainSpec | RunConfig, tokenized: Any, tokenizer: Any, ru
         from llm_trainer.base_model import resolve_base_model
 
         base_model = resolve_base_model(spec.model, tokenizer, spec.seed).name_or_path
-    if TRAINERS.resolve(spec.training.trainer).inputs == "processed":  # e.g. GRPO: prompts and references
-        if processed is None:
-            raise UserError(f"training.trainer {spec.training.trainer}: trains on the processed rows; pass them")
-        tokenized = processed
+    if processed is not None and TRAINERS.resolve(spec.training.trainer).inputs == "processed":
+        tokenized = processed  # e.g. GRPO trains on the prompts and references (it says so if given blocks)
     with run_folder_lock(run_dir):
         if process_count(spec) * spec.training.distributed.num_machines > 1:
             result = train_in_processes(spec, base_model, tokenized, tokenizer, run_dir, on_metrics)
