@@ -96,8 +96,9 @@ def _production_metrics(model_name: str, exclude_id: Any) -> dict[str, Any] | No
 
 
 def _register_in_mlflow(name: str, zenml_version_id: str, adapter: LoraAdapter, metrics: dict[str, Any],
-                       promote: bool, settings: Any, card: str | None = None) -> str | None:
-    """The adapter as an MLflow pyfunc model (steps/mlflow_pyfunc.py; ``settings``: a ChatModelSettings) with
+                       promote: bool, settings: Any = None, card: str | None = None) -> str | None:
+    """The adapter as an MLflow pyfunc model (steps/mlflow_pyfunc.py; ``settings``: a ChatModelSettings, by
+    default the adapter's base model with default generation settings) with
     its model card as README.md, registered as the MLflow model version of this ZenML model version, with the
     base model and metrics as tags. Exactly one per ZenML version: a re-run after a kill finds the one it made by
     its tag (created with it, atomically) instead of adding another, and brings the alias in line with the stage."""
@@ -108,7 +109,8 @@ def _register_in_mlflow(name: str, zenml_version_id: str, adapter: LoraAdapter, 
     client = mlflow.MlflowClient()
     version = _mlflow_version_of(client, name, zenml_version_id)
     if version is None:
-        source = log_chat_model(adapter, settings)
+        source = log_chat_model(adapter, settings or _chat_model_settings(ModelVersionSpec(name=name, config_key=""),
+                                                                          adapter))
         if card is not None:
             mlflow.log_text(card, f"{source.rsplit('/', 1)[-1]}/README.md")
         if not client.search_registered_models(filter_string=f"name = '{name}'"):
