@@ -31,8 +31,8 @@ from llm_trainer.inference import _stop_token_ids, encode_prompts
 from llm_trainer.modeling import compute_dtype, load_model
 from llm_trainer.progress import TrainingProgress
 from llm_trainer.training.base import ADAPTER_INFO_FILE, LoraAdapter, MetricsHook, TrainResult
-from llm_trainer.training.qlora import (QLoraTrainer, _keep_4bit_encoding_stable, _MarkCompleteCheckpoints,
-                                        _peak_memory_mb, attach_lora)
+from llm_trainer.training.qlora import (QLoraTrainer, RunFolderTrainerMixin, _keep_4bit_encoding_stable,
+                                        _MarkCompleteCheckpoints, _peak_memory_mb, attach_lora)
 from llm_trainer.training.rewards import RewardFunction, build_rewards, report_constant_rewards
 
 logger = logging.getLogger(__name__)
@@ -203,10 +203,9 @@ def verifiable_prompts(processed: Any, cfg: Any) -> tuple[Any, dict[str, int]]:
     return prompts, counts
 
 
-class _TrackingGrpoTrainer(GRPOTrainer):
+class _TrackingGrpoTrainer(RunFolderTrainerMixin, GRPOTrainer):
     """Prompts through the project's own prompt encoding; reward failures counted; metrics to the hook."""
 
-    on_metrics: MetricsHook | None = None
     reward_functions: list[RewardFunction] = []
 
     def _tokenize_prompts(self, prompts: list) -> tuple[list[list[int]], None, dict]:
@@ -219,26 +218,11 @@ class _TrackingGrpoTrainer(GRPOTrainer):
     def create_model_card(self, *args: Any, **kwargs: Any) -> None:
         """TRL writes a Hub model card into the checkpoints folder at every save; the run folder has none."""
 
-    def _save_checkpoint(self, model, trial):
-        import shutil
-
-        try:
-            super()._save_checkpoint(model, trial)
-        except Exception as exc:
-            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-            if (cause := storage_failure(exc, folder)) is None:
-                raise
-            shutil.rmtree(folder, ignore_errors=True)
-            raise UserError(f"cannot save the checkpoint {folder}: {cause}; a re-run resumes from the last "
-                            "complete checkpoint") from exc
-
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
             logs.update({f"rewards/{f.__name__}/errors": f.errors for f in self.reward_functions})
         super().log(logs, start_time)  # adds TRL's means since the last log to ``logs``
-        if self.on_metrics is not None and self.is_world_process_zero():
-            self.on_metrics({k: float(v) for k, v in logs.items() if isinstance(v, int | float)},
-                            self.state.global_step)
+        self.report_metrics(logs)
 
 
 class _GrpoProgress(TrainingProgress):

@@ -209,20 +209,12 @@ class QLoraTrainer(BaseTrainer):
         return str(max(complete, key=lambda p: int(p.name.rsplit("-", 1)[1])))
 
 
-class _TrackingTrainer(Trainer):
-    """Counts trained (label) tokens and reports throughput and metrics at every log; computes the loss in
-    chunks from the last hidden states when configured (llm_trainer.training.losses)."""
+class RunFolderTrainerMixin:
+    """What every trainer of the project does on top of transformers' (or TRL's) Trainer: a checkpoint that cannot
+    be saved (full disk, unwritable folder) is removed and reported in one line, and logged numbers go to the
+    metrics hook once (rank 0)."""
 
     on_metrics: MetricsHook | None = None
-    train_sampler: Any = None
-    trained_tokens = 0
-    input_tokens = 0  # every token fed in training (padding tails of packed blocks included)
-    micro_batches = 0
-    max_sample_tokens = 0
-    chunked_loss = False
-    loss_chunk_size = 256
-    offload_activations = False
-    _last_log: tuple[int, float | None] = (0, None)
 
     def _save_checkpoint(self, model, trial):
         try:
@@ -234,6 +226,26 @@ class _TrackingTrainer(Trainer):
             shutil.rmtree(folder, ignore_errors=True)  # gives back the space; it was never marked complete
             raise UserError(f"cannot save the checkpoint {folder}: {cause}; a re-run resumes from the last "
                             "complete checkpoint") from exc
+
+    def report_metrics(self, logs: dict[str, float]) -> None:
+        if self.on_metrics is not None and self.is_world_process_zero():
+            self.on_metrics({k: float(v) for k, v in logs.items() if isinstance(v, int | float)},
+                            self.state.global_step)
+
+
+class _TrackingTrainer(RunFolderTrainerMixin, Trainer):
+    """Counts trained (label) tokens and reports throughput and metrics at every log; computes the loss in
+    chunks from the last hidden states when configured (llm_trainer.training.losses)."""
+
+    train_sampler: Any = None
+    trained_tokens = 0
+    input_tokens = 0  # every token fed in training (padding tails of packed blocks included)
+    micro_batches = 0
+    max_sample_tokens = 0
+    chunked_loss = False
+    loss_chunk_size = 256
+    offload_activations = False
+    _last_log: tuple[int, float | None] = (0, None)
 
     def configure_memory(self, training: Any, vocab_size: int) -> None:
         self.chunked_loss = (losses.use_chunked_loss(training.chunked_loss, vocab_size, self.args.use_liger_kernel)
@@ -277,9 +289,7 @@ class _TrackingTrainer(Trainer):
                     (self.trained_tokens - tokens) * self.args.world_size / (now - since), 1)
             self._last_log = (self.trained_tokens, now)
         super().log(logs, start_time)
-        if self.on_metrics is not None and self.is_world_process_zero():
-            self.on_metrics({k: float(v) for k, v in logs.items() if isinstance(v, int | float)},
-                            self.state.global_step)
+        self.report_metrics(logs)
 
 
 class _MarkCompleteCheckpoints(TrainerCallback):
