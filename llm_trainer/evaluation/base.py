@@ -17,6 +17,21 @@ class EvalResult:
     examples: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass
+class Answers:
+    """The model's answers to the test questions: the rows asked, their prompts, the generations and the time."""
+
+    rows: Any
+    prompts: list[Any]
+    generations: list[Any]
+    seconds: float
+
+    def speed(self) -> dict[str, float]:
+        generated = sum(g.new_tokens for g in self.generations)
+        return {"generated_tokens": generated,
+                "generation_tokens_per_second": round(generated / self.seconds, 1) if self.seconds else 0.0}
+
+
 class BaseEvaluator(ABC):
     # Every metric name ``evaluate`` can return: the config validator checks registry.promotion_metric against it.
     metric_names: tuple[str, ...] = ()
@@ -28,6 +43,20 @@ class BaseEvaluator(ABC):
     @abstractmethod
     def evaluate(self, model: Any, tokenizer: Any, processed_test: Any, tokenized_test: Any) -> EvalResult:
         """Metrics and per-example rows for ``model`` on the test split (processed rows and tokenized blocks)."""
+
+    def answer_test_questions(self, model: Any, tokenizer: Any, processed_test: Any) -> Answers:
+        """Greedy answers to the first ``evaluation.max_samples`` test rows, each asked with its own conversation
+        up to the reference turn: the same prompt for every model evaluated."""
+        from llm_trainer.inference import timed_generate
+
+        cfg = self.cfg.evaluation
+        rows = processed_test
+        if cfg.max_samples is not None:
+            rows = rows.select(range(min(cfg.max_samples, len(rows))))
+        prompts = [messages[:-1] for messages in rows["messages"]]
+        generations, seconds = timed_generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size,
+                                              progress=True)
+        return Answers(rows, prompts, generations, seconds)
 
     def loss_metrics(self, model: Any, tokenizer: Any, tokenized_test: Any) -> dict[str, float]:
         """Mean loss per label token over the whole test split, and its perplexity."""

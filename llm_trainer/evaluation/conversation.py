@@ -15,15 +15,8 @@ class ChatEvaluator(BaseEvaluator):
                     "generation_tokens_per_second", "eval_loss", "perplexity", "loss_tokens")
 
     def evaluate(self, model: Any, tokenizer: Any, processed_test: Any, tokenized_test: Any) -> EvalResult:
-        from llm_trainer.inference import timed_generate
-
-        cfg = self.cfg.evaluation
-        rows = processed_test
-        if cfg.max_samples is not None:
-            rows = rows.select(range(min(cfg.max_samples, len(rows))))
-        prompts = [messages[:-1] for messages in rows["messages"]]
-        generations, seconds = timed_generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size,
-                                              progress=True)
+        answers = self.answer_test_questions(model, tokenizer, processed_test)
+        rows, prompts, generations = answers.rows, answers.prompts, answers.generations
         examples = []
         for row_id, prompt, reference, generation in zip(rows["row_id"], prompts, rows["reference_answer"],
                                                          generations):
@@ -34,15 +27,13 @@ class ChatEvaluator(BaseEvaluator):
                 "exact_match": normalize_answer(generation.text) == normalize_answer(reference),
             })
         count = max(len(examples), 1)
-        generated = sum(g.new_tokens for g in generations)
         metrics: dict[str, Any] = {
             "token_f1": sum(e["token_f1"] for e in examples) / count,
             "rouge_l": sum(e["rouge_l"] for e in examples) / count,
             "exact_match": sum(e["exact_match"] for e in examples) / count,
             "examples": len(examples),
             "turns_in_context": sum(e["turns_in_context"] for e in examples) / count,
-            "generated_tokens": generated,
-            "generation_tokens_per_second": round(generated / seconds, 1) if seconds else 0.0,
+            **answers.speed(),
             **self.loss_metrics(model, tokenizer, tokenized_test),
         }
         return EvalResult(metrics=metrics, examples=examples)

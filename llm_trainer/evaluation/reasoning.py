@@ -9,19 +9,13 @@ from typing import Any
 from llm_trainer.evaluation.answer_types import VERIFIABLE
 from llm_trainer.evaluation.base import BaseEvaluator, EvalResult
 from llm_trainer.evaluation.scoring import ScoringSettings, aggregate, score_many
-from llm_trainer.inference import timed_generate
 
 
 class ReasoningEvaluator(BaseEvaluator):
     def evaluate(self, model: Any, tokenizer: Any, processed_test: Any, tokenized_test: Any) -> EvalResult:
         cfg = self.cfg.evaluation
-        rows = processed_test
-        if cfg.max_samples is not None:
-            rows = rows.select(range(min(cfg.max_samples, len(rows))))
-        # The same prompt for every model evaluated: the config's system prompt and the question.
-        prompts = [messages[:-1] for messages in rows["messages"]]
-        generations, seconds = timed_generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size,
-                                              progress=True)
+        answers = self.answer_test_questions(model, tokenizer, processed_test)
+        rows, prompts, generations = answers.rows, answers.prompts, answers.generations
         settings = ScoringSettings(cfg.numeric_tolerance, cfg.verify_timeout_seconds, cfg.short_answer_max_words)
         scores = score_many([g.text for g in generations], list(rows["reference_answer"]), settings)
         examples = [{"row_id": row_id, "system_prompt": _system(prompt), "question": question, "reference": reference,
@@ -34,13 +28,11 @@ class ReasoningEvaluator(BaseEvaluator):
         metrics: dict[str, Any] = {**aggregate(scores), **per_task_metrics(examples)}
         if cfg.judge is not None:
             metrics.update(self._judge(tokenizer, examples))
-        generated = sum(g.new_tokens for g in generations)
         metrics.update({
             "examples": len(examples),
             "scored": sum(bool(e["scored"]) for e in examples),
             "no_reference": sum(not e["scored"] for e in examples),
-            "generated_tokens": generated,
-            "generation_tokens_per_second": round(generated / seconds, 1) if seconds else 0.0,
+            **answers.speed(),
             **self.loss_metrics(model, tokenizer, tokenized_test),
         })
         if cfg.benchmarks:

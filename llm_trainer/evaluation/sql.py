@@ -169,15 +169,9 @@ class SqlEvaluator(BaseEvaluator):
     metric_names = (*SCORES, *COUNTS, "error_gold_failed", *GENERATION, *LOSS)
 
     def evaluate(self, model: Any, tokenizer: Any, processed_test: Any, tokenized_test: Any) -> EvalResult:
-        from llm_trainer.inference import timed_generate
-
         cfg = self.cfg.evaluation
-        rows = processed_test
-        if cfg.max_samples is not None:
-            rows = rows.select(range(min(cfg.max_samples, len(rows))))
-        prompts = [messages[:-1] for messages in rows["messages"]]
-        generations, seconds = timed_generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size,
-                                              progress=True)
+        answers = self.answer_test_questions(model, tokenizer, processed_test)
+        rows, prompts, generations = answers.rows, answers.prompts, answers.generations
         complexities = list(rows["sql_complexity"])
         examples = []
         for row_id, question, gold, context, complexity, generation in zip(
@@ -187,10 +181,8 @@ class SqlEvaluator(BaseEvaluator):
             examples.append({"row_id": row_id, "question": question, "reference": gold, "sql_complexity": complexity,
                              "generation": generation.text, "scored": True, **verdict})
         metrics: dict[str, Any] = aggregate_sql(examples, complexities)
-        generated = sum(g.new_tokens for g in generations)
         metrics.update({
-            "generated_tokens": generated,
-            "generation_tokens_per_second": round(generated / seconds, 1) if seconds else 0.0,
+            **answers.speed(),
             **self.loss_metrics(model, tokenizer, tokenized_test),
         })
         return EvalResult(metrics=metrics, examples=examples)
