@@ -35,8 +35,8 @@ LLAMA3_CHAT_TEMPLATE = (
     "<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n{{ message['content'] | trim }}<|eot_id|>"
     "{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
 )
-BUILD_VERSION = "3"
-PRETRAIN = {"block": 128, "batch": 16, "epochs": 3, "lr": 3e-3}
+BUILD_VERSION = "4"
+PRETRAIN = {"block": 128, "batch": 16, "lr": 3e-3}
 BUILD_INFO = "build_info.json"
 
 
@@ -128,7 +128,7 @@ def build_tiny_model(tokenizer: Any, cfg: ModelConfig, seed: int,
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
-        tokens = _pretrain(model, tokenizer, corpus, seed, cfg.tiny.pretrain_max_tokens)
+        tokens = _pretrain(model, tokenizer, corpus, seed, cfg.tiny.pretrain_max_tokens, cfg.tiny.pretrain_epochs)
     info = {"build_seconds": round(time.perf_counter() - started, 2), "pretrain_tokens": tokens,
             "corpus_texts": len(corpus), "corpus_chars": sum(map(len, corpus))}
 
@@ -150,12 +150,14 @@ def build_info(model_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _pretrain(model: Any, tokenizer: Any, corpus: list[str], seed: int, max_tokens: int) -> int:
+def _pretrain(model: Any, tokenizer: Any, corpus: list[str], seed: int, max_tokens: int, epochs: int) -> int:
     """Plain next-token training on the corpus text, cut into fixed blocks (no chat template), for up to
-    PRETRAIN["epochs"] epochs and at most ``max_tokens`` tokens; returns the tokens trained on."""
+    ``epochs`` epochs and at most ``max_tokens`` tokens; returns the tokens trained on. Each text ends with the
+    tokenizer's eos token, the one generation stops on: a base model that has never seen it rambles past every
+    answer, and so would a LoRA fine-tune of it (peft's all-linear leaves lm_head's row for it untrained)."""
     import torch
 
-    end = tokenizer.convert_tokens_to_ids(EOS)
+    end = tokenizer.eos_token_id
     stream = [t for ids in tokenizer(corpus, add_special_tokens=False)["input_ids"]
               for t in [tokenizer.bos_token_id, *ids, end]]
     block, batch = PRETRAIN["block"], PRETRAIN["batch"]
@@ -164,7 +166,7 @@ def _pretrain(model: Any, tokenizer: Any, corpus: list[str], seed: int, max_toke
     optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN["lr"], weight_decay=0.0)
     model.train()
     trained = 0
-    for _ in range(PRETRAIN["epochs"]):
+    for _ in range(epochs):
         order = torch.randperm(len(blocks), generator=generator)
         for start in range(0, len(blocks), batch):
             inputs = blocks[order[start:start + batch]][: max(0, (max_tokens - trained) // block)]

@@ -25,10 +25,13 @@ class TinyModelConfig(Section):
                                      "sampled by hash from the train split, so the build does not grow with the data.")
     pretrain_max_tokens: int = Field(300_000, gt=0, description="Tokens of plain-text pre-training, at most (all "
                                      "epochs together).")
+    pretrain_epochs: int = Field(3, gt=0, description="Passes over the pre-training text (within "
+                                 "pretrain_max_tokens). More makes a base model that reads its input better, so "
+                                 "fine-tuning can teach it more: the quickstart uses 20.")
 
     def architecture(self) -> dict[str, int]:
         """The LlamaConfig fields (the budgets are not part of the architecture)."""
-        return self.model_dump(exclude={"vocab_size", "tokenizer_max_chars", "pretrain_max_tokens"})
+        return self.model_dump(exclude={"vocab_size", "tokenizer_max_chars", "pretrain_max_tokens", "pretrain_epochs"})
 
     @model_validator(mode="after")
     def _heads_divide(self) -> TinyModelConfig:

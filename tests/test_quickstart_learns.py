@@ -1,0 +1,62 @@
+"""`make quickstart` visibly learns: its exact config, run end to end, raises test accuracy on the sample data's
+learnable task families far above the base model's and promotes on accuracy.
+
+Thresholds, from repeated runs of this config on 2 CPU cores (seeds 42, 1 and 2; the config's is 42): on the 41
+verifiable learnable-family test rows the base model scored 0% each time and the fine-tuned one 78%, 71% and 66%
+(every arithmetic family stayed at or near 0%). The test asks for the issue's goal, a gain of at least 30 points,
+which leaves more than 30 points for another CPU's floating-point differences.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from make_sample_data import LEARNABLE_TASKS, TEMPLATES  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def family_accuracy(metrics: dict, families) -> tuple[float, int]:
+    """Accuracy over the verifiable test rows of ``families`` (weighted by each family's row count)."""
+    counts = {f: metrics.get(f"count_task_{f}", 0) for f in families}
+    total = sum(counts.values())
+    correct = sum(metrics[f"accuracy_task_{f}"] * n for f, n in counts.items() if n)
+    return correct / total, total
+
+
+def test_the_quickstart_learns_the_short_tasks_and_promotes_on_accuracy(tmp_path):
+    summary = tmp_path / "summary.json"
+    home = os.environ["LLM_TRAINER_HOME"]
+    # The Makefile's command; only where it writes and the registered name differ (the test store is shared).
+    result = subprocess.run(
+        [sys.executable, "run_pipeline.py", "--config", "configs/quickstart.yaml", "--set", f"output_dir={home}/qs",
+         "--set", "registry.model_name=quickstart-learns", "--summary", str(summary)],
+        cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-4000:]
+    steps = json.loads(summary.read_text())["steps"]
+    base, tuned = steps["evaluate_base"], steps["evaluate_finetuned"]
+
+    base_learnable, rows = family_accuracy(base, LEARNABLE_TASKS)
+    tuned_learnable, same_rows = family_accuracy(tuned, LEARNABLE_TASKS)
+    assert rows == same_rows >= 30  # enough rows for a 30-point gain to be more than a handful of answers
+    assert tuned_learnable - base_learnable >= 0.30, (base_learnable, tuned_learnable)
+
+    hard = [kind for kind in TEMPLATES if kind not in LEARNABLE_TASKS]
+    tuned_hard, hard_rows = family_accuracy(tuned, hard)
+    assert hard_rows >= 30 and tuned_hard < tuned_learnable - 0.30  # the report shows a spread by task
+
+    decision = steps["register_model"]
+    assert decision["metric"] == "accuracy" and decision["promote"] is True and decision["stage"] == "production"
+    assert decision["candidate"] == pytest.approx(tuned["accuracy"]) and decision["base"] == pytest.approx(
+        base["accuracy"])
+    for family in LEARNABLE_TASKS:  # the summary's per-family table names each family with both models' figures
+        line = next(text for text in result.stdout.splitlines() if text.strip().startswith(family + " "))
+        assert f"{100 * tuned[f'accuracy_task_{family}']:.1f}%" in line
