@@ -48,7 +48,8 @@ def models(*action: str) -> str:
     from runner.models_cli import run_models
 
     args = run_pipeline.parse_args(["models", "--config", str(ROOT / "configs" / "quickstart.yaml"),
-                                    "--set", f"registry.model_name={NAME}", *action])
+                                    "--set", f"registry.model_name={NAME}",
+                                    "--set", "registry.promotion_metric=eval_loss", *action])  # listed first
     cfg = load_config(args.config, args.overrides)
     return run_models(cfg, args)
 

@@ -156,7 +156,9 @@ def test_two_runs_started_at_once_both_finish_and_are_recorded(tmp_path):
         summary = tmp_path / f"{lr}.json"
         command = [sys.executable, "run_pipeline.py", "train", "--config", "configs/quickstart.yaml",
                    "--set", f"output_dir={tmp_path / 'outputs'}", "--set", "training.max_steps=3", "--set", "training.logging_steps=1",
-                   "--set", f"training.learning_rate={lr}", "--summary", str(summary)]
+                   "--set", f"training.learning_rate={lr}",
+                   "--set", "model.tiny.pretrain_epochs=1",  # each builds the base model in the fresh store
+                   "--summary", str(summary)]
         runs.append((subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True), summary))
     run_ids = []

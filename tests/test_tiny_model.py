@@ -92,3 +92,40 @@ def test_tiny_build_cost_does_not_grow_with_the_data(tmp_path, monkeypatch):
     more = load_config(QUICKSTART, [*budgets[:1], "model.tiny.pretrain_max_tokens=2048"]).model
     folder = build_tiny_model(tokenizer, more, seed=1)  # the budget is part of the cache key
     assert build_info(folder)["pretrain_tokens"] == 2048
+
+
+def test_pretraining_makes_the_configured_passes_and_ends_every_text_with_the_stop_token(tmp_path, monkeypatch):
+    """Each text ends with the tokenizer's eos token (what generation stops on; a base model that never saw it
+    rambles past every answer), and ``model.tiny.pretrain_epochs`` passes each see every block once."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from llm_trainer.config import load_config
+    from llm_trainer.tiny_model import EOS, _pretrain, build_tiny_tokenizer
+
+    monkeypatch.setenv("LLM_TRAINER_HOME", str(tmp_path))
+    texts = _long_texts(6)
+    tokenizer = build_tiny_tokenizer(texts, load_config(QUICKSTART).model)
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids, labels):
+            seen.append(input_ids.clone())
+            return SimpleNamespace(loss=self.weight.sum())
+
+    trained = _pretrain(Recorder(), tokenizer, texts, seed=0, max_tokens=10**9, epochs=3)
+    blocks = torch.cat(seen)
+    per_pass = len(blocks) // 3
+    assert per_pass > 4 and trained == blocks.numel() == 3 * per_pass * 128
+    passes = [sorted(map(tuple, blocks[i * per_pass:(i + 1) * per_pass].tolist())) for i in range(3)]
+    assert passes[0] == passes[1] == passes[2]  # every pass: all blocks once, in its own order
+    stream = blocks[:per_pass].flatten().tolist()
+    assert tokenizer.eos_token == "<|eot_id|>" and tokenizer.convert_tokens_to_ids(EOS) not in stream
+    assert stream.count(tokenizer.eos_token_id) in (len(texts) - 1, len(texts))  # the last may be cut off
+    ends = [i for i, token in enumerate(stream) if token == tokenizer.eos_token_id]
+    assert all(stream[i + 1] == tokenizer.bos_token_id for i in ends if i + 1 < len(stream))  # then the next text

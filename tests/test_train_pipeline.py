@@ -48,8 +48,8 @@ def test_train_step_reports_metrics(first_run):
     assert metrics["train_tokens_per_second"] == pytest.approx(metrics["trained_tokens"] / metrics["wall_time_s"],
                                                                rel=0.01)
     assert 50 < metrics["peak_memory_mb"] < 24 * 1024  # the process's resident peak, in MB (not KB or bytes)
-    # The tiny base model's build within its budgets (the sample data's 3 epochs fit under them).
-    assert 0 < metrics["tiny_model_pretrain_tokens"] <= 300_000 and metrics["tiny_model_build_seconds"] > 0
+    # The tiny base model's build within its budgets (the sample data's 20 passes fit under the quickstart's).
+    assert 0 < metrics["tiny_model_pretrain_tokens"] <= 1_500_000 and metrics["tiny_model_build_seconds"] > 0
     assert 0 < metrics["tiny_model_corpus_chars"] <= 1_000_000
     assert "pickle" not in output.lower()
     assert Path(metrics["run_dir"], "adapter", "adapter_model.safetensors").is_file()
