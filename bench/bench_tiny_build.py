@@ -1,6 +1,7 @@
 """Building the offline tiny base model from a natural_reasoning-shaped train split (about 3.7 KB a row).
 
-project: the budgeted build (model.tiny.tokenizer_max_chars, model.tiny.pretrain_max_tokens) on 100,000 rows,
+project: the quickstart's budgeted build (model.tiny.tokenizer_max_chars, model.tiny.pretrain_max_tokens; 20
+pre-training passes, model.tiny.pretrain_epochs, stopped by the token budget) on 100,000 rows,
 from the train split's chat messages as the tokenize step passes them  
 baseline: the same build without budgets (every text, 3 pre-training epochs, as before the budgets, which read at
 most the first 50,000 texts) on a small split, timed, and its cost per row
@@ -53,7 +54,8 @@ def build(rows: int, overrides: list[str]) -> dict:
 def main(rows: int = 100_000, baseline_rows: int = 300) -> dict:
     os.environ["LLM_TRAINER_HOME"] = str(common.scratch("tiny-build"))  # nothing cached
     project = build(rows, [])
-    unbudgeted = ["model.tiny.tokenizer_max_chars=1000000000", "model.tiny.pretrain_max_tokens=1000000000"]
+    unbudgeted = ["model.tiny.tokenizer_max_chars=1000000000", "model.tiny.pretrain_max_tokens=1000000000",
+                  "model.tiny.pretrain_epochs=3"]  # the build before the budgets made 3 passes
     baseline = build(baseline_rows, unbudgeted)
     per_row = baseline["total_s"] / baseline_rows
     print(f"tiny base model from {rows:,} rows: {project['total_s']} s (tokenizer {project['tokenizer_s']} s, "
