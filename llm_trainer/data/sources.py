@@ -3,7 +3,8 @@
 Every row gets ``row_id`` (its 1-based position in the source: the line number for JSONL) and
 ``load_error`` (why the row could not be read, else null). Well-formed files take the fast Arrow path;
 a file Arrow rejects (invalid JSON, mixed types) or reads with invalid UTF-8 in it (Arrow does not check
-the encoding) is re-read line by line so that only the bad rows are lost, and each one is counted.
+the encoding) is re-read line by line so that only the bad rows are lost, and each one is counted; the good
+rows keep every column they had (through a clean temporary copy that Arrow reads as it would the source).
 JSON files may be gzip or zstd compressed (``.jsonl.gz``, ``.json.zst``); extensions match in any case.
 """
 
@@ -189,13 +190,18 @@ def _load_local(files: list[Path], cfg: DataConfig) -> datasets.Dataset:
                 dataset = dataset.add_column("row_id", lines[: len(dataset)])
         return dataset
     except Exception as exc:
-        if loader == "csv" and _caused_by(exc, UnicodeDecodeError):
-            generator, features = _tolerant_csv_rows, _csv_features(files[0])
-        elif loader != "json":
+        if loader not in ("csv", "json") or (loader == "csv" and not _caused_by(exc, UnicodeDecodeError)):
             raise DataError(f"data.source: cannot read {cfg.source} as {loader}: {_one_line(exc)}") from exc
-        else:
-            generator, features = _tolerant_json_rows, RAW_FEATURES
         logger.warning("Arrow could not read %s (%s); re-reading row by row", cfg.source, _one_line(exc)[:200])
+    if loader == "csv":
+        generator, features = _tolerant_csv_rows, _csv_features(files[0])
+    else:
+        dataset = _reread_json(files, cfg.max_samples)
+        if dataset is not None:
+            return dataset
+        generator, features = _tolerant_json_rows, RAW_FEATURES
+        logger.warning("%s: the readable rows have columns of mixed types; only the reasoning fields (question, "
+                       "reference_answer, responses) are kept", cfg.source)
     return datasets.Dataset.from_generator(
         generator,
         features=features,
@@ -204,15 +210,63 @@ def _load_local(files: list[Path], cfg: DataConfig) -> datasets.Dataset:
     )
 
 
-def _tolerant_json_rows(files: list[str], max_samples: int | None, fingerprint: str) -> Iterator[dict[str, Any]]:
-    del fingerprint  # only part of the cache key of datasets' generator cache
+def _reread_json(files: list[Path], max_samples: int | None) -> datasets.Dataset | None:
+    """Every column of the readable records, as Arrow reads a clean file, and one row (``row_id`` and
+    ``load_error`` only) for each record that is not: the readable records are written, with their line numbers,
+    to a temporary JSONL that Arrow reads as it would have read the source. ``None`` where Arrow still cannot
+    (a column with mixed types), for the caller's last resort."""
+    import tempfile
+
+    from llm_trainer.paths import cache_dir
+
+    failed: list[tuple[int, str]] = []
+    folder = cache_dir("reread-json")
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", dir=folder, encoding="utf-8", delete=False) as clean:
+        try:
+            for row_id, record in _json_records_of(files, max_samples):
+                reason = _coerce_record(record, row_id)["load_error"]
+                if reason is not None:
+                    failed.append((row_id, reason))
+                else:  # ASCII escapes: a lone surrogate from a \ud800 escape must not break the write
+                    clean.write(json.dumps({**record, "row_id": row_id}) + "\n")
+        except BaseException:
+            Path(clean.name).unlink(missing_ok=True)
+            raise
+    try:
+        readable = datasets.load_dataset("json", data_files=[clean.name], split="train") if Path(
+            clean.name).stat().st_size else datasets.Dataset.from_dict({"row_id": []}, features=datasets.Features(
+                {"row_id": datasets.Value("int64")}))
+        readable.data.table.validate(full=True)
+    except Exception as exc:  # mixed types across rows
+        logger.debug("the readable rows did not load together: %s", _one_line(exc))
+        return None
+    finally:
+        Path(clean.name).unlink(missing_ok=True)
+    readable = readable.add_column("load_error", [None] * len(readable), feature=datasets.Value("string"))
+    if not failed:
+        return readable
+    unreadable = datasets.Dataset.from_dict(
+        {**{name: [None] * len(failed) for name in readable.column_names},
+         "row_id": [row_id for row_id, _ in failed], "load_error": [reason for _, reason in failed]},
+        features=readable.features)
+    return datasets.concatenate_datasets([readable, unreadable]).sort("row_id").flatten_indices()
+
+
+def _json_records_of(files: list[Path], max_samples: int | None) -> Iterator[tuple[int, Any]]:
+    """(row number, record or error) over the files, at most ``max_samples`` of them."""
     emitted = 0
     for file in files:
         for row_id, record in _json_records(Path(file)):
             if max_samples is not None and emitted >= max_samples:
                 return
             emitted += 1
-            yield _coerce_record(record, row_id)
+            yield row_id, record
+
+
+def _tolerant_json_rows(files: list[str], max_samples: int | None, fingerprint: str) -> Iterator[dict[str, Any]]:
+    del fingerprint  # only part of the cache key of datasets' generator cache
+    for row_id, record in _json_records_of([Path(f) for f in files], max_samples):
+        yield _coerce_record(record, row_id)
 
 
 def _json_records(path: Path) -> Iterator[tuple[int, Any]]:
