@@ -5,7 +5,7 @@
     python run_pipeline.py use --config configs/quickstart.yaml --model-version production --interactive
 
 Every bad config or data source is one line on stderr and exit status 2 (``--debug`` shows the
-traceback). The config, the data source and its fingerprint are checked before ZenML or torch load.
+traceback). The config and the data source are checked before ZenML or torch load.
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     from llm_trainer.config import load_config
-    from llm_trainer.data.sources import is_local_source, source_fingerprint
+    from llm_trainer.data.sources import is_local_source, local_files
 
     cfg = load_config(args.config, args.overrides)
     if args.command == "models":
@@ -220,7 +220,8 @@ def run_command(args: argparse.Namespace) -> int:
         from llm_trainer.chat import check_input_file
 
         check_input_file(Path(args.input))
-    fingerprint = source_fingerprint(cfg.data)  # fails fast on a missing source
+    if is_local_source(cfg.data.source):  # fails fast on a missing or unreadable source; the run hashes it
+        local_files(cfg.data.source)
     if not (cfg.zenml.stack or cfg.zenml.step_operator):  # the model loads on this machine: check it can
         from llm_trainer.modeling import check_attention
 
@@ -245,7 +246,7 @@ def run_command(args: argparse.Namespace) -> int:
         return serve(cfg, adapter, args)
     from runner.run import run_pipeline_command
 
-    summary = run_pipeline_command(args.command, cfg, fingerprint, adapter_path=str(adapter.path) if adapter else None,
+    summary = run_pipeline_command(args.command, cfg, adapter_path=str(adapter.path) if adapter else None,
                                    no_cache=args.no_cache, debug=args.debug, schedule=args.schedule)
     summary["config"] = {"name": cfg.name, "paths": args.config, "overrides": args.overrides}
     print_summary(summary)

@@ -17,7 +17,7 @@ from steps.names import EVALUATE_BASE, EVALUATE_FINETUNED
 TRACKED = {"train", "evaluate", "full"}
 
 
-def run_pipeline_command(command: str, cfg: RunConfig, fingerprint: str, adapter_path: str | None = None,
+def run_pipeline_command(command: str, cfg: RunConfig, adapter_path: str | None = None,
                          no_cache: bool = False, debug: bool = False, schedule: str | None = None
                          ) -> dict[str, Any]:
     if not debug:
@@ -27,7 +27,7 @@ def run_pipeline_command(command: str, cfg: RunConfig, fingerprint: str, adapter
     started = time.time()
     cfg = with_init_adapter_folder(cfg)
     with owner_marker() as owner:  # held while the run runs: a later command can tell if this process died
-        configured, params = configure_run(command, cfg, fingerprint, adapter_path, no_cache, schedule, owner)
+        configured, params = configure_run(command, cfg, adapter_path, no_cache, schedule, owner)
         pipeline_run = configured(**params)
     if pipeline_run is None:  # scheduled: the orchestrator runs it later
         return {"pipeline": configured.name, "status": "scheduled", "schedule": schedule, "steps": {},
@@ -55,7 +55,7 @@ def with_init_adapter_folder(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-def configure_run(command: str, cfg: RunConfig, fingerprint: str, adapter_path: str | None = None,
+def configure_run(command: str, cfg: RunConfig, adapter_path: str | None = None,
                   no_cache: bool = False, schedule: str | None = None, owner: dict[str, Any] | None = None
                   ) -> tuple[Any, dict[str, Any]]:
     """The pipeline of ``command`` with every run option applied, and its parameters; nothing runs yet.

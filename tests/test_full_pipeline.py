@@ -185,7 +185,7 @@ def test_a_scheduled_pipeline_names_its_version_when_it_runs(tmp_path):
         f"data.source={source}", "training.max_steps=2", "training.eval_steps=2", "training.save_steps=2",
         "evaluation.max_samples=2", "evaluation.max_new_tokens=8", "registry.model_name=scheduled-test",
         f"output_dir={tmp_path}/outputs"])
-    configured, params = configure_run("full", cfg, fingerprint="at-schedule-time")
+    configured, params = configure_run("full", cfg)
 
     def versions() -> list[str]:
         return sorted(v.name for v in Client().list_model_versions("scheduled-test", size=100).items)

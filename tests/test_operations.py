@@ -14,7 +14,6 @@ from llm_trainer.errors import UserError
 
 REASONING = ROOT / "configs" / "reasoning.yaml"
 STACKS = sorted((ROOT / "configs" / "stacks").glob("*.yaml"))
-FINGERPRINT = "f" * 64
 
 
 def _settings(value):
@@ -55,7 +54,7 @@ def test_resources_and_docker_settings_reach_the_compiled_pipeline(hf_secret):
 
     cfg = load_config([REASONING, ROOT / "configs" / "stacks" / "kubernetes.yaml"],
                       ["zenml.stack=null", "zenml.resources.evaluate.memory=16GB"])
-    configured, params = configure_run("full", cfg, FINGERPRINT)
+    configured, params = configure_run("full", cfg)
     configured.prepare(**params)
     snapshot = configured.create_snapshot(name="settings-check")
     steps = snapshot.step_configurations
@@ -78,7 +77,7 @@ def test_a_missing_secret_is_one_line_before_anything_runs():
 
     cfg = load_config([REASONING, ROOT / "configs" / "stacks" / "kubernetes.yaml"], ["zenml.stack=null"])
     with pytest.raises(UserError, match=r"zenml.secrets: there is no ZenML secret 'hf' in this store; create it"):
-        configure_run("full", cfg, FINGERPRINT)
+        configure_run("full", cfg)
 
 
 def test_the_hub_token_reaches_remote_steps_as_a_secret_reference_never_as_its_value(monkeypatch, hf_secret):
@@ -88,7 +87,7 @@ def test_the_hub_token_reaches_remote_steps_as_a_secret_reference_never_as_its_v
     monkeypatch.setenv("HF_TOKEN", token)
     cfg = load_config([REASONING, ROOT / "configs" / "stacks" / "kubernetes.yaml"], ["zenml.stack=null"])
     assert cfg.zenml.secrets == ["hf"]
-    configured, params = configure_run("full", cfg, FINGERPRINT)
+    configured, params = configure_run("full", cfg)
     configured.prepare(**params)
     snapshot = configured.create_snapshot(name="secret-check")
     from zenml.client import Client
@@ -109,7 +108,7 @@ def test_step_operator_goes_to_the_gpu_steps_and_must_exist_in_the_stack(hf_secr
         "train_model": "vertex_gpu", "evaluate_base": "vertex_gpu", "evaluate_finetuned": "vertex_gpu"}
     assert step_options(cfg, "process") == {}
     with pytest.raises(UserError) as error:
-        configure_run("train", cfg, FINGERPRINT)
+        configure_run("train", cfg)
     assert "zenml.step_operator: 'vertex_gpu' is not in stack" in str(error.value)
 
 
@@ -119,7 +118,7 @@ def test_unknown_stack_is_one_line(monkeypatch):
     monkeypatch.delenv("ZENML_ACTIVE_STACK_ID", raising=False)  # restored (or removed) even if the test fails
     cfg = load_config([REASONING, ROOT / "configs" / "stacks" / "vertex.yaml"])
     with pytest.raises(UserError, match="zenml.stack: no ZenML stack named 'llm_trainer_vertex'"):
-        configure_run("train", cfg, FINGERPRINT)
+        configure_run("train", cfg)
 
 
 @pytest.mark.parametrize("cron", ["every monday", "0 3 * *", "0 3 * * 1 extra", "0 3 * * ?"])

@@ -18,7 +18,7 @@ def test_a_zenml_run_config_file_reaches_the_compiled_pipeline(tmp_path):
         "steps:\n  train_model:\n    settings:\n      resources:\n        memory: 48GB\n        gpu_count: 2\n"
         "  evaluate_base:\n    enable_cache: false\n")
     cfg = load_config(QUICKSTART, [f"zenml.run_config={run_config}", "zenml.resources.train.memory=64GB"])
-    configured, params = configure_run("full", cfg, "fingerprint")
+    configured, params = configure_run("full", cfg)
     configured.prepare(**params)
     snapshot = configured.create_snapshot(name="run-config-check")
     steps = snapshot.step_configurations
