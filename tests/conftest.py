@@ -78,6 +78,30 @@ def tiny_fp32():
     return SimpleNamespace(cfg=cfg, model=model, tokenizer=tokenizer, processed=processed)
 
 
+@pytest.fixture(scope="session")
+def tiny_adapter(tiny_fp32, tmp_path_factory):
+    """A LoRA adapter (non-zero B, so it changes the answers) on the quickstart's tiny model, saved as training
+    saves one: weights, tokenizer and the base model's path. Shared by the session: read it, do not change it."""
+    import copy
+    import json
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from llm_trainer.training import LoraAdapter
+    from llm_trainer.training.base import ADAPTER_INFO_FILE
+
+    folder = tmp_path_factory.mktemp("tiny-adapter")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        peft_model = get_peft_model(copy.deepcopy(tiny_fp32.model), LoraConfig(
+            r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(folder, safe_serialization=True)
+    tiny_fp32.tokenizer.save_pretrained(folder)
+    (folder / ADAPTER_INFO_FILE).write_text(json.dumps({"base_model": tiny_fp32.model.name_or_path}))
+    return LoraAdapter.from_folder(folder)
+
+
 def pytest_sessionfinish(session, exitstatus):
     """The session's state folder (ZenML store, MLflow database, caches) goes with the session."""
     import shutil

@@ -7,7 +7,6 @@ project home and without the project on its path: the base model folder and the 
 
 from __future__ import annotations
 
-import copy
 import http.client
 import json
 import os
@@ -25,23 +24,8 @@ MAX_NEW = 12
 
 
 @pytest.fixture(scope="module")
-def adapter(tiny_fp32, tmp_path_factory):
-    """A LoRA adapter (non-zero B, so it changes the answers) on the quickstart's tiny model, saved as training
-    saves one: weights, tokenizer and the base model's path."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from llm_trainer.training import LoraAdapter
-    from llm_trainer.training.base import ADAPTER_INFO_FILE
-
-    folder = tmp_path_factory.mktemp("adapter")
-    torch.manual_seed(1)
-    peft_model = get_peft_model(copy.deepcopy(tiny_fp32.model), LoraConfig(
-        r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    peft_model.save_pretrained(folder, safe_serialization=True)
-    tiny_fp32.tokenizer.save_pretrained(folder)
-    (folder / ADAPTER_INFO_FILE).write_text(json.dumps({"base_model": tiny_fp32.model.name_or_path}))
-    return LoraAdapter.from_folder(folder)
+def adapter(tiny_adapter):
+    return tiny_adapter  # conftest's: a LoRA adapter on the quickstart's tiny model, saved as training saves one
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ the official `openai` client; the plain reply equals llm_trainer.inference.gener
 from __future__ import annotations
 
 import contextlib
-import copy
 import http.client
 import importlib.util
 import json
@@ -213,23 +212,6 @@ def test_a_full_queue_answers_429_then_recovers_and_streams_in_openais_format():
 # --------------------------------------------------------------------------------- a tiny LoRA adapter
 
 
-@pytest.fixture(scope="module")
-def tiny_adapter(tiny_fp32, tmp_path_factory):
-    """A LoRA adapter on the quickstart's tiny model, with non-zero B so it changes the answers."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from llm_trainer.training import LoraAdapter
-    from llm_trainer.training.base import ADAPTER_INFO_FILE
-
-    folder = tmp_path_factory.mktemp("adapter")
-    torch.manual_seed(0)
-    peft_model = get_peft_model(copy.deepcopy(tiny_fp32.model), LoraConfig(
-        r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    peft_model.save_pretrained(folder, safe_serialization=True)
-    tiny_fp32.tokenizer.save_pretrained(folder)
-    (folder / ADAPTER_INFO_FILE).write_text(json.dumps({"base_model": tiny_fp32.model.name_or_path}))
-    return LoraAdapter.from_folder(folder)
 
 
 def test_transformers_engine_streams_the_greedy_answer_and_samples(tiny_fp32):

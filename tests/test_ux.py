@@ -197,26 +197,6 @@ def test_resume_takes_a_checkpoint_folder(tmp_path, make_config):
 FP32 = ["--set", "model.load_in_4bit=false", "--set", "model.dtype=float32"]
 
 
-@pytest.fixture(scope="module")
-def tiny_adapter(tiny_fp32, tmp_path_factory):
-    """A LoRA adapter on the quickstart's tiny model, with non-zero B so it changes the answers."""
-    import copy
-    import json
-
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from llm_trainer.training import LoraAdapter
-    from llm_trainer.training.base import ADAPTER_INFO_FILE
-
-    folder = tmp_path_factory.mktemp("ux-adapter")
-    torch.manual_seed(0)
-    peft_model = get_peft_model(copy.deepcopy(tiny_fp32.model), LoraConfig(
-        r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    peft_model.save_pretrained(folder, safe_serialization=True)
-    tiny_fp32.tokenizer.save_pretrained(folder)
-    (folder / ADAPTER_INFO_FILE).write_text(json.dumps({"base_model": tiny_fp32.model.name_or_path}))
-    return LoraAdapter.from_folder(folder)
 
 
 def use_cli(adapter, *args: str, timeout: int = 300):
