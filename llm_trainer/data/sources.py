@@ -220,33 +220,33 @@ def _reread_json(files: list[Path], max_samples: int | None) -> datasets.Dataset
     from llm_trainer.paths import cache_dir
 
     failed: list[tuple[int, str]] = []
-    folder = cache_dir("reread-json")
-    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", dir=folder, encoding="utf-8", delete=False) as clean:
-        try:
+    handle, name = tempfile.mkstemp(suffix=".jsonl", dir=cache_dir("reread-json"))
+    clean = Path(name)
+    try:
+        with open(handle, "w", encoding="utf-8") as out:
             for row_id, record in _json_records_of(files, max_samples):
                 reason = _coerce_record(record, row_id)["load_error"]
                 if reason is not None:
                     failed.append((row_id, reason))
                 else:  # ASCII escapes: a lone surrogate from a \ud800 escape must not break the write
-                    clean.write(json.dumps({**record, "row_id": row_id}) + "\n")
-        except BaseException:
-            Path(clean.name).unlink(missing_ok=True)
-            raise
-    try:
-        readable = datasets.load_dataset("json", data_files=[clean.name], split="train") if Path(
-            clean.name).stat().st_size else datasets.Dataset.from_dict({"row_id": []}, features=datasets.Features(
-                {"row_id": datasets.Value("int64")}))
-        readable.data.table.validate(full=True)
-    except Exception as exc:  # mixed types across rows
-        logger.debug("the readable rows did not load together: %s", _one_line(exc))
-        return None
+                    out.write(json.dumps({**record, "row_id": row_id}) + "\n")
+        try:
+            if clean.stat().st_size:
+                readable = datasets.load_dataset("json", data_files=[name], split="train")
+                readable.data.table.validate(full=True)
+            else:
+                readable = datasets.Dataset.from_dict({"row_id": []}, features=datasets.Features(
+                    {"row_id": datasets.Value("int64")}))
+        except Exception as exc:  # mixed types across rows
+            logger.debug("the readable rows did not load together: %s", _one_line(exc))
+            return None
     finally:
-        Path(clean.name).unlink(missing_ok=True)
+        clean.unlink(missing_ok=True)
     readable = readable.add_column("load_error", [None] * len(readable), feature=datasets.Value("string"))
     if not failed:
         return readable
     unreadable = datasets.Dataset.from_dict(
-        {**{name: [None] * len(failed) for name in readable.column_names},
+        {**{column: [None] * len(failed) for column in readable.column_names},
          "row_id": [row_id for row_id, _ in failed], "load_error": [reason for _, reason in failed]},
         features=readable.features)
     return datasets.concatenate_datasets([readable, unreadable]).sort("row_id").flatten_indices()
