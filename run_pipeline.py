@@ -286,7 +286,7 @@ def print_summary(summary: dict[str, Any]) -> None:
             if "overlength" in train:
                 shown["too_long_dropped"] = train["overlength"].get("dropped_rows")
         print(f"  {name:<19} {figures['status']:<10} {json.dumps(shown, default=str)}")
-        for warning in figures.get("warnings", []) if name == names.TOKENIZE else []:
+        for warning in figures.get("warnings", []):
             print(f"  {'':<19} warning: {warning}")
     evaluated = {label: summary["steps"][name] for label, name in (("base", names.EVALUATE_BASE),
                  ("fine-tuned", names.EVALUATE_FINETUNED)) if name in summary["steps"]}

@@ -210,3 +210,30 @@ def test_readme_add_your_own_domain_walkthrough_runs(tmp_path, monkeypatch, writ
     assert set(result.metrics) == set(cfg.evaluation.metric_names()) and len(result.examples) == 3
     with pytest.raises(ValueError, match="not a metric of the my_domain:QaEvaluator evaluator"):
         RunConfig.model_validate({**cfg.model_dump(), "registry": {"promotion_metric": "accuracy"}})
+
+
+def test_a_file_that_mixes_shapes_counts_the_other_shapes_and_says_so(make_config, write_jsonl, caplog):
+    """30 rows of each shape in one file: with data.format set, the other shapes' 60 rows are other_format (not
+    malformed), and one warning names how many rows each other shape has."""
+    rows = []
+    for i in range(30):
+        rows += [{"messages": [{"role": "user", "content": f"Q{i}?"}, {"role": "assistant", "content": f"A{i}."}]},
+                 {"instruction": f"I{i}?", "output": f"O{i}."},
+                 {"conversations": [{"from": "human", "value": f"S{i}?"}, {"from": "gpt", "value": f"T{i}."}]}]
+    rows.append({"messages": "not a list"})
+    source = write_jsonl(rows, "mixed.jsonl")
+    with pytest.raises(Exception, match="several shapes"):
+        process(chat_config(make_config, source))
+    processed, report = process(chat_config(make_config, source, format="messages"))
+    assert report["rows_kept"] == 30
+    assert report["dropped"] == {"other_format": 60, "malformed_conversation": 1}
+    assert len(report["warnings"]) == 1
+    assert "60 rows are in another chat shape than messages (alpaca: 30, sharegpt: 30)" in report["warnings"][0]
+    assert report["warnings"][0] in caplog.text
+    _, alpaca = process(chat_config(make_config, source, format="alpaca"))
+    assert alpaca["rows_kept"] == 30 and alpaca["dropped"] == {"other_format": 61}
+
+
+def test_a_single_shape_file_has_no_other_format_warning(make_config):
+    _, report = process(chat_config(make_config, SAMPLE / "messages.jsonl", format="messages"))
+    assert "other_format" not in report["dropped"] and "warnings" not in report

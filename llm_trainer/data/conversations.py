@@ -7,13 +7,16 @@
 ``data.format: auto`` picks the shape from the columns and names it in the report. Malformed conversations are
 dropped and counted by reason: unknown_role, empty_content, no_assistant_turn, consecutive_user_turns (and
 consecutive_assistant_turns) when ``data.alternating_turns`` (most chat templates forbid them), misplaced_system_turn,
-malformed_conversation. Turns after the last assistant turn have no target and are cut.
+malformed_conversation, and other_format for a row in another of the three shapes than ``data.format`` (a file that
+mixes shapes: the report warns, naming how many rows each other shape has). Turns after the last assistant turn have no target and are cut.
 
 Multi-turn conversations train on every assistant turn: ``tokenize_multiturn_batch`` masks everything else.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from typing import Any
 
 import datasets
@@ -28,6 +31,9 @@ FORMAT_COLUMNS = {"messages": ("messages",), "sharegpt": ("conversations",), "al
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
                   "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system"}
 ROLES = ("system", "user", "assistant")
+SHAPE_COLUMNS = tuple(dict.fromkeys(c for needed in FORMAT_COLUMNS.values() for c in needed))
+OTHER_FORMAT = "other_format"
+logger = logging.getLogger(__name__)
 
 
 def detect_format(columns: list[str]) -> str:
@@ -61,7 +67,28 @@ class ChatDataProcessor(BaseDataProcessor):
             raise DataError(f"data.format: {self.format} data needs the column(s) {', '.join(missing)}; "
                             f"{self.cfg.source} has {', '.join(sorted(raw.column_names))}")
         processed, report = super().preprocess(raw)
-        return processed, {"format": self.format, "format_detected": detected, **report}
+        report = {"format": self.format, "format_detected": detected, **report}
+        if report["dropped"].get(OTHER_FORMAT):
+            warning = self._other_format_warning(raw, report["dropped"][OTHER_FORMAT])
+            logger.warning(warning)
+            report["warnings"] = [warning]
+        return processed, report
+
+    def _other_format_warning(self, raw: datasets.Dataset, dropped: int) -> str:
+        columns = [c for c in SHAPE_COLUMNS if c in raw.column_names]
+        shapes: Counter[str] = Counter()
+        for batch in raw.select_columns(columns).iter(batch_size=self.cfg.map_batch_size):
+            shapes.update(shape for shape in map(self._other_shape, _rows(batch)) if shape)
+        found = ", ".join(f"{shape}: {n}" for shape, n in sorted(shapes.items()))
+        return (f"data.format: {dropped} rows are in another chat shape than {self.format} ({found}) and were "
+                f"dropped as {OTHER_FORMAT}; the file mixes shapes: split it by shape to train on every row")
+
+    def _other_shape(self, row: dict[str, Any]) -> str | None:
+        """The other shape a row is written in, when its own shape's columns are empty and another's are filled."""
+        if any(row.get(c) is not None for c in FORMAT_COLUMNS[self.format]):
+            return None
+        return next((name for name, needed in FORMAT_COLUMNS.items()
+                     if name != self.format and all(row.get(c) is not None for c in needed)), None)
 
     def tokenize(self, processed: datasets.DatasetDict, tokenizer: Any) -> tuple[datasets.DatasetDict, dict[str, Any]]:
         return tokenization.tokenize_splits(processed, tokenizer, self.cfg, batch_fn=tokenize_multiturn_batch)
@@ -91,6 +118,8 @@ class ChatDataProcessor(BaseDataProcessor):
 
     def _conversation(self, batch: dict[str, list[Any]], index: int) -> tuple[str | None, list[dict[str, str]]]:
         """(drop reason or None, the turns as {role, content}) for one row."""
+        if self._other_shape({c: batch[c][index] for c in SHAPE_COLUMNS if c in batch}):
+            return OTHER_FORMAT, []
         if self.format == "alpaca":
             instruction, output = batch["instruction"][index], batch["output"][index]
             extra = batch["input"][index] if "input" in batch else None
@@ -134,6 +163,10 @@ class ChatDataProcessor(BaseDataProcessor):
         if sum(len(m["content"]) for m in messages) > self.cfg.max_chars:
             return TOO_LONG
         return None
+
+
+def _rows(batch: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    return [dict(zip(batch, values)) for values in zip(*batch.values())]
 
 
 def render_multiturn_segments(tokenizer: Any, conversation: list[dict[str, str]]) -> list[tuple[str, bool]]:
