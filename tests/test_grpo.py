@@ -262,6 +262,9 @@ def test_grpo_settings_are_checked_before_training(tmp_path):
         load_config(GRPO_QUICKSTART, ["training.grpo.num_generations=3"])
     with pytest.raises(ConfigError, match="training.grpo.rewards: unknown name 'exact'"):
         load_config(GRPO_QUICKSTART, ["training.grpo.rewards={exact: 1.0}"])
+    with pytest.raises(ConfigError, match="training.grpo.rewards: every reward weight is 0"):
+        load_config(GRPO_QUICKSTART, ["training.grpo.rewards={answer_correct: 0.0, format: 0}"])
+    assert load_config(GRPO_QUICKSTART, ["training.grpo.rewards={answer_correct: 0.0, format: 0.5}"])
     cfg = load_config(GRPO_QUICKSTART)
     with pytest.raises(ConfigError, match="model.init_adapter: 'production' is no adapter folder"):
         attach_lora(None, cfg, "base")

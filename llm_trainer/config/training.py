@@ -69,6 +69,9 @@ class GrpoConfig(Section):
             REWARDS.check(name)
             if not math.isfinite(weight):
                 raise ValueError(f"weight of '{name}' must be a finite number")
+        if not any(value.values()):
+            raise ValueError("every reward weight is 0, so every completion scores 0 and nothing is learned; give at "
+                             "least one reward a non-zero weight, e.g. {answer_correct: 1.0, format: 0.2}")
         return value
 
     @model_validator(mode="after")
