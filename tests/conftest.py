@@ -107,3 +107,41 @@ def pytest_sessionfinish(session, exitstatus):
     import shutil
 
     shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+
+
+@pytest.fixture
+def scripted_model(tiny_fp32):
+    """A stand-in for a causal LM whose output does not depend on training: greedy decoding writes the words of
+    ``SCRIPT`` in turn, sampling draws them at random from the global torch generator (so the seed decides), and
+    it never stops before ``max_new_tokens``. For tests whose point is what surrounds generation (answer files,
+    Ctrl-C in chat), not what a briefly trained model happens to say."""
+    import torch
+
+    script = tiny_fp32.tokenizer(" four is the answer to that question and two plus two", add_special_tokens=False)
+    words = torch.tensor(script["input_ids"])
+
+    class ScriptedModel(torch.nn.Module):
+        config = tiny_fp32.model.config
+
+        def __init__(self):
+            super().__init__()
+            self.anchor = torch.nn.Parameter(torch.zeros(1))  # generate_batch reads the device from parameters()
+
+        def generate(self, input_ids, max_new_tokens, do_sample=False, streamer=None, stopping_criteria=None,
+                     **_):
+            steps = torch.arange(max_new_tokens) % len(words)
+            new = words[torch.randint(len(words), (input_ids.shape[0], max_new_tokens))] if do_sample else \
+                words[steps].expand(input_ids.shape[0], -1)
+            if streamer is None:
+                return torch.cat([input_ids, new], dim=1)
+            streamer.put(input_ids)
+            done = input_ids
+            for step in range(max_new_tokens):
+                done = torch.cat([done, new[:, step:step + 1]], dim=1)
+                streamer.put(new[:, step])
+                if stopping_criteria is not None and bool(stopping_criteria(done, None).all()):
+                    break
+            streamer.end()
+            return done
+
+    return ScriptedModel()

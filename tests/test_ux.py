@@ -213,7 +213,7 @@ def test_use_prompt_writes_only_the_answer_to_stdout(tiny_adapter, tiny_fp32):
     model = load_for_inference(tiny_fp32.cfg.model, tiny_adapter.base_model, tiny_adapter.path)
     conversation = base_messages(tiny_fp32.cfg.data.system_prompt) + [{"role": "user", "content": "What is 12 + 30?"}]
     answer = generate_batch(model, tiny_fp32.tokenizer, [conversation], 12, 1)[0].text
-    assert answer and result.stdout == answer + "\n"  # `> answer.txt` holds the answer and nothing else
+    assert result.stdout == answer + "\n"  # `> answer.txt` holds the answer (whatever it is) and nothing else
     assert f"loading the adapter in {tiny_adapter.path}" in result.stderr
     assert "gemm_4bit_forward" not in result.stderr and "\x1b[" not in result.stderr  # quiet, no colour in a pipe
 
@@ -227,15 +227,16 @@ def test_use_input_is_checked_before_any_model_loads(tiny_adapter, tmp_path):
     assert "loading" not in result.stderr and not (tmp_path / "out.jsonl").exists()
 
 
-def test_answer_file_keeps_every_input_field_and_samples_when_asked(tiny_fp32, tiny_adapter, tmp_path):
+def test_answer_file_keeps_every_input_field_and_samples_when_asked(tiny_fp32, scripted_model, tmp_path):
+    """The answer file's fields and the sampling seed, with a model whose words do not depend on training."""
     import json
 
     from llm_trainer.chat import answer_file
-    from llm_trainer.inference import decoding, load_for_inference
+    from llm_trainer.inference import decoding
 
     source = tmp_path / "in.jsonl"
     source.write_text('{"id": "a-1", "prompt": "What is 2 + 2?", "topic": "sums"}\n{"id": "b-2", "prompt": " "}\n')
-    model = load_for_inference(tiny_fp32.cfg.model, tiny_adapter.base_model, tiny_adapter.path)
+    model = scripted_model
 
     def answers(sampling, seed):
         import torch
@@ -247,21 +248,23 @@ def test_answer_file_keeps_every_input_field_and_samples_when_asked(tiny_fp32, t
 
     greedy = answers(None, 0)
     assert [(r["id"], r["line"]) for r in greedy] == [("a-1", 1), ("b-2", 2)]
-    assert greedy[0]["topic"] == "sums" and greedy[0]["response"] and greedy[1]["error"] == "empty prompt"
+    assert greedy[0]["topic"] == "sums" and greedy[1]["error"] == "empty prompt"
+    assert greedy[0]["response"].startswith("four is the answer")  # the scripted words, never an empty answer
     assert answers(None, 1)[0]["response"] == greedy[0]["response"]  # greedy: the same whatever the seed
     sampled = {answers(decoding(temperature=1.5, top_p=1.0), seed)[0]["response"] for seed in range(3)}
     assert len(sampled) > 1  # sampling: the answer depends on the seed
 
 
-def test_ctrl_c_in_a_reply_stops_it_and_keeps_the_conversation(tiny_fp32, tiny_adapter):
+def test_ctrl_c_in_a_reply_stops_it_and_keeps_the_conversation(tiny_fp32, scripted_model):
     """Ctrl-C arrives while the reply streams (the terminal write raises KeyboardInterrupt): the generation
-    thread stops, the part already shown stays in the history, and the chat goes on."""
+    thread stops, the part already shown stays in the history, and the chat goes on. The model's words do not
+    depend on training, so the reply is always long enough to be cut."""
     import threading
 
     from llm_trainer import chat
-    from llm_trainer.inference import load_for_inference, stream_reply
+    from llm_trainer.inference import stream_reply
 
-    model = load_for_inference(tiny_fp32.cfg.model, tiny_adapter.base_model, tiny_adapter.path)
+    model = scripted_model
     question = "Tell me a long story about numbers."
     full = "".join(stream_reply(model, tiny_fp32.tokenizer, [{"role": "user", "content": question}], 40)).strip()
 
