@@ -12,7 +12,7 @@ from zenml.enums import ArtifactType
 from zenml.materializers.base_materializer import BaseMaterializer
 
 from llm_trainer.base_model import BaseModelRef
-from materializers._folders import local_folder, save_folder
+from materializers._folders import folder_content_hash, local_folder, save_folder
 
 REF_FILE = "base_model.json"
 MODEL_FOLDER = "model"
@@ -37,6 +37,9 @@ class BaseModelMaterializer(BaseMaterializer):
                                                              "revision": data.revision, "built": data.built}))
 
         save_folder(self.uri, write)
+
+    def compute_content_hash(self, data: BaseModelRef) -> str | None:
+        return folder_content_hash(self.uri)
 
     def extract_metadata(self, data: BaseModelRef) -> dict[str, Any]:
         metadata: dict[str, Any] = {"base_model": data.name_or_path if not data.built else "built (tiny model)",

@@ -8,7 +8,7 @@ import datasets
 from zenml.enums import ArtifactType
 from zenml.materializers.base_materializer import BaseMaterializer
 
-from materializers._folders import local_folder, save_folder
+from materializers._folders import folder_content_hash, local_folder, save_folder
 
 
 class HFDatasetMaterializer(BaseMaterializer):
@@ -29,6 +29,9 @@ class HFDatasetMaterializer(BaseMaterializer):
                     datasets.enable_progress_bars()
 
         save_folder(self.uri, write)
+
+    def compute_content_hash(self, data: datasets.Dataset | datasets.DatasetDict) -> str | None:
+        return folder_content_hash(self.uri)
 
     def extract_metadata(self, data: datasets.Dataset | datasets.DatasetDict) -> dict[str, Any]:
         if isinstance(data, datasets.DatasetDict):

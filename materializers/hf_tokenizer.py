@@ -11,7 +11,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from zenml.enums import ArtifactType
 from zenml.materializers.base_materializer import BaseMaterializer
 
-from materializers._folders import local_folder, save_folder
+from materializers._folders import folder_content_hash, local_folder, save_folder
 
 
 TRUST_FILE = "llm_trainer_tokenizer.json"
@@ -37,6 +37,9 @@ class HFTokenizerMaterializer(BaseMaterializer):
             (Path(folder) / TRUST_FILE).write_text(json.dumps({"trust_remote_code": trust}))
 
         save_folder(self.uri, write)
+
+    def compute_content_hash(self, data: PreTrainedTokenizerBase) -> str | None:
+        return folder_content_hash(self.uri)
 
     def extract_metadata(self, data: PreTrainedTokenizerBase) -> dict[str, Any]:
         return {"vocab_size": len(data), "name_or_path": str(data.name_or_path),

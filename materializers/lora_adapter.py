@@ -12,7 +12,7 @@ from zenml.materializers.base_materializer import BaseMaterializer
 
 from llm_trainer.training import LoraAdapter
 from llm_trainer.training.base import ADAPTER_INFO_FILE
-from materializers._folders import local_folder, save_folder
+from materializers._folders import folder_content_hash, local_folder, save_folder
 
 
 class LoraAdapterMaterializer(BaseMaterializer):
@@ -28,6 +28,11 @@ class LoraAdapterMaterializer(BaseMaterializer):
             (Path(folder) / ADAPTER_INFO_FILE).write_text(json.dumps({"base_model": data.base_model}))
 
         save_folder(self.uri, write)
+
+    def compute_content_hash(self, data: LoraAdapter) -> str | None:
+        # Not the info file: it names where the base model artifact lies, which moves when processing runs again
+        # (adapter_config.json, hashed, names the base model the adapter was trained on).
+        return folder_content_hash(self.uri, ignore=(ADAPTER_INFO_FILE,))
 
     def extract_metadata(self, data: LoraAdapter) -> dict[str, Any]:
         config = json.loads((Path(data.path) / "adapter_config.json").read_text())

@@ -147,6 +147,29 @@ def test_unchanged_rerun_is_cached_and_registers_no_duplicate_version(promoted, 
     assert Client().list_model_versions("quickstart-test", size=100).total == before
 
 
+def test_processing_again_without_cache_reruns_no_training_or_evaluation(promoted, tmp_path):
+    """`process --no-cache` saves the same data again as new artifacts; ZenML's cache keys use their content, so a
+    following `full` is cached from training on. `train --no-cache` re-runs the step, which finds the finished run
+    and reports its figures (it used to report a mean loss of 0 and 0 tokens/s)."""
+    processed, full, train = tmp_path / "process.json", tmp_path / "full.json", tmp_path / "train.json"
+    result = run_cli("process", *FAST, "--no-cache", "--summary", str(processed))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _statuses(processed)["tokenize"] == "completed"
+    result = run_cli("full", *FAST, "--summary", str(full))
+    assert result.returncode == 0, result.stderr[-3000:]
+    statuses = _statuses(full)
+    assert {statuses[name] for name in ("train_model", "evaluate_base", "evaluate_finetuned", "register_model")} \
+        == {"cached"}, statuses
+
+    result = run_cli("train", *FAST, "--no-cache", "--summary", str(train))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "finished before (same config, data and seed)" in result.stdout + result.stderr
+    figures, first = json.loads(train.read_text())["steps"]["train_model"], promoted["steps"]["train_model"]
+    assert figures["status"] == "completed" and figures["reused_finished_run"] == 1
+    for key in ("global_step", "train_tokens_per_second", "eval_loss", "train_loss", "run_dir"):
+        assert figures[key] == first[key], key
+
+
 def _statuses(path: Path) -> dict[str, str]:
     return {name: step["status"] for name, step in json.loads(path.read_text())["steps"].items()}
 

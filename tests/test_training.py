@@ -193,3 +193,40 @@ def test_early_stopping_stops_without_enough_improvement(tmp_path):
     assert result.metrics["global_step"] == 4
     best = min(loss for _, loss in during)
     assert final == pytest.approx(best, rel=1e-4) and result.metrics["eval_loss"] == pytest.approx(best, rel=1e-4)
+
+
+def test_a_finished_run_is_reported_again_not_retrained(tmp_path, capsys):
+    """The same config, data and seed in the same run folder: the second call trains nothing and reports the first
+    run's figures and adapter (it used to resume at the last step and report a mean loss of 0 and 0 tokens/s);
+    training.resume=never trains again."""
+    from llm_trainer.training import run_training
+
+    cfg, tokenized, tokenizer = prepared(["training.max_steps=2", "training.eval_steps=2", "training.save_steps=2",
+                                          "model.load_in_4bit=false", "model.dtype=float32"])
+    first = run_training(cfg, tokenized, tokenizer, tmp_path)
+    adapter_bytes = (first.adapter.path / "adapter_model.safetensors").read_bytes()
+    assert json.loads((tmp_path / "result.json").read_text())["metrics"]["global_step"] == 2
+    capsys.readouterr()
+    again = run_training(cfg, tokenized, tokenizer, tmp_path)
+    assert "finished before (same config, data and seed)" in capsys.readouterr().out
+    assert again.metrics.pop("reused_finished_run") == 1
+    assert again.metrics == first.metrics and again.metrics["train_tokens_per_second"] > 0
+    assert again.history == first.history and again.adapter == first.adapter
+    assert (again.adapter.path / "adapter_model.safetensors").read_bytes() == adapter_bytes
+
+    never = cfg.model_copy(update={"training": cfg.training.model_copy(update={"resume": "never"})})
+    retrained = run_training(never, tokenized, tokenizer, tmp_path)
+    assert "reused_finished_run" not in retrained.metrics and retrained.metrics["trained_tokens"] > 0
+
+
+def test_a_broken_finished_run_record_means_not_finished(tmp_path):
+    from llm_trainer.training.base import RESULT_FILE, TrainResult
+
+    assert TrainResult.load_finished(tmp_path, "base") is None
+    (tmp_path / RESULT_FILE).write_text('{"adapter": "adapter", "metrics": {}, "history": []}')
+    assert TrainResult.load_finished(tmp_path, "base") is None  # no adapter folder
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    assert TrainResult.load_finished(tmp_path, "base").metrics == {"reused_finished_run": 1}
+    (tmp_path / RESULT_FILE).write_text('{"adapter": "adapter", "metrics"')  # cut short
+    assert TrainResult.load_finished(tmp_path, "base") is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ MetricsHook = Callable[[dict[str, float], int], None]
 
 
 ADAPTER_INFO_FILE = "llm_trainer_adapter.json"
+# A finished run's figures, beside its adapter: a re-run of the same config, data and seed reports them.
+RESULT_FILE = "result.json"
 
 
 @dataclass
@@ -45,6 +48,37 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     model: Any = field(default=None, repr=False)  # the trained PEFT model, still in memory
+
+    def save(self, run_dir: Path) -> None:
+        """Record the finished run in its folder (written last, by a rename: its presence means finished)."""
+        from llm_trainer.errors import UserError
+        from llm_trainer.fsutil import storage_failure
+
+        record = {"adapter": Path(self.adapter.path).name, "metrics": self.metrics, "history": self.history}
+        target = Path(run_dir) / RESULT_FILE
+        staging = target.with_name(f".{RESULT_FILE}.tmp-{os.getpid()}")
+        try:
+            staging.write_text(json.dumps(record, default=str))
+            os.replace(staging, target)
+        except OSError as exc:
+            raise UserError(f"cannot record the finished run in {target}: {storage_failure(exc, run_dir)}; "
+                            f"the adapter in {self.adapter.path} is complete") from exc
+        finally:
+            staging.unlink(missing_ok=True)
+
+    @classmethod
+    def load_finished(cls, run_dir: Path, base_model: str) -> TrainResult | None:
+        """The finished run recorded in ``run_dir`` (an adapter of ``base_model``: the run folder's key holds the
+        model section), or None when it has not finished or its record is unreadable."""
+        try:
+            record = json.loads((Path(run_dir) / RESULT_FILE).read_text())
+            adapter = LoraAdapter(path=Path(run_dir) / record["adapter"], base_model=base_model)
+            metrics, history = dict(record["metrics"]), list(record["history"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not (adapter.path / "adapter_config.json").is_file():
+            return None
+        return cls(adapter=adapter, metrics={**metrics, "reused_finished_run": 1}, history=history)
 
 
 class BaseTrainer(ABC):

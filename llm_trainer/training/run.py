@@ -40,10 +40,17 @@ def run_training(spec: TrainSpec | RunConfig, tokenized: Any, tokenizer: Any, ru
     if processed is not None and TRAINERS.resolve(spec.training.trainer).inputs == "processed":
         tokenized = processed  # e.g. GRPO trains on the prompts and references (it says so if given blocks)
     with run_folder_lock(run_dir):
-        if process_count(spec) * spec.training.distributed.num_machines > 1:
-            result = train_in_processes(spec, base_model, tokenized, tokenizer, run_dir, on_metrics)
+        reuse = not keep_model and spec.training.resume == "auto"
+        result = TrainResult.load_finished(run_dir, base_model) if reuse else None
+        if result is not None:
+            print(f"training: the run in {run_dir} finished before (same config, data and seed): its adapter and "
+                  "figures are reused (training.resume=never trains again)", flush=True)
         else:
-            result = build_trainer(spec, base_model).train(tokenized, tokenizer, run_dir, on_metrics)
+            if process_count(spec) * spec.training.distributed.num_machines > 1:
+                result = train_in_processes(spec, base_model, tokenized, tokenizer, run_dir, on_metrics)
+            else:
+                result = build_trainer(spec, base_model).train(tokenized, tokenizer, run_dir, on_metrics)
+            result.save(run_dir)
     if spec.model.is_tiny:  # what the offline base model cost to build (it is cached by content afterwards)
         from llm_trainer.tiny_model import build_info
 
