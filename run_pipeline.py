@@ -88,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--input", metavar="IN.jsonl", help='answer {"prompt": ...} lines in batches; every other '
                       "field of a line is kept in its output line")
     mode.add_argument("--output", metavar="OUT.jsonl", help="where --input answers go")
-    mode.add_argument("--merge", metavar="DIR", help="write the base model with the adapter merged (safetensors)")
+    mode.add_argument("--merge", metavar="DIR", help="write the base model with the adapter merged (safetensors) "
+                      "to DIR, which must be new or empty")
+    mode.add_argument("--overwrite", action="store_true", help="with --merge: replace DIR if it holds a merged "
+                      "model written by an earlier --merge (never any other folder)")
     sampling = use.add_argument_group("decoding (greedy unless --temperature > 0)")
     sampling.add_argument("--temperature", type=_number(float, 0.0), default=0.0,
                           help="0 (default): greedy, as in evaluation; above 0: sample")
@@ -127,6 +130,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             command.error("--input needs --output")
         if args.output and not args.input:
             command.error("--output goes with --input")
+        if args.overwrite and not args.merge:
+            command.error("--overwrite goes with --merge")
         if args.temperature == 0 and args.top_p != 1.0:
             command.error("--top-p applies when sampling: give --temperature above 0 too")
     return args
@@ -189,10 +194,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # a Hub that cannot be reached is one line, wherever it shows up
+    except Exception as exc:  # an unreachable Hub or a full disk is one line, wherever it shows up
         from llm_trainer.hub_check import hub_failure
 
-        if args.debug or (message := hub_failure(exc)) is None:
+        from llm_trainer.fsutil import disk_full
+
+        if args.debug or (message := hub_failure(exc) or disk_full(exc)) is None:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 2
@@ -211,15 +218,20 @@ def run_command(args: argparse.Namespace) -> int:
     from llm_trainer.data.sources import is_local_source, local_files
 
     cfg = load_config(args.config, args.overrides)
+    if getattr(args, "summary", None):  # a path that cannot take the summary fails now, not after the run
+        check_summary_path(Path(args.summary))
     if args.command == "models":
         configure_environment(local_data_and_model=True)
         from runner.models_cli import run_models
 
         return run_models(cfg, args)
-    if args.command == "use" and args.input:  # before anything loads: a bad file costs seconds, not a model load
-        from llm_trainer.chat import check_input_file
+    if args.command == "use":  # before anything loads: a bad file costs seconds, not a model load
+        from llm_trainer.chat import check_input_file, check_merge_target
 
-        check_input_file(Path(args.input))
+        if args.input:
+            check_input_file(Path(args.input), Path(args.output))
+        if args.merge:
+            check_merge_target(Path(args.merge), args.overwrite)
     if is_local_source(cfg.data.source):  # fails fast on a missing or unreadable source; the run hashes it
         local_files(cfg.data.source)
     if not (cfg.zenml.stack or cfg.zenml.step_operator):  # the model loads on this machine: check it can
@@ -257,6 +269,14 @@ def run_command(args: argparse.Namespace) -> int:
     return 0 if summary["status"] in ("completed", "scheduled") else 1
 
 
+def check_summary_path(path: Path) -> None:
+    if path.is_dir():
+        raise_user(f"--summary {path}: a folder is there; give a file path, e.g. {path / 'summary.json'}")
+    parent = next((p for p in path.parents if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise_user(f"--summary {path}: {parent} is a file, not a folder")
+
+
 def raise_user(message: str) -> None:
     from llm_trainer.errors import UserError
 
@@ -268,7 +288,8 @@ def shown_figures() -> dict[str, tuple[str, ...]]:
     from steps import names
 
     evaluation = ("accuracy", "extraction_failed", "eval_loss", "scored", "no_reference")
-    return {names.LOAD_DATA: ("rows_read",), names.PREPROCESS: ("rows_read", "rows_kept", "dropped", "splits"),
+    return {names.LOAD_DATA: ("rows_read",),
+            names.PREPROCESS: ("rows_read", "rows_kept", "dropped", "converted", "splits"),
             names.TRAIN: ("eval_loss_before", "eval_loss", "global_step", "train_tokens_per_second", "wall_time_s"),
             names.EVALUATE_BASE: evaluation, names.EVALUATE_FINETUNED: evaluation,
             names.REGISTER: ("model_version", "stage", "reason")}

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
 from llm_trainer.config import ModelConfig
-from llm_trainer.errors import DataError
+from llm_trainer.errors import DataError, UserError
 from llm_trainer.fsutil import write_dir_atomically
 from llm_trainer.inference import generate_batch, stream_reply
 
 logger = logging.getLogger(__name__)
+MERGED_MARKER = "merged_by_llm_trainer.json"  # what `--merge DIR --overwrite` looks for before it replaces DIR
 HELP = "Type a message. /reset clears the conversation, /exit quits."
 
 
@@ -87,10 +89,13 @@ def read_prompts(path: Path) -> Iterable[tuple[int, str | None, str | None, dict
                 yield number, prompt.strip(), None, fields
 
 
-def check_input_file(path: Path) -> int:
-    """Before any model loads: the file exists and has at least one prompt; returns how many it has."""
+def check_input_file(path: Path, output: Path | None = None) -> int:
+    """Before any model loads: the file exists, has at least one prompt and is not ``output`` too; returns how
+    many prompts it has."""
     if not path.is_file():
         raise DataError(f"--input: file not found: {path}")
+    if output is not None and (output.resolve() == path.resolve() or (output.exists() and output.samefile(path))):
+        raise UserError(f"--output {output} is the --input file; answers go to another file")
     try:
         good = sum(error is None for _, _, error, _ in read_prompts(path))
     except OSError as exc:
@@ -105,8 +110,7 @@ def answer_file(model: Any, tokenizer: Any, system_prompt: str, input_path: Path
                 max_new_tokens: int, batch_size: int, sampling: dict[str, Any] | None = None) -> dict[str, int]:
     """Answer every good line in batches; bad lines are reported by number and kept in the output. Each output
     line keeps every field of its input line (an ``id``, say) and adds line, response and prompt_truncated."""
-    if not input_path.is_file():
-        raise DataError(f"--input: file not found: {input_path}")
+    check_input_file(input_path, output_path)
     rows = list(read_prompts(input_path))
     good = [(n, p) for n, p, e, _ in rows if e is None]
     for number, _, error, _ in rows:
@@ -129,9 +133,33 @@ def answer_file(model: Any, tokenizer: Any, system_prompt: str, input_path: Path
     return {"answered": len(good), "errors": len(rows) - len(good)}
 
 
-def merge_adapter(cfg: ModelConfig, base_model: str, adapter_path: str | Path, output_dir: str | Path) -> Path:
-    """Merge the adapter into a full-precision copy of the base and save it in safetensors (vLLM, TGI)."""
+def check_merge_target(path: str | Path, overwrite: bool = False) -> Path:
+    """The folder a merged model goes to, as an absolute path ("." and "x/.." need a name to be renamed); refuses
+    one where something of the user's would be lost: a file, a folder with files in it (unless ``overwrite``), or,
+    even with ``overwrite``, a folder that holds no merged model of this project."""
+    folder = Path(os.path.abspath(Path(path).expanduser()))
+    if not folder.exists() and not folder.is_symlink():
+        return folder
+    if not folder.is_dir():
+        raise UserError(f"--merge {path}: a file is there; give a folder that is new or empty")
+    if not any(folder.iterdir()):
+        return folder
+    if not overwrite:
+        raise UserError(f"--merge {path}: the folder is not empty; give a new or empty one, or add --overwrite to "
+                        "replace a merged model written there before")
+    if not (folder / MERGED_MARKER).is_file():
+        raise UserError(f"--merge {path}: the folder holds no merged model written by `use --merge` (no "
+                        f"{MERGED_MARKER}); it is left as it is, even with --overwrite")
+    return folder
+
+
+def merge_adapter(cfg: ModelConfig, base_model: str, adapter_path: str | Path, output_dir: str | Path,
+                  overwrite: bool = False) -> Path:
+    """Merge the adapter into a full-precision copy of the base and save it in safetensors (vLLM, TGI). An existing
+    ``output_dir`` is replaced only if it is empty, or with ``overwrite`` if it holds an earlier merged model."""
     from llm_trainer.modeling import attach_adapter, load_model, load_tokenizer
+
+    output_dir = check_merge_target(output_dir, overwrite)
 
     full_precision = cfg.model_copy(update={"load_in_4bit": False})  # dtype "auto": the checkpoint's own
     merged = attach_adapter(load_model(base_model, full_precision), adapter_path).merge_and_unload()
@@ -140,5 +168,8 @@ def merge_adapter(cfg: ModelConfig, base_model: str, adapter_path: str | Path, o
     def save(folder: str) -> None:
         merged.save_pretrained(folder, safe_serialization=True)
         tokenizer.save_pretrained(folder)
+        (Path(folder) / MERGED_MARKER).write_text(json.dumps({"base_model": base_model,
+                                                             "adapter": str(Path(adapter_path).resolve())}) + "\n")
 
-    return write_dir_atomically(Path(output_dir), save, replace=True)
+    check_merge_target(output_dir, overwrite)  # again: something may have appeared while the model loaded
+    return write_dir_atomically(output_dir, save, replace=True)

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from llm_trainer.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 # torch's checkpoint writer (C++) reports a failed write without errno: "unexpected pos 576 vs 534",
@@ -46,7 +48,10 @@ def write_dir_atomically(target: Path, save: Callable[[str], None], replace: boo
             except BaseException:  # the new version could not take its place: put the previous one back
                 os.replace(retired, target)
                 raise
-            shutil.rmtree(retired, ignore_errors=True)
+            if retired.is_dir() and not retired.is_symlink():
+                shutil.rmtree(retired, ignore_errors=True)
+            else:
+                retired.unlink()
         elif not target.exists():
             os.replace(staging, target)
     finally:
@@ -82,16 +87,32 @@ def storage_failure(exc: BaseException, folder: Path) -> str | None:
     full disk is then recognised by the free space left."""
     chain = _exception_chain(exc)
     for error in chain:
-        if isinstance(error, OSError) and error.errno:
-            return os.strerror(error.errno)
-        if code := re.search(r"\(os error (\d+)\)", str(error)):
-            return os.strerror(int(code.group(1)))
+        if code := _errno_of(error):
+            return os.strerror(code)
     text = " ".join(str(error) for error in chain)
     if any(isinstance(error, RuntimeError) for error in chain) and any(s in text for s in TORCH_WRITE_FAILURES):
         if free_bytes(folder) < LOW_SPACE_BYTES:
             return os.strerror(errno.ENOSPC)
         return f"write failed ({' '.join(text.split())[:200]})"
     return None
+
+
+def disk_full(exc: BaseException) -> str | None:
+    """One line for a write that failed for want of space (full disk, quota), wherever it happened; None for
+    anything else."""
+    for error in _exception_chain(exc):
+        if (code := _errno_of(error)) in (errno.ENOSPC, errno.EDQUOT):
+            where = getattr(error, "filename", None)
+            return f"cannot write {where}: {os.strerror(code)}" if where else f"a write failed: {os.strerror(code)}"
+    return None
+
+
+def _errno_of(error: BaseException) -> int | None:
+    """The errno of an OSError, or of a Rust error's text ("(os error 28)", from safetensors)."""
+    if isinstance(error, OSError):
+        return error.errno or None
+    code = re.search(r"\(os error (\d+)\)", str(error))
+    return int(code.group(1)) if code else None
 
 
 def free_bytes(path: Path) -> int:
@@ -113,13 +134,17 @@ def run_folder_lock(run_dir: Path, poll_seconds: float = 5.0) -> Iterator[None]:
     earlier) is waited for, with a message naming it; a lock left by a killed process is free (the kernel
     drops a dead process's locks), so it is taken over at once."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_FILE
-    with open(path, "a+") as handle:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise _lock_failure(path, exc) from exc
+    with open(fd, "r+") as handle:
         announced = False
         while True:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if not announced:
@@ -129,16 +154,21 @@ def run_folder_lock(run_dir: Path, poll_seconds: float = 5.0) -> Iterator[None]:
                                    "for it to finish", run_dir, holder)
                     announced = True
                 time.sleep(poll_seconds)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"process {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        handle.flush()
+        holder = f"process {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+        try:  # unbuffered: a write the disk refused must not be retried when the file closes
+            os.pwrite(fd, holder.encode(), 0)
+            os.ftruncate(fd, len(holder.encode()))
+        except OSError as exc:
+            raise _lock_failure(path, exc) from exc
         try:
             yield
         finally:
-            handle.seek(0)
-            handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _lock_failure(path: Path, exc: OSError) -> UserError:
+    return UserError(f"cannot write the run folder's lock {path}: {storage_failure(exc, path.parent)}")
 
 
 def _exception_chain(exc: BaseException | None) -> list[BaseException]:

@@ -20,7 +20,7 @@ def use(cfg: RunConfig, adapter: LoraAdapter, args: argparse.Namespace, label: s
     out = getattr(args, "answer_stream", None) or sys.stdout
     label = label or f"the adapter in {adapter.path}"
     if args.merge:
-        folder = merge_adapter(cfg.model, adapter.base_model, adapter.path, args.merge)
+        folder = merge_adapter(cfg.model, adapter.base_model, adapter.path, args.merge, args.overwrite)
         print(f"merged model written to {folder}", file=sys.stderr)
         if not (args.interactive or args.prompt is not None or args.input):
             return 0

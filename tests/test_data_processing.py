@@ -29,7 +29,7 @@ MIXED = [
     ({"question": 17, "reference_answer": "1"}, "question_not_a_string"),                  # 8
     ({"question": "", "reference_answer": "1"}, "empty_question"),                         # 9
     ({"question": "   \t ", "reference_answer": "1"}, "empty_question"),                   # 10
-    ({"question": "List?", "reference_answer": ["1", "2"]}, "reference_answer_not_a_string"),  # 11
+    ({"question": "Object?", "reference_answer": {"a": "1"}}, "reference_answer_not_a_string"),  # 11
     ({"question": "Str responses?", "responses": "not json ["}, "malformed_responses"),   # 12
     ({"question": "No response key?", "responses": [{"response_model": "m"}]}, "malformed_responses"),  # 13
     ({"question": "Nothing to learn?", "reference_answer": "", "responses": []}, "no_target"),  # 14

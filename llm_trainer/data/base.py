@@ -6,6 +6,7 @@ mode, de-duplication, hash-stable splits, chat-template tokenization, packing) i
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -15,10 +16,11 @@ import pyarrow.compute as pc
 
 from llm_trainer.config import DataConfig
 from llm_trainer.data import tokenization
-from llm_trainer.data.sources import load_source
+from llm_trainer.data.sources import CONVERTED, load_source
 from llm_trainer.data.text import hash_to_unit_interval, stable_hash64
 from llm_trainer.errors import DataError
 
+logger = logging.getLogger(__name__)
 DUPLICATE = "duplicate"
 TOO_LONG = "too_long"
 # Drops that follow from the config rather than from broken input: strict mode lets them pass.
@@ -76,8 +78,12 @@ class BaseDataProcessor(ABC):
             "rows_read": len(raw),
             "rows_kept": int(len(kept)),
             "dropped": _count(reasons[reasons != None]),  # noqa: E711
+            "converted": _converted(raw),
             "splits": {name: len(ds) for name, ds in processed.items()},
         }
+        if converted := report["converted"].get(CONVERTED):
+            logger.warning("%s: %d reference answer(s) given as a number or a list of strings were read as text; "
+                           "their rows are kept (%s)", self.cfg.source, converted, CONVERTED)
         return processed, report
 
     def tokenize(self, processed: datasets.DatasetDict, tokenizer: Any) -> tuple[datasets.DatasetDict, dict[str, Any]]:
@@ -111,6 +117,14 @@ def _count(values: np.ndarray) -> dict[str, int]:
         return {}
     counts = pc.value_counts(values.astype(str))
     return {str(item["values"]): int(item["counts"]) for item in counts.to_pylist()}
+
+
+def _converted(raw: datasets.Dataset) -> dict[str, int]:
+    """Rows kept in a changed form when read (``load_note``), by kind."""
+    if "load_note" not in raw.column_names:
+        return {}
+    notes = pc.drop_null(raw.with_format("arrow")["load_note"])
+    return _count(np.array(notes.to_pylist(), dtype=object))
 
 
 def _format_counts(reasons: np.ndarray) -> str:

@@ -1,9 +1,11 @@
 """Read a data source (Hub data set or local files) into an Arrow-backed ``datasets.Dataset``.
 
 Every row gets ``row_id`` (its 1-based position in the source: the line number for JSONL) and
-``load_error`` (why the row could not be read, else null). Well-formed files take the fast Arrow path;
-a file Arrow rejects (invalid JSON, mixed types) or reads with invalid UTF-8 in it (Arrow does not check
-the encoding) is re-read line by line so that only the bad rows are lost, and each one is counted; the good
+``load_error`` (why the row could not be read, else null); a row read row by row whose reference answer was a
+number or a list of strings gets it as text, and ``load_note`` says so (``reference_answer_converted``). Well-formed files take the fast Arrow path;
+a file Arrow rejects (invalid JSON, mixed types), reads with invalid UTF-8 in it (Arrow does not check
+the encoding) or reads with a question or answer that is not text (one number among strings makes ``datasets``
+decode every answer as JSON: "36" becomes 36) is re-read line by line so that only the bad rows are lost, and each one is counted; the good
 rows keep every column they had (through a clean temporary copy that Arrow reads as it would the source).
 JSON files may be gzip or zstd compressed (``.jsonl.gz``, ``.json.zst``); extensions match in any case.
 """
@@ -36,6 +38,7 @@ READABLE = ".jsonl, .json (both also .gz or .zst), .parquet, .csv"
 DOC_SUFFIXES = {".md", ".rst"}
 DOC_NAMES = ("readme", "license", "licence", "notice", "copying", "changelog", "citation")
 TEXT_FIELDS = ("question", "reference_answer")
+CONVERTED = "reference_answer_converted"
 
 RAW_FEATURES = datasets.Features(
     {
@@ -44,6 +47,7 @@ RAW_FEATURES = datasets.Features(
         "responses": datasets.List({"response_model": datasets.Value("string"), "response": datasets.Value("string")}),
         "row_id": datasets.Value("int64"),
         "load_error": datasets.Value("string"),
+        "load_note": datasets.Value("string"),
     }
 )
 
@@ -182,6 +186,8 @@ def _load_local(files: list[Path], cfg: DataConfig) -> datasets.Dataset:
         dataset = datasets.load_dataset(loader, data_files=[str(f) for f in files], split="train",
                                         **(_csv_as_text(files[0]) if loader == "csv" else {}))
         dataset.data.table.validate(full=True)  # Arrow reads JSON without checking UTF-8; this does
+        if loader == "json" and (field := _non_text_field(dataset.features)):
+            raise ValueError(f"{field} is not text in every row")
         if cfg.max_samples is not None:
             dataset = dataset.select(range(min(cfg.max_samples, len(dataset))))
         if len(files) == 1 and _base_suffix(files[0]) == ".jsonl":
@@ -225,11 +231,12 @@ def _reread_json(files: list[Path], max_samples: int | None) -> datasets.Dataset
     try:
         with open(handle, "w", encoding="utf-8") as out:
             for row_id, record in _json_records_of(files, max_samples):
-                reason = _coerce_record(record, row_id)["load_error"]
-                if reason is not None:
-                    failed.append((row_id, reason))
+                row = _coerce_record(record, row_id)
+                if row["load_error"] is not None:
+                    failed.append((row_id, row["load_error"]))
                 else:  # ASCII escapes: a lone surrogate from a \ud800 escape must not break the write
-                    out.write(json.dumps({**record, "row_id": row_id}) + "\n")
+                    converted = {key: row[key] for key in ("reference_answer", "load_note")} if row["load_note"] else {}
+                    out.write(json.dumps({**record, **converted, "row_id": row_id}) + "\n")
         try:
             if clean.stat().st_size:
                 readable = datasets.load_dataset("json", data_files=[name], split="train")
@@ -343,7 +350,7 @@ def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:
 
 def _coerce_record(record: Any, row_id: int) -> dict[str, Any]:
     row: dict[str, Any] = {"question": None, "reference_answer": None, "responses": [], "row_id": row_id,
-                           "load_error": None}
+                           "load_error": None, "load_note": None}
     if isinstance(record, str):
         row["load_error"] = record
         return row
@@ -352,7 +359,9 @@ def _coerce_record(record: Any, row_id: int) -> dict[str, Any]:
         return row
     for field in TEXT_FIELDS:
         value = record.get(field)
-        if value is not None and not isinstance(value, str):
+        if field == "reference_answer" and (text := _answer_as_text(value)) is not None:
+            row[field], row["load_note"] = text, CONVERTED
+        elif value is not None and not isinstance(value, str):
             row["load_error"] = row["load_error"] or f"{field}_not_a_string"
         else:
             row[field] = value
@@ -364,6 +373,25 @@ def _coerce_record(record: Any, row_id: int) -> dict[str, Any]:
     else:
         row["responses"] = [{"response_model": r.get("response_model"), "response": r["response"]} for r in responses]
     return row
+
+
+def _answer_as_text(value: Any) -> str | None:
+    """A number or a list of strings as answer text ("42", "4.5", "x = 1, y = 2"); None for anything else."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return ", ".join(value)
+    return None
+
+
+def _non_text_field(features: datasets.Features) -> str | None:
+    """The first of TEXT_FIELDS that Arrow did not read as text (all-null is text enough)."""
+    for field in TEXT_FIELDS:
+        feature = features.get(field)
+        if feature is not None and not (isinstance(feature, datasets.Value)
+                                        and feature.dtype in ("string", "large_string", "null")):
+            return field
+    return None
 
 
 def _valid_response(entry: Any) -> bool:
