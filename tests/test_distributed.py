@@ -112,37 +112,54 @@ def test_two_processes_of_four_equal_one_process_of_eight(tmp_path):
         assert (two[name] - one[name]).abs().max() <= 1e-5 + 1e-4 * one[name].abs().max(), name
 
 
-def test_the_launch_command_for_two_machines_comes_from_config_or_environment(make_config, tmp_path):
+def accelerate_reads(command, monkeypatch):
+    """The launch command as accelerate's own launcher reads and checks it (no accelerate config file taken)."""
+    from accelerate.commands import launch
+
+    monkeypatch.setattr(launch, "default_config_file", "/nonexistent/accelerate/default_config.yaml")
+    assert command[1:3] == ["-m", "accelerate.commands.launch"]
+    args, _, _ = launch._validate_launch_command(launch.launch_command_parser().parse_args(command[3:]))
+    return args
+
+
+def test_the_launch_command_for_two_machines_comes_from_config_or_environment(make_config, tmp_path, monkeypatch):
     """What each machine of a two-node run (e.g. a Kubernetes PyTorchJob, which sets NODE_RANK, MASTER_ADDR and
     MASTER_PORT) runs: accelerate's launcher with the processes of all machines, its rank and machine 0's address."""
     from llm_trainer.training.distributed import launch_command
 
     spec = make_config(training={"num_processes": 4, "distributed": {"num_machines": 2}}).train_spec()
-    command = launch_command(spec, tmp_path, env={"NODE_RANK": "1", "MASTER_ADDR": "10.0.0.5", "MASTER_PORT": "29600"})
-    options = dict(zip(command, command[1:]))
-    assert command[1:3] == ["-m", "accelerate.commands.launch"] and "--multi_gpu" in command
-    assert (options["--num_processes"], options["--num_machines"], options["--machine_rank"]) == ("8", "2", "1")
-    assert (options["--main_process_ip"], options["--main_process_port"]) == ("10.0.0.5", "29600")
-    assert command[-3:] == ["-m", "llm_trainer.training.distributed", str(tmp_path)] and "--use_fsdp" not in command
+    args = accelerate_reads(launch_command(spec, tmp_path, env={"NODE_RANK": "1", "MASTER_ADDR": "10.0.0.5",
+                                                                "MASTER_PORT": "29600"}), monkeypatch)
+    assert args.multi_gpu and not args.use_fsdp
+    assert (args.num_processes, args.num_machines, args.machine_rank) == (8, 2, 1)
+    assert (args.main_process_ip, args.main_process_port) == ("10.0.0.5", 29600)
+    assert args.module and args.training_script == "llm_trainer.training.distributed"
+    assert args.training_script_args == [str(tmp_path)]
+
+
+def test_fsdp_is_a_launch_accelerate_accepts(make_config, tmp_path, monkeypatch):
+    """accelerate refuses --multi_gpu with --use_fsdp ("You can only use one of ..."); the config wins over the
+    environment."""
+    from llm_trainer.training.distributed import launch_command
 
     configured = make_config(training={"num_processes": 2, "distributed": {
         "num_machines": 2, "machine_rank": 0, "main_process_ip": "node-0", "main_process_port": 29700,
         "fsdp": True}}).train_spec()
-    command = launch_command(configured, tmp_path, env={"NODE_RANK": "1", "MASTER_ADDR": "elsewhere"})
-    options = dict(zip(command, command[1:]))
-    assert (options["--machine_rank"], options["--main_process_ip"], options["--main_process_port"]) == (
-        "0", "node-0", "29700")  # the config wins over the environment
-    assert options["--use_fsdp"] and options["--fsdp_use_orig_params"] == "false"
-    assert options["--fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    args = accelerate_reads(launch_command(configured, tmp_path, env={"NODE_RANK": "1", "MASTER_ADDR": "elsewhere"}),
+                            monkeypatch)
+    assert (args.machine_rank, args.main_process_ip, args.main_process_port) == (0, "node-0", 29700)
+    assert args.use_fsdp and not args.multi_gpu and args.num_processes == 4
+    assert args.fsdp_use_orig_params == "false" and args.fsdp_auto_wrap_policy == "TRANSFORMER_BASED_WRAP"
+    assert args.fsdp_cpu_ram_efficient_loading == "true" and args.fsdp_sync_module_states == "true"
 
 
-def test_one_machine_meets_on_the_loopback_address_at_a_free_port(make_config, tmp_path):
+def test_one_machine_meets_on_the_loopback_address_at_a_free_port(make_config, tmp_path, monkeypatch):
     from llm_trainer.training.distributed import launch_command
 
-    command = launch_command(make_config(training={"num_processes": 2}).train_spec(), tmp_path, env={})
-    options = dict(zip(command, command[1:]))
-    assert options["--main_process_ip"] == "127.0.0.1" and options["--num_machines"] == "1"
-    assert 0 < int(options["--main_process_port"]) < 65536
+    args = accelerate_reads(launch_command(make_config(training={"num_processes": 2}).train_spec(), tmp_path, env={}),
+                            monkeypatch)
+    assert args.main_process_ip == "127.0.0.1" and args.num_machines == 1
+    assert 0 < args.main_process_port < 65536
 
 
 def test_fsdp_stores_the_4bit_weights_in_the_compute_dtype(make_config):

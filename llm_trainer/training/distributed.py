@@ -63,12 +63,13 @@ def launch_command(spec: TrainSpec, launch: Path, env: dict[str, str] | None = N
     single = d.num_machines == 1
     ip = d.main_process_ip or env.get("MASTER_ADDR") or "127.0.0.1"
     port = d.main_process_port or int(env.get("MASTER_PORT", 0)) or (free_port() if single else 29500)
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+    # accelerate takes one of --multi_gpu (DDP) and --use_fsdp; both start the processes through torchrun
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--use_fsdp" if d.fsdp else "--multi_gpu",
                "--num_processes", str(per_machine * d.num_machines), "--num_machines", str(d.num_machines),
                "--machine_rank", str(rank), "--main_process_ip", ip, "--main_process_port", str(port),
                "--mixed_precision", "no", "--dynamo_backend", "no"]  # the Trainer sets the precision itself
     if d.fsdp:  # QLoRA under FSDP, as peft documents it (the 4-bit storage dtype is set where the model loads)
-        command += ["--use_fsdp", "--fsdp_sharding_strategy", "FULL_SHARD",
+        command += ["--fsdp_version", "1", "--fsdp_sharding_strategy", "FULL_SHARD",
                     "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP", "--fsdp_use_orig_params", "false",
                     "--fsdp_cpu_ram_efficient_loading", "true", "--fsdp_sync_module_states", "true",
                     "--fsdp_state_dict_type", "SHARDED_STATE_DICT", "--fsdp_offload_params", "false"]
