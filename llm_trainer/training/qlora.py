@@ -245,13 +245,17 @@ class _TrackingTrainer(RunFolderTrainerMixin, Trainer):
     chunked_loss = False
     loss_chunk_size = 256
     offload_activations = False
+    loss_compute_dtype: Any = None  # the output layer's dtype in the chunked loss: that of the mixed precision
     _last_log: tuple[int, float | None] = (0, None)
 
     def configure_memory(self, training: Any, vocab_size: int) -> None:
+        import torch
+
         self.chunked_loss = (losses.use_chunked_loss(training.chunked_loss, vocab_size, self.args.use_liger_kernel)
                              and losses.supports_chunked_loss(self.accelerator.unwrap_model(self.model).config))
         self.loss_chunk_size = training.loss_chunk_size
         self.offload_activations = training.offload_activations
+        self.loss_compute_dtype = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
 
     def _get_train_sampler(self, train_dataset=None):
         return self.train_sampler if self.train_sampler is not None else super()._get_train_sampler(train_dataset)
@@ -273,7 +277,8 @@ class _TrackingTrainer(RunFolderTrainerMixin, Trainer):
             # The same normalisation as the model's own loss inside super().compute_loss.
             items = num_items_in_batch if self.model_accepts_loss_kwargs else None
             output_layer = self.accelerator.unwrap_model(model).get_output_embeddings()
-            loss, outputs = losses.model_loss_from_hidden(model, output_layer, inputs, self.loss_chunk_size, items)
+            loss, outputs = losses.model_loss_from_hidden(model, output_layer, inputs, self.loss_chunk_size, items,
+                                                          self.loss_compute_dtype)
         if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs and items is not None:
             loss = loss * (self.accelerator.num_processes // self.get_tp_size() if self.args.n_gpu <= 1
                            else self.args.n_gpu)
