@@ -178,3 +178,40 @@ def test_a_machine_rank_beyond_the_machines_is_a_config_error(make_config):
 
     with pytest.raises(ValidationError, match="machine_rank 2 must be below num_machines 2"):
         make_config(training={"distributed": {"num_machines": 2, "machine_rank": 2}})
+
+
+def test_the_fsdp_prepared_4bit_model_wraps_into_units_of_one_dtype(tiny_fp32):
+    """The 4-bit model as the FSDP path prepares it, wrapped by torch's FSDP (one gloo process) with the policy the
+    Trainer installs for peft models and use_orig_params false: FSDP flattens each unit into one tensor and refuses
+    mixed dtypes ("Must flatten tensors with uniform dtype", as after prepare_model_for_kbit_training)."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+    from peft.utils.other import fsdp_auto_wrap_policy
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    from llm_trainer.modeling import load_model
+    from llm_trainer.training.distributed import free_port
+    from llm_trainer.training.qlora import attach_lora, prepare_for_training
+
+    folder = tiny_fp32.model.name_or_path
+    cfg = tiny_fp32.cfg.model_copy(update={"model": tiny_fp32.cfg.model.model_copy(update={
+        "base_model": folder, "load_in_4bit": True, "bnb_4bit_compute_dtype": "bfloat16", "allow_cpu": True})})
+    model = load_model(folder, cfg.model, device_map={"": "cpu"}, fsdp=True)
+    model = attach_lora(prepare_for_training(model, cfg, fsdp=True), cfg, folder, fsdp=True)
+    assert any(type(p).__name__ == "Params4bit" for p in model.parameters())
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        wrapped = FSDP(model, auto_wrap_policy=fsdp_auto_wrap_policy(model), use_orig_params=False,
+                       device_id=torch.device("cpu"))
+        units = [m for m in wrapped.modules() if isinstance(m, FSDP)]
+        assert len(units) > 2 * model.config.num_hidden_layers  # the layers and the LoRA matrices, each a unit
+        for unit in units:
+            assert len({p.dtype for p in unit.params}) <= 1
+            assert len({p.requires_grad for p in unit.params}) <= 1
+    finally:
+        dist.destroy_process_group()
+
