@@ -112,6 +112,47 @@ def test_two_processes_of_four_equal_one_process_of_eight(tmp_path):
         assert (two[name] - one[name]).abs().max() <= 1e-5 + 1e-4 * one[name].abs().max(), name
 
 
+@pytest.mark.slow
+def test_two_machines_sharing_the_output_folder_train_once_and_only_machine_0_locks_and_logs(tmp_path, monkeypatch):
+    """Two launches with num_machines 2 on this one machine (ranks 0 and 1, gloo) and one output folder, as on
+    NFS: the run-folder lock would be cluster-wide, so machine 1 must not wait for it while machine 0 waits for
+    machine 1 at the rendezvous; metrics are logged and the result written by machine 0 only."""
+    import threading
+
+    from llm_trainer.training import run_training
+    from llm_trainer.training.distributed import free_port
+
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    common = ["model.load_in_4bit=false", "model.dtype=float32", "training.num_processes=1",
+              "training.distributed.num_machines=2", f"training.distributed.main_process_port={free_port()}",
+              "training.distributed.main_process_ip=127.0.0.1", "training.max_steps=2", "training.save_steps=2",
+              "training.eval_steps=1000", "training.logging_steps=1", "training.per_device_train_batch_size=4",
+              "training.gradient_accumulation_steps=1"]
+    machines = {rank: prepared([*common, f"training.distributed.machine_rank={rank}"]) for rank in (0, 1)}
+    results, logged, errors = {}, {0: [], 1: []}, []
+
+    def machine(rank):
+        cfg, tokenized, tokenizer = machines[rank]
+        try:
+            results[rank] = run_training(cfg, tokenized, tokenizer, tmp_path,
+                                         on_metrics=lambda metrics, step: logged[rank].append(step))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=machine, args=(rank,), daemon=True) for rank in (1, 0)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=420)
+    assert not any(thread.is_alive() for thread in threads), "a machine is still waiting (for the run folder?)"
+    assert errors == []
+    assert results[0].primary and not results[1].primary and results[1].metrics == {}
+    assert results[0].metrics["world_size"] == 2 and results[0].adapter.path == tmp_path / "adapter"
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    assert logged[1] == [] and {1, 2} <= set(logged[0])  # once, by machine 0
+    assert (tmp_path / "launch-machine-1" / "rank-1.json").is_file() and (tmp_path / "launch" / "rank-0.json").is_file()
+
+
 def accelerate_reads(command, monkeypatch):
     """The launch command as accelerate's own launcher reads and checks it (no accelerate config file taken)."""
     from accelerate.commands import launch
@@ -214,4 +255,3 @@ def test_the_fsdp_prepared_4bit_model_wraps_into_units_of_one_dtype(tiny_fp32):
             assert len({p.requires_grad for p in unit.params}) <= 1
     finally:
         dist.destroy_process_group()
-
