@@ -157,15 +157,15 @@ def check_attention(cfg: ModelConfig) -> None:
 
 
 def load_model(name_or_path: str, cfg: ModelConfig, device_map: Any = None, fsdp: bool = False) -> Any:
-    """The base model through ``from_pretrained``: 4-bit when configured, safetensors only. Under FSDP there is
-    no device map: accelerate places the shards."""
+    """The base model through ``from_pretrained``: 4-bit when configured, safetensors only; on GPU 0 (or the CPU)
+    unless ``device_map`` says otherwise. ``fsdp``: the 4-bit weights stored for FSDP to shard (bnb_config)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     check_device(cfg)
     check_attention(cfg)
     quantization = bnb_config(cfg, fsdp=fsdp)
-    if device_map is None and not fsdp:
+    if device_map is None:
         device_map = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
     dtype = torch_dtype(compute_dtype(cfg))
     try:

@@ -9,6 +9,7 @@ from llm_trainer.base_model import BaseModelRef
 from llm_trainer.config import TrainSpec
 from llm_trainer.reporting import flatten, git_commit, loss_curve_png, png_html
 from llm_trainer.training import LoraAdapter, run_folder, run_training
+from llm_trainer.training.distributed import machine_rank
 from materializers import LoraAdapterMaterializer
 from steps import tracking
 
@@ -30,12 +31,16 @@ def train_model(
     data_fingerprint = tokenized_dataset["train"]._fingerprint
     run_dir = run_folder(spec, data_fingerprint)
     context = get_step_context()
-    tracking.start(params=flatten(spec.model_dump(mode="json")),
-                   tags={"git_commit": git_commit(), "data_fingerprint": data_fingerprint, "run_dir": str(run_dir),
-                         "zenml_run_id": str(context.pipeline_run.id), "zenml_pipeline": context.pipeline.name})
+    primary = machine_rank(spec) == 0  # another machine of a multi-machine run trains its share; machine 0 logs
+    if primary:
+        tracking.start(params=flatten(spec.model_dump(mode="json")),
+                       tags={"git_commit": git_commit(), "data_fingerprint": data_fingerprint, "run_dir": str(run_dir),
+                             "zenml_run_id": str(context.pipeline_run.id), "zenml_pipeline": context.pipeline.name})
 
-    result = run_training(spec, tokenized_dataset, tokenizer, run_dir, on_metrics=tracking.log_metrics,
-                          base_model=base_model.name_or_path, processed=processed_dataset)
+    result = run_training(spec, tokenized_dataset, tokenizer, run_dir, on_metrics=tracking.log_metrics if primary
+                          else None, base_model=base_model.name_or_path, processed=processed_dataset)
+    if not result.primary:
+        return result.adapter, {"run_dir": str(run_dir), "machine_rank": machine_rank(spec)}, HTMLString("")
 
     png = loss_curve_png(result.history, title=f"{spec.name}: loss")
     (run_dir / "loss_curve.png").write_bytes(png)

@@ -171,3 +171,34 @@ def test_training_with_chunked_loss_and_offload_matches_the_plain_loss(tiny_fp32
     for name, tensor in plain_lora.items():
         torch.testing.assert_close(lora[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
     assert len(offloads) == 4 and all(o.offloaded > 0 for o in offloads)  # 2 steps x 2 micro-batches, offloaded
+
+
+def test_the_output_layer_runs_in_the_compute_dtype_and_the_cross_entropy_in_fp32():
+    """prepare_model_for_kbit_training leaves the head and the hidden states in fp32, and the loss runs after the
+    model's autocast: the chunk's matmul must still be in the compute dtype (bf16 here), its loss in fp32."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 64, bias=False)
+    hidden = torch.randn(2, 10, 16, requires_grad=True)
+    labels = torch.randint(0, 64, (2, 10))
+    seen = []
+    head.register_forward_hook(lambda module, args, output: seen.append(output.dtype))
+    loss = losses.chunked_causal_lm_loss(hidden, labels, head, 4, compute_dtype=torch.bfloat16)
+    loss.backward()
+    assert seen and set(seen) == {torch.bfloat16}
+    assert loss.dtype == torch.float32 and hidden.grad.dtype == torch.float32
+    reference = torch.nn.functional.cross_entropy((hidden[:, :-1] @ head.weight.T).reshape(-1, 64),
+                                                  labels[:, 1:].reshape(-1))
+    torch.testing.assert_close(loss, reference, rtol=2e-2, atol=2e-2)  # bf16's precision
+
+
+def test_activation_offload_leaves_the_chunked_loss_alone():
+    """Each chunk's logits and log-softmax live only inside that chunk's gradient: offloading them would copy
+    every one to host memory and back."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 512, bias=False).requires_grad_(False)  # frozen, as under LoRA
+    hidden = torch.randn(1, 64, 8, requires_grad=True)
+    labels = torch.randint(0, 512, (1, 64))
+    offload = losses.ActivationOffload(min_bytes=hidden.numel() * 4 + 1)  # more than the hidden states
+    with offload:
+        losses.chunked_causal_lm_loss(hidden, labels, head, 32).backward()
+    assert offload.offloaded == 0 and hidden.grad.abs().max() > 0

@@ -112,37 +112,95 @@ def test_two_processes_of_four_equal_one_process_of_eight(tmp_path):
         assert (two[name] - one[name]).abs().max() <= 1e-5 + 1e-4 * one[name].abs().max(), name
 
 
-def test_the_launch_command_for_two_machines_comes_from_config_or_environment(make_config, tmp_path):
+@pytest.mark.slow
+def test_two_machines_sharing_the_output_folder_train_once_and_only_machine_0_locks_and_logs(tmp_path, monkeypatch):
+    """Two launches with num_machines 2 on this one machine (ranks 0 and 1, gloo) and one output folder, as on
+    NFS: the run-folder lock would be cluster-wide, so machine 1 must not wait for it while machine 0 waits for
+    machine 1 at the rendezvous; metrics are logged and the result written by machine 0 only."""
+    import threading
+
+    from llm_trainer.training import run_training
+    from llm_trainer.training.distributed import free_port
+
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    common = ["model.load_in_4bit=false", "model.dtype=float32", "training.num_processes=1",
+              "training.distributed.num_machines=2", f"training.distributed.main_process_port={free_port()}",
+              "training.distributed.main_process_ip=127.0.0.1", "training.max_steps=2", "training.save_steps=2",
+              "training.eval_steps=1000", "training.logging_steps=1", "training.per_device_train_batch_size=4",
+              "training.gradient_accumulation_steps=1"]
+    machines = {rank: prepared([*common, f"training.distributed.machine_rank={rank}"]) for rank in (0, 1)}
+    results, logged, errors = {}, {0: [], 1: []}, []
+
+    def machine(rank):
+        cfg, tokenized, tokenizer = machines[rank]
+        try:
+            results[rank] = run_training(cfg, tokenized, tokenizer, tmp_path,
+                                         on_metrics=lambda metrics, step: logged[rank].append(step))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=machine, args=(rank,), daemon=True) for rank in (1, 0)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=420)
+    assert not any(thread.is_alive() for thread in threads), "a machine is still waiting (for the run folder?)"
+    assert errors == []
+    assert results[0].primary and not results[1].primary and results[1].metrics == {}
+    assert results[0].metrics["world_size"] == 2 and results[0].adapter.path == tmp_path / "adapter"
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    assert logged[1] == [] and {1, 2} <= set(logged[0])  # once, by machine 0
+    assert (tmp_path / "launch-machine-1" / "rank-1.json").is_file() and (tmp_path / "launch" / "rank-0.json").is_file()
+
+
+def accelerate_reads(command, monkeypatch):
+    """The launch command as accelerate's own launcher reads and checks it (no accelerate config file taken)."""
+    from accelerate.commands import launch
+
+    monkeypatch.setattr(launch, "default_config_file", "/nonexistent/accelerate/default_config.yaml")
+    assert command[1:3] == ["-m", "accelerate.commands.launch"]
+    args, _, _ = launch._validate_launch_command(launch.launch_command_parser().parse_args(command[3:]))
+    return args
+
+
+def test_the_launch_command_for_two_machines_comes_from_config_or_environment(make_config, tmp_path, monkeypatch):
     """What each machine of a two-node run (e.g. a Kubernetes PyTorchJob, which sets NODE_RANK, MASTER_ADDR and
     MASTER_PORT) runs: accelerate's launcher with the processes of all machines, its rank and machine 0's address."""
     from llm_trainer.training.distributed import launch_command
 
     spec = make_config(training={"num_processes": 4, "distributed": {"num_machines": 2}}).train_spec()
-    command = launch_command(spec, tmp_path, env={"NODE_RANK": "1", "MASTER_ADDR": "10.0.0.5", "MASTER_PORT": "29600"})
-    options = dict(zip(command, command[1:]))
-    assert command[1:3] == ["-m", "accelerate.commands.launch"] and "--multi_gpu" in command
-    assert (options["--num_processes"], options["--num_machines"], options["--machine_rank"]) == ("8", "2", "1")
-    assert (options["--main_process_ip"], options["--main_process_port"]) == ("10.0.0.5", "29600")
-    assert command[-3:] == ["-m", "llm_trainer.training.distributed", str(tmp_path)] and "--use_fsdp" not in command
+    args = accelerate_reads(launch_command(spec, tmp_path, env={"NODE_RANK": "1", "MASTER_ADDR": "10.0.0.5",
+                                                                "MASTER_PORT": "29600"}), monkeypatch)
+    assert args.multi_gpu and not args.use_fsdp
+    assert (args.num_processes, args.num_machines, args.machine_rank) == (8, 2, 1)
+    assert (args.main_process_ip, args.main_process_port) == ("10.0.0.5", 29600)
+    assert args.module and args.training_script == "llm_trainer.training.distributed"
+    assert args.training_script_args == [str(tmp_path)]
+
+
+def test_fsdp_is_a_launch_accelerate_accepts(make_config, tmp_path, monkeypatch):
+    """accelerate refuses --multi_gpu with --use_fsdp ("You can only use one of ..."); the config wins over the
+    environment."""
+    from llm_trainer.training.distributed import launch_command
 
     configured = make_config(training={"num_processes": 2, "distributed": {
         "num_machines": 2, "machine_rank": 0, "main_process_ip": "node-0", "main_process_port": 29700,
         "fsdp": True}}).train_spec()
-    command = launch_command(configured, tmp_path, env={"NODE_RANK": "1", "MASTER_ADDR": "elsewhere"})
-    options = dict(zip(command, command[1:]))
-    assert (options["--machine_rank"], options["--main_process_ip"], options["--main_process_port"]) == (
-        "0", "node-0", "29700")  # the config wins over the environment
-    assert options["--use_fsdp"] and options["--fsdp_use_orig_params"] == "false"
-    assert options["--fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    args = accelerate_reads(launch_command(configured, tmp_path, env={"NODE_RANK": "1", "MASTER_ADDR": "elsewhere"}),
+                            monkeypatch)
+    assert (args.machine_rank, args.main_process_ip, args.main_process_port) == (0, "node-0", 29700)
+    assert args.use_fsdp and not args.multi_gpu and args.num_processes == 4
+    assert args.fsdp_use_orig_params == "false" and args.fsdp_auto_wrap_policy == "TRANSFORMER_BASED_WRAP"
+    assert args.fsdp_cpu_ram_efficient_loading == "true" and args.fsdp_sync_module_states == "true"
 
 
-def test_one_machine_meets_on_the_loopback_address_at_a_free_port(make_config, tmp_path):
+def test_one_machine_meets_on_the_loopback_address_at_a_free_port(make_config, tmp_path, monkeypatch):
     from llm_trainer.training.distributed import launch_command
 
-    command = launch_command(make_config(training={"num_processes": 2}).train_spec(), tmp_path, env={})
-    options = dict(zip(command, command[1:]))
-    assert options["--main_process_ip"] == "127.0.0.1" and options["--num_machines"] == "1"
-    assert 0 < int(options["--main_process_port"]) < 65536
+    args = accelerate_reads(launch_command(make_config(training={"num_processes": 2}).train_spec(), tmp_path, env={}),
+                            monkeypatch)
+    assert args.main_process_ip == "127.0.0.1" and args.num_machines == 1
+    assert 0 < args.main_process_port < 65536
 
 
 def test_fsdp_stores_the_4bit_weights_in_the_compute_dtype(make_config):
@@ -161,3 +219,39 @@ def test_a_machine_rank_beyond_the_machines_is_a_config_error(make_config):
 
     with pytest.raises(ValidationError, match="machine_rank 2 must be below num_machines 2"):
         make_config(training={"distributed": {"num_machines": 2, "machine_rank": 2}})
+
+
+def test_the_fsdp_prepared_4bit_model_wraps_into_units_of_one_dtype(tiny_fp32):
+    """The 4-bit model as the FSDP path prepares it, wrapped by torch's FSDP (one gloo process) with the policy the
+    Trainer installs for peft models and use_orig_params false: FSDP flattens each unit into one tensor and refuses
+    mixed dtypes ("Must flatten tensors with uniform dtype", as after prepare_model_for_kbit_training)."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+    from peft.utils.other import fsdp_auto_wrap_policy
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    from llm_trainer.modeling import load_model
+    from llm_trainer.training.distributed import free_port
+    from llm_trainer.training.qlora import attach_lora, prepare_for_training
+
+    folder = tiny_fp32.model.name_or_path
+    cfg = tiny_fp32.cfg.model_copy(update={"model": tiny_fp32.cfg.model.model_copy(update={
+        "base_model": folder, "load_in_4bit": True, "bnb_4bit_compute_dtype": "bfloat16", "allow_cpu": True})})
+    model = load_model(folder, cfg.model, device_map={"": "cpu"}, fsdp=True)
+    model = attach_lora(prepare_for_training(model, cfg, fsdp=True), cfg, folder, fsdp=True)
+    assert any(type(p).__name__ == "Params4bit" for p in model.parameters())
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        wrapped = FSDP(model, auto_wrap_policy=fsdp_auto_wrap_policy(model), use_orig_params=False,
+                       device_id=torch.device("cpu"))
+        units = [m for m in wrapped.modules() if isinstance(m, FSDP)]
+        assert len(units) > 2 * model.config.num_hidden_layers  # the layers and the LoRA matrices, each a unit
+        for unit in units:
+            assert len({p.dtype for p in unit.params}) <= 1
+            assert len({p.requires_grad for p in unit.params}) <= 1
+    finally:
+        dist.destroy_process_group()

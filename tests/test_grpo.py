@@ -271,7 +271,9 @@ def test_grpo_settings_are_checked_before_training(tmp_path):
     tokenized = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"input_ids": [[1, 2]]})})
     with pytest.raises(UserError, match="pass the processed splits"):
         verifiable_prompts(tokenized, cfg)
-    vllm = load_config(GRPO_QUICKSTART, ["training.grpo.use_vllm=true"])
+    with pytest.raises(ConfigError, match=r"training.grpo.use_vllm: .* 4-bit base; set model.load_in_4bit: false"):
+        load_config(GRPO_QUICKSTART, ["training.grpo.use_vllm=true"])
+    vllm = load_config(GRPO_QUICKSTART, ["training.grpo.use_vllm=true", "model.load_in_4bit=false"])
     with pytest.raises(ConfigError, match="training.grpo.use_vllm: TRL's vLLM generation needs a CUDA GPU"):
         GrpoTrainer(vllm)._grpo_arguments(tmp_path, [1.0])
 

@@ -22,7 +22,13 @@ def test_verdict_is_the_larger_of_the_yes_and_no_next_token_probabilities(tiny):
     _, model, tokenizer, _ = tiny
     items = [("What is 2 + 2?", "4", "4"), ("Name the capital of France.", "Paris", "Lyon"),
              ("Is 7 prime?", "Yes", "no")]
-    verdicts = judge(model, tokenizer, items, batch_size=2)
+    positions = []  # the output layer makes logits for the last position only, not the whole prompt
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, a, out: positions.append(out.shape[1]))
+    try:
+        verdicts = judge(model, tokenizer, items, batch_size=2)
+    finally:
+        hook.remove()
+    assert positions == [1, 1]
     yes_ids, no_ids = verdict_token_ids(tokenizer)
     assert not set(yes_ids) & set(no_ids)
     for item, verdict in zip(items, verdicts):  # recompute each verdict alone, unbatched

@@ -54,6 +54,15 @@ class RunConfig(Section):
                              "accuracy_task_<family> where the data has a task column, or benchmark.<task>.<metric>)")
         return self
 
+    @model_validator(mode="after")
+    def _vllm_needs_a_full_precision_base(self) -> RunConfig:
+        # TRL merges LoRA into the 4-bit layers and sends vLLM packed weights without their quantization state
+        # (trl/generation/vllm_generation.py; TRL issues #3654, #4973)
+        if self.training.grpo.use_vllm and self.model.load_in_4bit:
+            raise ValueError("training.grpo.use_vllm: TRL's vLLM generation does not work on a 4-bit base; set "
+                             "model.load_in_4bit: false (LoRA on the bf16 base) or use_vllm: false")
+        return self
+
     def section_hash(self, *sections: str) -> str:
         """A short hash of some sections, for cache keys that must change when (only) they change."""
         return section_hash(self, *sections)

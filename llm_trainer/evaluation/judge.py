@@ -61,7 +61,8 @@ def judge(model: Any, tokenizer: Any, items: list[tuple[str, str, str]], batch_s
             input_ids[row, width - len(ids):] = torch.tensor(ids)
             attention[row, width - len(ids):] = 1
         with torch.no_grad():
-            logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits[:, -1].float()
+            logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                           logits_to_keep=1).logits[:, -1].float()
         probabilities = torch.softmax(logits, dim=-1)
         p_yes = probabilities[:, yes_ids].sum(-1)
         p_no = probabilities[:, no_ids].sum(-1)

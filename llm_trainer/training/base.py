@@ -48,6 +48,7 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     model: Any = field(default=None, repr=False)  # the trained PEFT model, still in memory
+    primary: bool = True  # False on machines other than 0 of a multi-machine run: nothing to log or register
 
     def save(self, run_dir: Path) -> None:
         """Record the finished run in its folder (written last, by a rename: its presence means finished)."""

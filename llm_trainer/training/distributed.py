@@ -54,21 +54,29 @@ def process_count(spec: TrainSpec) -> int:
     return max(1, visible_gpus())
 
 
+def machine_rank(spec: TrainSpec, env: dict[str, str] | None = None) -> int:
+    """``training.distributed.machine_rank``, else $NODE_RANK, else 0."""
+    env = os.environ if env is None else env
+    rank = spec.training.distributed.machine_rank
+    return rank if rank is not None else int(env.get("NODE_RANK", 0))
+
+
 def launch_command(spec: TrainSpec, launch: Path, env: dict[str, str] | None = None) -> list[str]:
     """``accelerate launch`` with this machine's share of the run, its rank and machine 0's address."""
     env = os.environ if env is None else env
     d = spec.training.distributed
     per_machine = process_count(spec)
-    rank = d.machine_rank if d.machine_rank is not None else int(env.get("NODE_RANK", 0))
+    rank = machine_rank(spec, env)
     single = d.num_machines == 1
     ip = d.main_process_ip or env.get("MASTER_ADDR") or "127.0.0.1"
     port = d.main_process_port or int(env.get("MASTER_PORT", 0)) or (free_port() if single else 29500)
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+    # accelerate takes one of --multi_gpu (DDP) and --use_fsdp; both start the processes through torchrun
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--use_fsdp" if d.fsdp else "--multi_gpu",
                "--num_processes", str(per_machine * d.num_machines), "--num_machines", str(d.num_machines),
                "--machine_rank", str(rank), "--main_process_ip", ip, "--main_process_port", str(port),
                "--mixed_precision", "no", "--dynamo_backend", "no"]  # the Trainer sets the precision itself
     if d.fsdp:  # QLoRA under FSDP, as peft documents it (the 4-bit storage dtype is set where the model loads)
-        command += ["--use_fsdp", "--fsdp_sharding_strategy", "FULL_SHARD",
+        command += ["--fsdp_version", "1", "--fsdp_sharding_strategy", "FULL_SHARD",
                     "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP", "--fsdp_use_orig_params", "false",
                     "--fsdp_cpu_ram_efficient_loading", "true", "--fsdp_sync_module_states", "true",
                     "--fsdp_state_dict_type", "SHARDED_STATE_DICT", "--fsdp_offload_params", "false"]
@@ -77,9 +85,13 @@ def launch_command(spec: TrainSpec, launch: Path, env: dict[str, str] | None = N
 
 def train_in_processes(spec: TrainSpec, base_model: str, tokenized: Any, tokenizer: Any, run_dir: Path,
                        on_metrics: MetricsHook | None = None) -> TrainResult:
+    """Machine 0 returns the result; the others (``primary`` False) return once their processes are done, without
+    metrics: global rank 0 runs on machine 0, and only there are metrics forwarded and the result read. Each
+    machine prepares its own launch folder, so that machines on shared storage do not write the same files."""
     import torch
 
-    launch = Path(run_dir) / "launch"
+    rank = machine_rank(spec)
+    launch = Path(run_dir) / ("launch" if rank == 0 else f"launch-machine-{rank}")
     launch.mkdir(parents=True, exist_ok=True)
     for stale in (METRICS_FILE, RESULT_FILE):
         (launch / stale).unlink(missing_ok=True)
@@ -103,6 +115,8 @@ def train_in_processes(spec: TrainSpec, base_model: str, tokenized: Any, tokeniz
             seen = _forward_metrics(launch / METRICS_FILE, seen, on_metrics)
         _forward_metrics(launch / METRICS_FILE, seen, on_metrics)
     processes = int(command[command.index("--num_processes") + 1])
+    if rank != 0 and not launcher.returncode:
+        return TrainResult(adapter=LoraAdapter(path=Path(run_dir) / "adapter", base_model=base_model), primary=False)
     if launcher.returncode or not (launch / RESULT_FILE).exists():
         raise UserError(f"training in {processes} processes failed (launcher exit code {launcher.returncode}): "
                         f"{_first_exception(log_path) or 'no exception printed'}; log: {log_path}")

@@ -31,7 +31,7 @@ from llm_trainer.inference import _stop_token_ids, encode_prompts
 from llm_trainer.modeling import compute_dtype, load_model
 from llm_trainer.progress import TrainingProgress
 from llm_trainer.training.base import ADAPTER_INFO_FILE, LoraAdapter, MetricsHook, TrainResult
-from llm_trainer.training.qlora import (QLoraTrainer, RunFolderTrainerMixin, _keep_4bit_encoding_stable,
+from llm_trainer.training.qlora import (QLoraTrainer, RunFolderTrainerMixin, prepare_for_training,
                                         _MarkCompleteCheckpoints, _peak_memory_mb, attach_lora)
 from llm_trainer.training.rewards import RewardFunction, build_rewards, report_constant_rewards
 
@@ -91,21 +91,12 @@ class GrpoTrainer(QLoraTrainer):
     def _policy(self, base_model: str) -> Any:
         """The 4-bit (or full-precision) base, prepared for training, with the LoRA adapter to train."""
         import torch
-        from peft import prepare_model_for_kbit_training
 
         cfg = self.cfg
         local_rank = int(os.environ.get("LOCAL_RANK", "-1"))
         device_map = {"": local_rank} if local_rank >= 0 and torch.cuda.is_available() else None
         model = load_model(base_model, cfg.model, device_map=device_map)
-        _keep_4bit_encoding_stable(model)
-        gc_kwargs = {"use_reentrant": False}
-        if cfg.model.load_in_4bit:
-            model = prepare_model_for_kbit_training(model, gradient_checkpointing_kwargs=gc_kwargs,
-                                                    use_gradient_checkpointing=cfg.training.gradient_checkpointing)
-        elif cfg.training.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
-            model.enable_input_require_grads()
-        return attach_lora(model, cfg, base_model)
+        return attach_lora(prepare_for_training(model, cfg), cfg, base_model)
 
     def _grpo_callbacks(self) -> list[Any]:
         return [_MarkCompleteCheckpoints(), _GrpoProgress()]

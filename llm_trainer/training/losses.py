@@ -60,22 +60,29 @@ def supports_chunked_loss(config: Any) -> bool:
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """Summed cross-entropy of ``head(hidden)`` against ``labels``, chunk by chunk; gradients made in forward."""
+    """Summed cross-entropy of ``head(hidden)`` against ``labels``, chunk by chunk; gradients made in forward.
+    The output layer runs in ``compute_dtype`` (autocast, as the model's own forward) when given, the
+    cross-entropy in fp32."""
 
     @staticmethod
-    def forward(ctx, hidden, labels, head, chunk_size, *params):
+    def forward(ctx, hidden, labels, head, chunk_size, compute_dtype, *params):
         wants = ctx.needs_input_grad
         grad_hidden = torch.zeros_like(hidden) if wants[0] else None
-        grad_params = [torch.zeros_like(p) if wants[4 + i] else None for i, p in enumerate(params)]
-        trainable = [p for i, p in enumerate(params) if wants[4 + i]]
+        grad_params = [torch.zeros_like(p) if wants[5 + i] else None for i, p in enumerate(params)]
+        trainable = [p for i, p in enumerate(params) if wants[5 + i]]
         rows = (labels != IGNORE_INDEX).nonzero().squeeze(1)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        autocast = torch.autocast(hidden.device.type, dtype=compute_dtype or torch.float32,
+                                  enabled=compute_dtype not in (None, torch.float32))
         for start in range(0, rows.numel(), chunk_size):
             index = rows[start:start + chunk_size]
-            with torch.enable_grad():
+            # A chunk's saved tensors live only until its grad below: an outer ActivationOffload's hooks would copy
+            # them (its log-softmax) to host memory and back, so they are kept where they are.
+            with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_same, _same):
                 chunk = hidden.index_select(0, index).detach().requires_grad_(wants[0])
-                logits = head(chunk).float()  # the plain loss upcasts the logits too
-                loss = F.cross_entropy(logits, labels.index_select(0, index), reduction="sum")
+                with autocast:  # the model's forward ran under autocast; this runs after it, outside
+                    logits = head(chunk)
+                loss = F.cross_entropy(logits.float(), labels.index_select(0, index), reduction="sum")
                 inputs = ([chunk] if wants[0] else []) + trainable
                 grads = torch.autograd.grad(loss, inputs) if inputs else ()
             total += loss.detach()
@@ -98,11 +105,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grads.append(grad * grad_total.to(grad.dtype))
             else:
                 grads.append(None)
-        return grads[0], None, None, None, *grads[1:]
+        return grads[0], None, None, None, None, *grads[1:]
+
+
+def _same(tensor: Any) -> Any:
+    return tensor
 
 
 def chunked_causal_lm_loss(hidden: torch.Tensor, labels: torch.Tensor, head: torch.nn.Module, chunk_size: int,
-                           num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
+                           num_items_in_batch: torch.Tensor | int | None = None,
+                           compute_dtype: torch.dtype | None = None) -> torch.Tensor:
     """transformers' ForCausalLMLoss of ``head(hidden)``, without ever holding more than one chunk's logits.
 
     ``hidden``: [batch, tokens, hidden]; ``labels``: [batch, tokens], not yet shifted. The mean over labelled
@@ -110,7 +122,7 @@ def chunked_causal_lm_loss(hidden: torch.Tensor, labels: torch.Tensor, head: tor
     shifted = F.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:].reshape(-1).to(hidden.device)
     flat = hidden.reshape(-1, hidden.shape[-1])
     params = [p for p in head.parameters()]
-    total = _LinearCrossEntropy.apply(flat, shifted, head, chunk_size, *params)
+    total = _LinearCrossEntropy.apply(flat, shifted, head, chunk_size, compute_dtype, *params)
     if num_items_in_batch is None:
         return total / (shifted != IGNORE_INDEX).sum()  # 0/0 = nan when nothing is labelled, as the plain loss
     if torch.is_tensor(num_items_in_batch):
@@ -166,7 +178,8 @@ class ActivationOffload(torch.autograd.graph.saved_tensors_hooks):
 
 
 def model_loss_from_hidden(model: Any, output_layer: torch.nn.Module, inputs: dict[str, Any], chunk_size: int,
-                           num_items_in_batch: torch.Tensor | int | None = None) -> tuple[torch.Tensor, Any]:
+                           num_items_in_batch: torch.Tensor | int | None = None,
+                           compute_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, Any]:
     """Run ``model`` (any wrapper: peft, DDP) without labels and compute the causal-LM loss in chunks.
 
     ``output_layer`` is the unwrapped model's get_output_embeddings() (the LoRA wrapper if it is adapted).
@@ -174,7 +187,8 @@ def model_loss_from_hidden(model: Any, output_layer: torch.nn.Module, inputs: di
     labels = inputs["labels"]
     with capture_output_layer_input(output_layer) as captured:
         outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
-    loss = chunked_causal_lm_loss(captured["hidden"], labels, output_layer, chunk_size, num_items_in_batch)
+    loss = chunked_causal_lm_loss(captured["hidden"], labels, output_layer, chunk_size, num_items_in_batch,
+                                  compute_dtype)
     outputs["loss"] = loss
     return loss, outputs
 

@@ -37,7 +37,6 @@ class QLoraTrainer(BaseTrainer):
     def train(self, tokenized: Any, tokenizer: Any, run_dir: Path, on_metrics: MetricsHook | None = None
               ) -> TrainResult:
         import torch
-        from peft import prepare_model_for_kbit_training
         from transformers import set_seed
 
         cfg = self.cfg
@@ -45,20 +44,16 @@ class QLoraTrainer(BaseTrainer):
         run_dir = Path(run_dir)
         base_model = self.base_model_for(tokenizer)
         local_rank = int(os.environ.get("LOCAL_RANK", "-1"))
-        # One model copy per GPU under DDP; the default device map otherwise.
+        # Each process loads (and quantizes) on its own GPU; the default device map in one process.
         device_map = {"": local_rank} if local_rank >= 0 and torch.cuda.is_available() else None
         fsdp = cfg.training.distributed.fsdp and int(os.environ.get("WORLD_SIZE", "1")) > 1
-        model = load_model(base_model, cfg.model, device_map=None if fsdp else device_map, fsdp=fsdp)
+        if fsdp:  # the process group before the model: transformers loads for FSDP only once it exists
+            from accelerate import PartialState
+
+            PartialState()
+        model = load_model(base_model, cfg.model, device_map=device_map, fsdp=fsdp)
         model.config.use_cache = False  # a KV cache would also disable the packed-sequence attention mask
-        _keep_4bit_encoding_stable(model)
-        gc_kwargs = {"use_reentrant": False}
-        if cfg.model.load_in_4bit:
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.training.gradient_checkpointing,
-                                                    gradient_checkpointing_kwargs=gc_kwargs)
-        elif cfg.training.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
-            model.enable_input_require_grads()
-        model = attach_lora(model, cfg, base_model)
+        model = attach_lora(prepare_for_training(model, cfg, fsdp), cfg, base_model, fsdp)
         trainable, total = model.get_nb_trainable_parameters()
 
         eval_dataset = tokenized["validation"] if len(tokenized.get("validation", [])) else None
@@ -90,8 +85,11 @@ class QLoraTrainer(BaseTrainer):
 
         trained_tokens = _sum_over_ranks(trainer.trained_tokens)
 
+        # FSDP holds each rank's shard: every rank takes part in gathering the weights, rank 0 gets them
+        state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped) if trainer.is_fsdp_enabled else None
+
         def save_adapter(folder: str) -> None:
-            model.save_pretrained(folder)  # safetensors
+            model.save_pretrained(folder, state_dict=state_dict)  # safetensors
             tokenizer.save_pretrained(folder)
             (Path(folder) / ADAPTER_INFO_FILE).write_text(json.dumps({"base_model": base_model}))
             write_model_card(folder, card_from_config(cfg))  # replaces peft's placeholder card
@@ -245,13 +243,17 @@ class _TrackingTrainer(RunFolderTrainerMixin, Trainer):
     chunked_loss = False
     loss_chunk_size = 256
     offload_activations = False
+    loss_compute_dtype: Any = None  # the output layer's dtype in the chunked loss: that of the mixed precision
     _last_log: tuple[int, float | None] = (0, None)
 
     def configure_memory(self, training: Any, vocab_size: int) -> None:
+        import torch
+
         self.chunked_loss = (losses.use_chunked_loss(training.chunked_loss, vocab_size, self.args.use_liger_kernel)
                              and losses.supports_chunked_loss(self.accelerator.unwrap_model(self.model).config))
         self.loss_chunk_size = training.loss_chunk_size
         self.offload_activations = training.offload_activations
+        self.loss_compute_dtype = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
 
     def _get_train_sampler(self, train_dataset=None):
         return self.train_sampler if self.train_sampler is not None else super()._get_train_sampler(train_dataset)
@@ -273,7 +275,8 @@ class _TrackingTrainer(RunFolderTrainerMixin, Trainer):
             # The same normalisation as the model's own loss inside super().compute_loss.
             items = num_items_in_batch if self.model_accepts_loss_kwargs else None
             output_layer = self.accelerator.unwrap_model(model).get_output_embeddings()
-            loss, outputs = losses.model_loss_from_hidden(model, output_layer, inputs, self.loss_chunk_size, items)
+            loss, outputs = losses.model_loss_from_hidden(model, output_layer, inputs, self.loss_chunk_size, items,
+                                                          self.loss_compute_dtype)
         if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs and items is not None:
             loss = loss * (self.accelerator.num_processes // self.get_tp_size() if self.args.n_gpu <= 1
                            else self.args.n_gpu)
@@ -302,13 +305,34 @@ class _MarkCompleteCheckpoints(TrainerCallback):
                 (folder / COMPLETE_MARKER).write_text(str(state.global_step))
 
 
-def attach_lora(model: Any, cfg: Any, base_model: str) -> Any:
+def prepare_for_training(model: Any, cfg: Any, fsdp: bool = False) -> Any:
+    """Gradient checkpointing (non-reentrant), and for a 4-bit base peft's k-bit preparation, which upcasts every
+    weight that is not 4-bit to fp32. Under FSDP that preparation is skipped, as in peft's FSDP-QLoRA guide and
+    TRL: FSDP (``use_orig_params: false``) flattens each wrapped layer into one tensor of one dtype, and the
+    4-bit weights are stored in the compute dtype, like the rest of the model."""
+    from peft import prepare_model_for_kbit_training
+
+    _keep_4bit_encoding_stable(model)
+    gc_kwargs = {"use_reentrant": False}
+    if cfg.model.load_in_4bit and not fsdp:
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.training.gradient_checkpointing,
+                                               gradient_checkpointing_kwargs=gc_kwargs)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    if cfg.training.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+        model.enable_input_require_grads()
+    return model
+
+
+def attach_lora(model: Any, cfg: Any, base_model: str, fsdp: bool = False) -> Any:
     """A fresh LoRA adapter (``lora``), or the adapter in ``model.init_adapter`` to go on training (with its own
-    LoRA settings), which must belong to this base model."""
+    LoRA settings), which must belong to this base model. Under FSDP the adapter keeps the model's dtype (peft
+    would upcast it to fp32), as TRL does for sharded QLoRA."""
     from peft import PeftModel, get_peft_model
 
     if cfg.model.init_adapter is None:
-        return get_peft_model(model, lora_config(cfg.lora))
+        return get_peft_model(model, lora_config(cfg.lora), autocast_adapter_dtype=not fsdp)
     folder = Path(cfg.model.init_adapter).expanduser()
     if not (folder / ADAPTER_WEIGHTS).is_file():
         raise ConfigError(f"model.init_adapter: '{cfg.model.init_adapter}' is no adapter folder (no "
@@ -318,7 +342,7 @@ def attach_lora(model: Any, cfg: Any, base_model: str) -> Any:
     if trained_on != base_model and Path(trained_on).name != Path(base_model).name:  # a built base may move
         raise ConfigError(f"model.init_adapter: '{folder}' was trained on '{trained_on}', not on this run's base "
                           f"model '{base_model}'")
-    return PeftModel.from_pretrained(model, str(folder), is_trainable=True)
+    return PeftModel.from_pretrained(model, str(folder), is_trainable=True, autocast_adapter_dtype=not fsdp)
 
 
 def _keep_4bit_encoding_stable(model: Any) -> None:

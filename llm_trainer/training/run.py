@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from llm_trainer.config import RunConfig, TrainSpec
 from llm_trainer.registry import TRAINERS
 from llm_trainer.training.base import MetricsHook, TrainResult, build_trainer
-from llm_trainer.training.distributed import process_count, train_in_processes
+from llm_trainer.training.distributed import machine_rank, process_count, train_in_processes
 
 
 def run_folder(spec: TrainSpec, data_fingerprint: str) -> Path:
@@ -39,8 +40,11 @@ def run_training(spec: TrainSpec | RunConfig, tokenized: Any, tokenizer: Any, ru
         base_model = resolve_base_model(spec.model, tokenizer, spec.seed).name_or_path
     if processed is not None and TRAINERS.resolve(spec.training.trainer).inputs == "processed":
         tokenized = processed  # e.g. GRPO trains on the prompts and references (it says so if given blocks)
-    with run_folder_lock(run_dir):
-        reuse = not keep_model and spec.training.resume == "auto"
+    # Only machine 0 holds the run folder: on shared storage (NFS, EFS) the lock is cluster-wide, and machine 1
+    # would wait for it while machine 0 waits for machine 1 at the rendezvous.
+    with run_folder_lock(run_dir) if machine_rank(spec) == 0 else contextlib.nullcontext():
+        # Not across machines: the others would wait at the rendezvous for a machine 0 that trains nothing.
+        reuse = not keep_model and spec.training.resume == "auto" and spec.training.distributed.num_machines == 1
         result = TrainResult.load_finished(run_dir, base_model) if reuse else None
         if result is not None:
             print(f"training: the run in {run_dir} finished before (same config, data and seed): its adapter and "
@@ -50,8 +54,9 @@ def run_training(spec: TrainSpec | RunConfig, tokenized: Any, tokenizer: Any, ru
                 result = train_in_processes(spec, base_model, tokenized, tokenizer, run_dir, on_metrics)
             else:
                 result = build_trainer(spec, base_model).train(tokenized, tokenizer, run_dir, on_metrics)
-            result.save(run_dir)
-    if spec.model.is_tiny:  # what the offline base model cost to build (it is cached by content afterwards)
+            if result.primary:
+                result.save(run_dir)
+    if spec.model.is_tiny and result.primary:  # what the offline base model cost to build (then cached by content)
         from llm_trainer.tiny_model import build_info
 
         result.metrics.update({f"tiny_model_{k}": v for k, v in build_info(result.adapter.base_model).items()})
