@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/quickstart.yaml
 export ZENML_ANALYTICS_OPT_IN := false
 
-.PHONY: install quickstart process test test-fast sample-data dashboard mlflow-ui bench clean
+.PHONY: install quickstart process test test-fast sample-data dashboard mlflow-ui bench gpu-wheels gpu-check clean
 
 $(STAMP): requirements.txt requirements-runtime.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,14 @@ mlflow-ui: install
 # CPU benchmarks against plain baselines (not part of the tests); results go to bench/RESULTS.md by hand.
 bench: install
 	$(PY) -m bench.run_all
+
+# The device check (README, "The GPU device check"). gpu-wheels, here, needs the package index; gpu-check runs on
+# the GPU machine with its own python3 (no .venv there), or without CUDA checks only that the wheels install.
+gpu-wheels: install
+	$(PY) -m bench.gpu_check --build-wheels
+
+gpu-check:
+	$(or $(GPU_PYTHON),python3) -m bench.gpu_check --out $(or $(OUT),outputs)/gpu_check.json
 
 sample-data:
 	$(PYTHON) scripts/make_sample_data.py
