@@ -131,11 +131,13 @@ def answer_file(model: Any, tokenizer: Any, system_prompt: str, input_path: Path
 
 def merge_adapter(cfg: ModelConfig, base_model: str, adapter_path: str | Path, output_dir: str | Path) -> Path:
     """Merge the adapter into a full-precision copy of the base and save it in safetensors (vLLM, TGI)."""
+    from llm_trainer.adapter_folder import check_vocabulary
     from llm_trainer.modeling import attach_adapter, load_model, load_tokenizer
 
+    tokenizer = load_tokenizer(str(adapter_path), cfg)
+    check_vocabulary(base_model, tokenizer, adapter_path)
     full_precision = cfg.model_copy(update={"load_in_4bit": False})  # dtype "auto": the checkpoint's own
     merged = attach_adapter(load_model(base_model, full_precision), adapter_path).merge_and_unload()
-    tokenizer = load_tokenizer(str(adapter_path), cfg)
 
     def save(folder: str) -> None:
         merged.save_pretrained(folder, safe_serialization=True)
