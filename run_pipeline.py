@@ -246,6 +246,8 @@ def run_command(args: argparse.Namespace) -> int:
     from runner.models import adapter_and_label
 
     adapter, label = adapter_and_label(cfg, getattr(args, "adapter", None), getattr(args, "model_version", None))
+    if adapter is not None and args.command in ("use", "serve"):  # evaluate loads the config's base model
+        adapter = with_base_model_here(cfg, adapter, args)
     if args.command == "use":
         if adapter is None:
             raise_user("use needs --adapter PATH or --model-version VERSION")
@@ -275,6 +277,21 @@ def check_summary_path(path: Path) -> None:
     parent = next((p for p in path.parents if p.exists()), Path("."))
     if not parent.is_dir():
         raise_user(f"--summary {path}: {parent} is a file, not a folder")
+
+
+def with_base_model_here(cfg: Any, adapter: Any, args: argparse.Namespace) -> Any:
+    """The adapter with a base model that is on this machine (see base_model_here): a tiny base model that is gone
+    is named with the `process` command that rebuilds it from this config."""
+    import dataclasses
+    import shlex
+
+    from llm_trainer.adapter_folder import base_model_here
+
+    rebuild = shlex.join(["python", "run_pipeline.py", "process", *[part for path in args.config
+                                                                     for part in ("--config", path)],
+                          *[part for item in args.overrides for part in ("--set", item)]])
+    return dataclasses.replace(adapter, base_model=base_model_here(adapter.base_model, adapter.path, cfg.model,
+                                                                  cfg.seed, rebuild))
 
 
 def raise_user(message: str) -> None:

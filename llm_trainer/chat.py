@@ -157,13 +157,14 @@ def merge_adapter(cfg: ModelConfig, base_model: str, adapter_path: str | Path, o
                   overwrite: bool = False) -> Path:
     """Merge the adapter into a full-precision copy of the base and save it in safetensors (vLLM, TGI). An existing
     ``output_dir`` is replaced only if it is empty, or with ``overwrite`` if it holds an earlier merged model."""
+    from llm_trainer.adapter_folder import check_vocabulary
     from llm_trainer.modeling import attach_adapter, load_model, load_tokenizer
 
     output_dir = check_merge_target(output_dir, overwrite)
-
+    tokenizer = load_tokenizer(str(adapter_path), cfg)
+    check_vocabulary(base_model, tokenizer, adapter_path)
     full_precision = cfg.model_copy(update={"load_in_4bit": False})  # dtype "auto": the checkpoint's own
     merged = attach_adapter(load_model(base_model, full_precision), adapter_path).merge_and_unload()
-    tokenizer = load_tokenizer(str(adapter_path), cfg)
 
     def save(folder: str) -> None:
         merged.save_pretrained(folder, safe_serialization=True)

@@ -123,6 +123,24 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
+def read_text_file(path: Path, what: str) -> str:
+    """A UTF-8 text file's contents, or one line saying why not: missing, a folder, unreadable, or binary."""
+    from llm_trainer.errors import UserError
+
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not {what}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not {what}: byte 0x{data[exc.start]:02x} at offset {exc.start} is not UTF-8 "
+                        "text (a binary file?)") from None
+
+
 def is_inside(path: Path, folder: Path) -> bool:
     """Whether ``path``, links resolved, lies under ``folder``."""
     return Path(path).resolve().is_relative_to(Path(folder).resolve())

@@ -22,10 +22,15 @@ class Generation:
     prompt_truncated: bool = False
 
 
-def load_for_inference(cfg: ModelConfig, base_model: str, adapter_path: str | Path | None = None) -> Any:
-    """The base model (4-bit when configured) with the adapter attached, in eval mode with a KV cache."""
+def load_for_inference(cfg: ModelConfig, base_model: str, adapter_path: str | Path | None = None,
+                       tokenizer: Any = None) -> Any:
+    """The base model (4-bit when configured) with the adapter attached, in eval mode with a KV cache. Given the
+    ``tokenizer`` it will run with, the base model's vocabulary is checked against it before anything loads."""
+    from llm_trainer.adapter_folder import check_vocabulary
     from llm_trainer.modeling import attach_adapter, load_model
 
+    if tokenizer is not None:
+        check_vocabulary(base_model, tokenizer, adapter_path or tokenizer.name_or_path)
     model = load_model(base_model, cfg)
     if adapter_path is not None:
         model = attach_adapter(model, adapter_path)

@@ -11,8 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from llm_trainer.adapter_folder import check_adapter_folder
 from llm_trainer.config import LoraSettings, ModelConfig
-from llm_trainer.errors import ConfigError, UserError
+from llm_trainer.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -178,17 +179,10 @@ def load_model(name_or_path: str, cfg: ModelConfig, device_map: Any = None, fsdp
         raise ConfigError(f"model.base_model: cannot load '{name_or_path}': {' '.join(str(exc).split())}") from exc
 
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-
-
 def attach_adapter(model: Any, adapter_path: str | Path) -> Any:
-    """The base model with a saved LoRA adapter attached; safetensors only (peft would fall back to a
-    pickle-based adapter_model.bin), so a folder without ``adapter_model.safetensors`` is refused."""
+    """The base model with a saved LoRA adapter attached, once the folder passed its checks (safetensors only:
+    peft would fall back to a pickle-based adapter_model.bin)."""
     from peft import PeftModel
 
-    folder = Path(adapter_path)
-    if not (folder / ADAPTER_WEIGHTS).is_file():
-        found = ", ".join(sorted(p.name for p in folder.iterdir())) if folder.is_dir() else "no such folder"
-        raise UserError(f"adapter: '{folder}' holds no {ADAPTER_WEIGHTS} (found: {found or 'nothing'}); "
-                          "adapters load from safetensors only")
-    return PeftModel.from_pretrained(model, str(folder))
+    check_adapter_folder(adapter_path)
+    return PeftModel.from_pretrained(model, str(adapter_path))

@@ -87,7 +87,7 @@ class TransformersEngine:
         from llm_trainer.modeling import load_tokenizer
 
         tokenizer = load_tokenizer(str(adapter_path), cfg)
-        return cls(load_for_inference(cfg, base_model, adapter_path), tokenizer)
+        return cls(load_for_inference(cfg, base_model, adapter_path, tokenizer), tokenizer)
 
     def _encode(self, conversations: list[list[dict]], max_tokens: int) -> tuple[list[list[int]], list[bool]]:
         return encode_prompts(self.tokenizer, conversations, max(1, context_window(self.model, self.tokenizer)

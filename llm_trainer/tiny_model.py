@@ -106,11 +106,10 @@ def build_tiny_model(tokenizer: Any, cfg: ModelConfig, seed: int,
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    vocab = vocab_digest(tokenizer)
-    digest = hashlib.sha256(f"{BUILD_VERSION}|{cfg.tiny.model_dump_json()}|{seed}|{vocab}|{PRETRAIN}".encode())
-    target = cache_dir("tiny-llama") / digest.hexdigest()[:16]
+    target = tiny_model_folder(tokenizer, cfg, seed)
     if target.exists():
         return target
+    vocab = vocab_digest(tokenizer)
     corpus_file = cache_dir("tiny-corpus") / f"{vocab}.json"
     if corpus_file.exists():
         corpus = json.loads(corpus_file.read_text())
@@ -138,6 +137,13 @@ def build_tiny_model(tokenizer: Any, cfg: ModelConfig, seed: int,
         (Path(folder) / BUILD_INFO).write_text(json.dumps(info))
 
     return write_dir_atomically(target, save)
+
+
+def tiny_model_folder(tokenizer: Any, cfg: ModelConfig, seed: int) -> Path:
+    """Where the tiny model for this tokenizer, ``model.tiny`` settings and seed is cached (built or not)."""
+    vocab = vocab_digest(tokenizer)
+    digest = hashlib.sha256(f"{BUILD_VERSION}|{cfg.tiny.model_dump_json()}|{seed}|{vocab}|{PRETRAIN}".encode())
+    return cache_dir("tiny-llama") / digest.hexdigest()[:16]
 
 
 def vocab_digest(tokenizer: Any) -> str:

@@ -28,7 +28,7 @@ def use(cfg: RunConfig, adapter: LoraAdapter, args: argparse.Namespace, label: s
 
     print(f"loading {label} (base model {adapter.base_model})", file=sys.stderr, flush=True)
     tokenizer = load_tokenizer(str(adapter.path), cfg.model)
-    model = load_for_inference(cfg.model, adapter.base_model, adapter.path)
+    model = load_for_inference(cfg.model, adapter.base_model, adapter.path, tokenizer)
     max_new, system = args.max_new_tokens or cfg.evaluation.max_new_tokens, cfg.data.system_prompt
     sampling = decoding(args.temperature, args.top_p)
     if args.prompt is not None:

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from llm_trainer.errors import ConfigError
+from llm_trainer.fsutil import read_text_file
 
 from llm_trainer.config.base import TINY_MODEL_NAME, Section  # noqa: F401
 from llm_trainer.config.data import SplitFractions, DataConfig  # noqa: F401
@@ -222,10 +223,11 @@ def merge_sections(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, A
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"config file not found: {path}")
+    text = read_text_file(path, "a config file")  # a folder, unreadable or binary: one line
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)

@@ -95,7 +95,7 @@ def evaluate_model_on_test(cfg: EvalSpec | RunConfig, tokenizer: Any, base_model
     from llm_trainer.inference import load_for_inference
     from llm_trainer.modeling import free_accelerator_memory
 
-    model = load_for_inference(cfg.model, base_model, adapter_path)
+    model = load_for_inference(cfg.model, base_model, adapter_path, tokenizer)
     try:
         return build_evaluator(cfg, base_model).evaluate(model, tokenizer, processed_test, tokenized_test)
     finally:

@@ -10,15 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llm_trainer.adapter_folder import ADAPTER_INFO_FILE, check_adapter_folder  # noqa: F401 - trainers import it here
 from llm_trainer.config import TrainSpec
-from llm_trainer.errors import DataError
 from llm_trainer.registry import TRAINERS
 
 # Called with (metrics, global step) at every logging step and evaluation: the tracking hook.
 MetricsHook = Callable[[dict[str, float], int], None]
 
 
-ADAPTER_INFO_FILE = "llm_trainer_adapter.json"
 # A finished run's figures, beside its adapter: a re-run of the same config, data and seed reports them.
 RESULT_FILE = "result.json"
 
@@ -32,14 +31,10 @@ class LoraAdapter:
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> LoraAdapter:
-        """Read an adapter folder; the base model comes from our info file, else from adapter_config.json."""
+        """Read (and check) an adapter folder; the base model comes from our info file, else from
+        adapter_config.json."""
         folder = Path(folder)
-        if not (folder / "adapter_config.json").is_file():
-            raise DataError(f"{folder} is not an adapter folder (no adapter_config.json)")
-        info = folder / ADAPTER_INFO_FILE
-        source = info if info.is_file() else folder / "adapter_config.json"
-        data = json.loads(source.read_text())
-        return cls(path=folder, base_model=data.get("base_model") or data["base_model_name_or_path"])
+        return cls(path=folder, base_model=check_adapter_folder(folder))
 
 
 @dataclass

@@ -18,12 +18,13 @@ from typing import Any
 
 from transformers import PrinterCallback, Trainer, TrainerCallback
 
+from llm_trainer.adapter_folder import ADAPTER_WEIGHTS
 from llm_trainer.data.collate import LengthGroupedSampler, collator_for, compute_efficiency
 from llm_trainer.data.packing import sample_lengths
 from llm_trainer.data.tokenization import IGNORE_INDEX
 from llm_trainer.errors import ConfigError, UserError
 from llm_trainer.fsutil import is_inside, storage_failure, write_dir_atomically
-from llm_trainer.modeling import ADAPTER_WEIGHTS, compute_dtype, load_model, lora_config
+from llm_trainer.modeling import compute_dtype, load_model, lora_config
 from llm_trainer.model_card import card_from_config, write_model_card
 from llm_trainer.progress import TrainingProgress
 from llm_trainer.training import losses
