@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import warnings
 from typing import TextIO
 
@@ -88,7 +89,11 @@ class Terminated(KeyboardInterrupt):
 
 def stop_on_sigterm() -> None:
     """From here on SIGTERM raises Terminated in the main thread. ZenML's step signal handler calls this one
-    after its own, as it calls Python's Ctrl-C handler; uvicorn re-raises the signal once it has shut down."""
+    after its own, as it calls Python's Ctrl-C handler; uvicorn re-raises the signal once it has shut down.
+    Only the main thread can set a handler: elsewhere (``main`` called from a thread) SIGTERM stays as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
     def handle(signum: int, frame: object) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM during the clean-up ends it at once
         raise Terminated()
