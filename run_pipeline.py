@@ -175,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     configure_logging(args.verbose)
     from llm_trainer.errors import UserError
-    from runner.quiet import INTERRUPTED, split_answer_stream
+    from runner.quiet import INTERRUPTED, TERMINATED, Terminated, split_answer_stream, stop_on_sigterm
 
+    stop_on_sigterm()
     # `use`: only the answer goes to stdout (`use --prompt ... > answer.txt`), everything else to stderr.
     args.answer_stream = split_answer_stream() if args.command == "use" else sys.stdout
     try:
@@ -203,11 +204,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if args.debug:
             raise
-        print("\ninterrupted (Ctrl-C)", file=sys.stderr)
-        return INTERRUPTED
+        terminated = isinstance(exc, Terminated)
+        print(f"\n{'terminated (SIGTERM)' if terminated else 'interrupted (Ctrl-C)'}", file=sys.stderr)
+        return TERMINATED if terminated else INTERRUPTED
     except BrokenPipeError:  # `... | head`: the reader has gone, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -1,5 +1,6 @@
 """Load a base model (+ adapter) for inference and generate: batched greedy for evaluation and files,
-streamed for chat. Prompts longer than the context window are cut from the left, with a warning."""
+streamed for chat. The prompt comes first: when prompt + max_new_tokens is over the context window the reply's
+budget shrinks (one warning); only a prompt that alone fills the window is cut from the left (a warning too)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ class Generation:
     text: str
     new_tokens: int
     prompt_truncated: bool = False
+    prompt_tokens: int = 0
+    max_new_tokens: int = 0  # the budget this reply had: less than asked when the prompt left less room
 
 
 def load_for_inference(cfg: ModelConfig, base_model: str, adapter_path: str | Path | None = None,
@@ -44,18 +47,39 @@ def context_window(model: Any, tokenizer: Any) -> int:
     return min(int(x) for x in limits if x and x < 10**9) if any(limits) else 2048
 
 
-def encode_prompts(tokenizer: Any, conversations: list[list[dict]], max_prompt_tokens: int
+def encode_prompts(tokenizer: Any, conversations: list[list[dict]], max_prompt_tokens: int, keep: int | None = None
                    ) -> tuple[list[list[int]], list[bool]]:
-    """Chat-template the conversations (ending with a user turn) and keep at most the last N tokens."""
+    """Chat-template the conversations (ending with a user turn); a prompt over ``max_prompt_tokens`` keeps its
+    last ``keep`` tokens (default: max_prompt_tokens)."""
+    keep = max_prompt_tokens if keep is None else keep
     texts = tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=True)
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
     truncated = [len(ids) > max_prompt_tokens for ids in encoded]
     for index, cut in enumerate(truncated):
         if cut:
             logger.warning("prompt %d has %d tokens; keeping the last %d (context window)", index,
-                           len(encoded[index]), max_prompt_tokens)
-            encoded[index] = encoded[index][-max_prompt_tokens:]
+                           len(encoded[index]), keep)
+            encoded[index] = encoded[index][-keep:]
     return encoded, truncated
+
+
+def fit_prompts(tokenizer: Any, conversations: list[list[dict]], window: int, max_new_tokens: int
+                ) -> tuple[list[list[int]], list[bool], list[int]]:
+    """Encoded prompts, whether each was cut, and each one's new-token budget, so that prompt + reply fit the
+    context window. A prompt is never cut to make room for the budget: the budget shrinks instead, with one
+    warning for all. A prompt that alone fills the window is cut from the left (warned by encode_prompts),
+    leaving room for min(max_new_tokens, window // 2) new tokens."""
+    reply_floor = max(1, min(max_new_tokens, window // 2))
+    encoded, truncated = encode_prompts(tokenizer, conversations, window - 1, keep=window - reply_floor)
+    budgets = [min(max_new_tokens, window - len(ids)) for ids in encoded]
+    short = [b for b, cut in zip(budgets, truncated) if b < max_new_tokens and not cut]
+    if short:
+        after = f"the {len(encoded[0])}-token prompt" if len(encoded) == 1 else \
+            f"{len(short)} of the {len(encoded)} prompts"
+        most = f"{min(short)}-{max(short)}" if min(short) != max(short) else f"{short[0]}"
+        logger.warning("max_new_tokens %d does not fit the %d-token context window after %s: the reply gets at "
+                       "most %s new tokens (the prompt is kept whole)", max_new_tokens, window, after, most)
+    return encoded, truncated, budgets
 
 
 def decoding(temperature: float = 0.0, top_p: float = 1.0) -> dict[str, Any]:
@@ -73,16 +97,14 @@ def generate_batch(model: Any, tokenizer: Any, conversations: list[list[dict]], 
     import torch
     from tqdm.auto import tqdm
 
-    max_prompt = max(1, context_window(model, tokenizer) - max_new_tokens)
-    encoded, truncated = encode_prompts(tokenizer, conversations, max_prompt)
+    encoded, truncated, budgets = fit_prompts(tokenizer, conversations, context_window(model, tokenizer),
+                                              max_new_tokens)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     results: list[Generation | None] = [None] * len(encoded)
     device = next(model.parameters()).device
     stop_ids = _stop_token_ids(tokenizer)
-    batches = range(0, len(order), batch_size)
-    for start in tqdm(batches, desc="generate", disable=not progress):
-        indices = order[start:start + batch_size]
-        width = max(len(encoded[i]) for i in indices)
+    for indices in tqdm(_batches(order, budgets, batch_size), desc="generate", disable=not progress):
+        width, budget = max(len(encoded[i]) for i in indices), budgets[indices[0]]
         input_ids = torch.full((len(indices), width), tokenizer.pad_token_id, dtype=torch.long)
         attention = torch.zeros((len(indices), width), dtype=torch.long)
         for row, i in enumerate(indices):
@@ -91,13 +113,26 @@ def generate_batch(model: Any, tokenizer: Any, conversations: list[list[dict]], 
             attention[row, width - len(ids):] = 1
         with torch.no_grad():
             output = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                                    max_new_tokens=max_new_tokens, **(sampling or decoding()), eos_token_id=stop_ids,
+                                    max_new_tokens=budget, **(sampling or decoding()), eos_token_id=stop_ids,
                                     pad_token_id=tokenizer.pad_token_id, use_cache=True)
         for row, i in enumerate(indices):
             new = output[row, width:].tolist()
             new = new[: next((k for k, t in enumerate(new) if t in stop_ids), len(new))]
-            results[i] = Generation(tokenizer.decode(new, skip_special_tokens=True).strip(), len(new), truncated[i])
+            results[i] = Generation(tokenizer.decode(new, skip_special_tokens=True).strip(), len(new), truncated[i],
+                                    len(encoded[i]), budget)
     return results  # type: ignore[return-value]
+
+
+def _batches(order: list[int], budgets: list[int], size: int) -> list[list[int]]:
+    """Consecutive runs of ``order`` with the same budget, at most ``size`` long: a prompt whose budget shrank
+    does not shrink its neighbours'."""
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and len(batches[-1]) < size and budgets[batches[-1][0]] == budgets[i]:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
 def stream_reply(model: Any, tokenizer: Any, conversation: list[dict], max_new_tokens: int,
@@ -115,12 +150,11 @@ def stream_reply(model: Any, tokenizer: Any, conversation: list[dict], max_new_t
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
             return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
 
-    max_prompt = max(1, context_window(model, tokenizer) - max_new_tokens)
-    (ids,), _ = encode_prompts(tokenizer, [conversation], max_prompt)
+    (ids,), _, (budget,) = fit_prompts(tokenizer, [conversation], context_window(model, tokenizer), max_new_tokens)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     device = next(model.parameters()).device
     kwargs = {"input_ids": torch.tensor([ids], device=device), "attention_mask": torch.ones((1, len(ids)), device=device,
-              dtype=torch.long), "max_new_tokens": max_new_tokens, **(sampling or decoding()), "streamer": streamer,
+              dtype=torch.long), "max_new_tokens": budget, **(sampling or decoding()), "streamer": streamer,
               "eos_token_id": _stop_token_ids(tokenizer), "pad_token_id": tokenizer.pad_token_id,
               "stopping_criteria": StoppingCriteriaList([_Stop()])}
     thread = threading.Thread(target=lambda: _generate_no_grad(model, kwargs), daemon=True)

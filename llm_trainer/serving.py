@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from llm_trainer.config import ModelConfig
-from llm_trainer.inference import Generation, _stop_token_ids, context_window, encode_prompts, generate_batch
+from llm_trainer.inference import Generation, _stop_token_ids, context_window, encode_prompts, fit_prompts, \
+    generate_batch
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +55,13 @@ class Engine(Protocol):
     def stream(self, conversation: list[dict], sampling: Sampling) -> Iterator[str | Completion]:
         """The reply's text piece by piece (stripped like ``generate``'s), then its Completion."""
 
+    def measure(self, conversation: list[dict]) -> tuple[int, int | None]:
+        """(the conversation's prompt tokens, the model's context window, None where the engine cannot tell)."""
 
-def _finish(generation: Generation, prompt_tokens: int, max_tokens: int) -> Completion:
-    reason = "length" if generation.new_tokens >= max_tokens else "stop"
-    return Completion(generation.text, prompt_tokens, generation.new_tokens, reason)
+
+def _finish(generation: Generation) -> Completion:
+    reason = "length" if generation.new_tokens >= generation.max_new_tokens else "stop"
+    return Completion(generation.text, generation.prompt_tokens, generation.new_tokens, reason)
 
 
 def trimmed(pieces: Iterator[str]) -> Iterator[str]:
@@ -89,9 +93,9 @@ class TransformersEngine:
         tokenizer = load_tokenizer(str(adapter_path), cfg)
         return cls(load_for_inference(cfg, base_model, adapter_path, tokenizer), tokenizer)
 
-    def _encode(self, conversations: list[list[dict]], max_tokens: int) -> tuple[list[list[int]], list[bool]]:
-        return encode_prompts(self.tokenizer, conversations, max(1, context_window(self.model, self.tokenizer)
-                                                                  - max_tokens))
+    def measure(self, conversation: list[dict]) -> tuple[int, int | None]:
+        (ids,), _ = encode_prompts(self.tokenizer, [conversation], 1 << 62)
+        return len(ids), context_window(self.model, self.tokenizer)
 
     def generate(self, conversations: list[list[dict]], sampling: Sampling) -> list[Completion]:
         if sampling.temperature > 0:
@@ -99,8 +103,7 @@ class TransformersEngine:
         else:
             generations = generate_batch(self.model, self.tokenizer, conversations, sampling.max_tokens,
                                          len(conversations))
-        encoded, _ = self._encode(conversations, sampling.max_tokens)
-        return [_finish(g, len(ids), sampling.max_tokens) for g, ids in zip(generations, encoded)]
+        return [_finish(g) for g in generations]
 
     def stream(self, conversation: list[dict], sampling: Sampling) -> Iterator[str | Completion]:
         from transformers import TextIteratorStreamer
@@ -121,16 +124,17 @@ class TransformersEngine:
         thread.join()
         if "error" in box:
             raise box["error"]
-        encoded, _ = self._encode([conversation], sampling.max_tokens)
-        yield _finish(box["generation"], len(encoded[0]), sampling.max_tokens)
+        yield _finish(box["generation"])
 
     def _generate(self, conversations: list[list[dict]], sampling: Sampling, streamer: Any = None
                   ) -> list[Generation]:
         """One left-padded batch, as generate_batch pads it; sampled when temperature > 0, else greedy."""
         import torch
 
-        encoded, truncated = self._encode(conversations, sampling.max_tokens)
-        tokenizer, width = self.tokenizer, max(len(ids) for ids in encoded)
+        tokenizer = self.tokenizer
+        encoded, truncated, budgets = fit_prompts(tokenizer, conversations, context_window(self.model, tokenizer),
+                                                  sampling.max_tokens)
+        width, budget = max(len(ids) for ids in encoded), min(budgets)
         input_ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
         attention = torch.zeros((len(encoded), width), dtype=torch.long)
         for row, ids in enumerate(encoded):
@@ -142,7 +146,7 @@ class TransformersEngine:
         device = next(self.model.parameters()).device
         with torch.no_grad():
             output = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                                         max_new_tokens=sampling.max_tokens, eos_token_id=stops,
+                                         max_new_tokens=budget, eos_token_id=stops,
                                          pad_token_id=tokenizer.pad_token_id, use_cache=True, streamer=streamer,
                                          **sampled)
         results = []
@@ -150,7 +154,7 @@ class TransformersEngine:
             new = output[row, width:].tolist()
             new = new[: next((k for k, t in enumerate(new) if t in stops), len(new))]
             results.append(Generation(tokenizer.decode(new, skip_special_tokens=True).strip(), len(new),
-                                      truncated[row]))
+                                      truncated[row], len(encoded[row]), budget))
         return results
 
 
@@ -163,8 +167,9 @@ class VllmEngine:
 
     name = "vllm"
 
-    def __init__(self, llm: Any, lora_request: Any, stop_token_ids: list[int], chat_template: str | None = None):
-        self.llm, self.lora_request = llm, lora_request
+    def __init__(self, llm: Any, lora_request: Any, stop_token_ids: list[int], chat_template: str | None = None,
+                 tokenizer: Any = None):
+        self.llm, self.lora_request, self.tokenizer = llm, lora_request, tokenizer
         self.stop_token_ids, self.chat_template = stop_token_ids, chat_template
 
     @classmethod
@@ -177,10 +182,11 @@ class VllmEngine:
         from llm_trainer.modeling import load_tokenizer
 
         tokenizer_path = str(merged or adapter_path)
-        stops = _stop_token_ids(load_tokenizer(tokenizer_path, cfg))
+        tokenizer = load_tokenizer(tokenizer_path, cfg)
+        stops = _stop_token_ids(tokenizer)
         kwargs: dict[str, Any] = {"tokenizer": tokenizer_path, "trust_remote_code": cfg.trust_remote_code, **llm_kwargs}
         if merged is not None:
-            return cls(vllm.LLM(model=str(merged), **kwargs), None, stops, cfg.chat_template)
+            return cls(vllm.LLM(model=str(merged), **kwargs), None, stops, cfg.chat_template, tokenizer)
         from vllm.lora.request import LoRARequest
 
         rank = int(json.loads((Path(adapter_path) / "adapter_config.json").read_text()).get("r", 16))
@@ -191,7 +197,14 @@ class VllmEngine:
         if cfg.revision:
             kwargs.setdefault("revision", cfg.revision)
         llm = vllm.LLM(model=base_model, **kwargs)
-        return cls(llm, LoRARequest("adapter", 1, str(adapter_path)), stops, cfg.chat_template)
+        return cls(llm, LoRARequest("adapter", 1, str(adapter_path)), stops, cfg.chat_template, tokenizer)
+
+    def measure(self, conversation: list[dict]) -> tuple[int, int | None]:
+        if self.tokenizer is None:
+            return 0, None
+        (ids,), _ = encode_prompts(self.tokenizer, [conversation], 1 << 62)
+        config = getattr(getattr(self.llm, "llm_engine", None), "model_config", None)
+        return len(ids), getattr(config, "max_model_len", None)
 
     def generate(self, conversations: list[list[dict]], sampling: Sampling) -> list[Completion]:
         import vllm

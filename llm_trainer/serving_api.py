@@ -1,12 +1,14 @@
 """OpenAI-compatible HTTP API over a Batcher (serving.py), on Starlette (installed with zenml[server]):
 
-    POST /v1/chat/completions   messages in; max_tokens (capped), temperature (0: greedy, the default), top_p,
-                                stream (server-sent events in OpenAI's chunk format, ending with data: [DONE])
+    POST /v1/chat/completions   messages in; max_tokens (capped, and shrunk to what the context window leaves
+                                after the prompt, said in the response's ``warnings``), temperature (0: greedy,
+                                the default), top_p, stream (server-sent events in OpenAI's chunk format,
+                                ending with data: [DONE]); fields it cannot honour are a 400 naming the field
     GET  /v1/models             the served model's id
     GET  /health                {"status": "ok", ...}; no key needed
 
 Every error is OpenAI's body, ``{"error": {"message", "type", "code"}}``, never a traceback: 400 bad JSON or
-fields, 401 missing or wrong key (when one is set), 404 unknown model or path, 413 body over the cap, 429 when
+fields or a prompt that alone fills the context window, 401 missing or wrong key (when one is set), 404 unknown model or path, 413 body over the cap, 429 when
 ``max_pending`` requests are already queued or generating and no slot frees within ``queue_timeout`` seconds.
 """
 
@@ -19,13 +21,21 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from llm_trainer.serving import Batcher, Completion, Job, Sampling
 
 logger = logging.getLogger(__name__)
 ROLES = {"system", "developer", "user", "assistant"}
+# OpenAI request fields this server cannot honour, with the values that ask nothing of it; any other value is a
+# 400 naming the field, since the reply would not be what the client asked for. `seed` is checked apart: it is
+# harmless with greedy decoding only.
+UNSUPPORTED = {"n": (None, 1), "stop": (None, "", []), "tools": (None, []), "tool_choice": (None, "none"),
+               "functions": (None, []), "function_call": (None, "none"), "logprobs": (None, False),
+               "top_logprobs": (None, 0), "logit_bias": (None, {}), "presence_penalty": (None, 0),
+               "frequency_penalty": (None, 0), "response_format": (None, {"type": "text"}), "audio": (None,),
+               "modalities": (None, ["text"]), "prediction": (None,), "web_search_options": (None,)}
 
 
 @dataclass
@@ -92,24 +102,46 @@ def parse_chat_request(data: Any, settings: ServeSettings) -> tuple[list[dict], 
         raise ApiError(400, "the last message must be the user's", param="messages")
     if settings.system_prompt and not any(m["role"] == "system" for m in conversation):
         conversation.insert(0, {"role": "system", "content": settings.system_prompt})
-    if data.get("n") not in (None, 1):
-        raise ApiError(400, "only n = 1 is supported", param="n")
-    if data.get("tools"):
-        raise ApiError(400, "tools are not supported", param="tools")
-    if data.get("stop") not in (None, "", []):
-        raise ApiError(400, "'stop' sequences are not supported; the reply ends at the model's end of turn",
-                       param="stop")
+    for field, harmless in UNSUPPORTED.items():
+        if field in data and not any(_same(data[field], value) for value in harmless):
+            raise ApiError(400, f"'{field}' is not supported by this server (got {json.dumps(data[field])[:100]}); "
+                           "leave it out", param=field)
     wanted = data.get("max_completion_tokens", data.get("max_tokens"))
     if wanted is not None and (isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1):
         raise ApiError(400, f"'max_tokens' must be a positive integer (got {json.dumps(wanted)})", param="max_tokens")
     max_tokens = min(wanted or settings.default_max_tokens, settings.max_tokens_cap)
     sampling = Sampling(max_tokens, _number(data, "temperature", 0.0, 0.0, 2.0),
                         _number(data, "top_p", 1.0, 0.0, 1.0, low_open=True))
+    if data.get("seed") is not None and sampling.temperature > 0:
+        raise ApiError(400, "'seed' is not supported when sampling (temperature > 0): sampled replies cannot be "
+                       "reproduced here; greedy decoding (temperature 0) is deterministic", param="seed")
     stream = data.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
         raise ApiError(400, "'stream' must be true or false", param="stream")
     options = data.get("stream_options") or {}
     return conversation, sampling, bool(stream), bool(isinstance(options, dict) and options.get("include_usage"))
+
+
+def _same(given: Any, value: Any) -> bool:
+    """Equal and of the same kind: 0 is not False, and 1 is not True."""
+    return given == value and isinstance(given, bool) == isinstance(value, bool)
+
+
+def fit_window(engine: Any, conversation: list[dict], sampling: Sampling) -> tuple[Sampling, list[str]]:
+    """``sampling`` with max_tokens shrunk to what the context window leaves after the prompt, and the warning
+    that says so; a prompt that alone fills the window is a 400 (cutting it would answer another question)."""
+    prompt_tokens, window = engine.measure(conversation)
+    if window is None:
+        return sampling, []
+    if prompt_tokens >= window:
+        raise ApiError(400, f"the messages have {prompt_tokens} tokens and the model's context window is {window}: "
+                       "no room for a reply; shorten the messages", code="context_length_exceeded", param="messages")
+    room = window - prompt_tokens
+    if sampling.max_tokens <= room:
+        return sampling, []
+    return replace(sampling, max_tokens=room), [
+        f"max_tokens {sampling.max_tokens} does not fit the {window}-token context window after the {prompt_tokens}"
+        f"-token prompt: the reply gets at most {room} tokens (finish_reason 'length' when it reaches them)"]
 
 
 def create_app(batcher: Batcher, settings: ServeSettings) -> Any:
@@ -198,6 +230,7 @@ def create_app(batcher: Batcher, settings: ServeSettings) -> Any:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ApiError(400, f"the request body is not valid JSON ({exc})") from None
         conversation, sampling, stream, include_usage = parse_chat_request(data, settings)
+        sampling, warnings = fit_window(batcher.engine, conversation, sampling)
         await admit()
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": settings.model_id}
         if not stream:
@@ -207,15 +240,16 @@ def create_app(batcher: Batcher, settings: ServeSettings) -> Any:
                 return error(500, "generation failed; see the server's log", type_="server_error")
             return JSONResponse({**head, "object": "chat.completion", "choices": [{
                 "index": 0, "message": {"role": "assistant", "content": completion.text}, "logprobs": None,
-                "finish_reason": completion.finish_reason}], "usage": usage(completion)})
+                "finish_reason": completion.finish_reason}], "usage": usage(completion),
+                **({"warnings": warnings} if warnings else {})})
         pieces: asyncio.Queue = asyncio.Queue()
         done = submit(conversation, sampling, pieces.put_nowait)
         done.add_done_callback(lambda _: pieces.put_nowait(None))
-        return StreamingResponse(events(head, pieces, done, include_usage), media_type="text/event-stream",
+        return StreamingResponse(events(head, pieces, done, include_usage, warnings), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    async def events(head: dict, pieces: asyncio.Queue, done: asyncio.Future, include_usage: bool
-                     ) -> AsyncIterator[str]:
+    async def events(head: dict, pieces: asyncio.Queue, done: asyncio.Future, include_usage: bool,
+                     warnings: list[str]) -> AsyncIterator[str]:
         def chunk(delta: dict | None, finish: str | None = None, **extra: Any) -> str:
             choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
             return f"data: {json.dumps({**head, 'object': 'chat.completion.chunk', 'choices': choices, **extra})}\n\n"
@@ -227,7 +261,7 @@ def create_app(batcher: Batcher, settings: ServeSettings) -> Any:
             yield f"data: {json.dumps(error_body('generation failed; see the server log', 'server_error'))}\n\n"
         else:
             completion = done.result()
-            yield chunk({}, completion.finish_reason)
+            yield chunk({}, completion.finish_reason, **({"warnings": warnings} if warnings else {}))
             if include_usage:
                 yield chunk(None, usage=usage(completion))
         yield "data: [DONE]\n\n"

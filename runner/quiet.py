@@ -1,6 +1,6 @@
 """A quiet terminal by default: the dependencies' notices that are not the user's problem are silenced where
 they come from; ``--verbose`` brings the libraries' logs back. Also: the answer stream kept apart from
-everything else, and Ctrl-C as one line.
+everything else, and Ctrl-C and SIGTERM as one line.
 
 Call ``quiet_dependencies`` before zenml, bitsandbytes or transformers are imported: some of them read their
 settings (or log) at import time.
@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 from typing import TextIO
 
 INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped with Ctrl-C
+TERMINATED = 143  # 128 + SIGTERM
 
 # Each entry: the logger a notice comes from, and a piece of its text.
 SILENCED = (
@@ -77,3 +80,22 @@ def split_answer_stream() -> TextIO:
 
 def interrupted_line() -> str:
     return "interrupted (Ctrl-C)"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (Kubernetes, systemd, `kill`), raised where Ctrl-C raises KeyboardInterrupt: the same clean stop
+    (locks released, the run marked as ZenML marks an interrupted one) instead of the default instant death."""
+
+
+def stop_on_sigterm() -> None:
+    """From here on SIGTERM raises Terminated in the main thread. ZenML's step signal handler calls this one
+    after its own, as it calls Python's Ctrl-C handler; uvicorn re-raises the signal once it has shut down.
+    Only the main thread can set a handler: elsewhere (``main`` called from a thread) SIGTERM stays as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handle(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM during the clean-up ends it at once
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handle)

@@ -40,13 +40,23 @@ def _positive(kind: type) -> Any:
     return parse
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 to 65535 (got {text})")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("serve (an OpenAI-compatible API: /v1/chat/completions, /v1/models)")
     group.add_argument("--engine", choices=("transformers", "vllm"), default="transformers",
                        help="transformers (the project's own generation, CPU or GPU; default) or vllm (GPU, vLLM "
                             "installed)")
     group.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    group.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    group.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0 picks a free one)")
     group.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}, else none)")
     group.add_argument("--served-model-name", metavar="NAME",
                        help="the model id clients send (default: registry.model_name, else the config's name)")
@@ -68,14 +78,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """The listening socket, made before the server starts, so a busy port is one clear line."""
+    """The listening socket, made before the model loads, so a busy port is one clear line. It listens at once:
+    with SO_REUSEADDR a second process could bind a port that is bound but not yet listening, and then wait
+    forever. Connections made while the model loads wait in the backlog until the server answers them."""
     from llm_trainer.errors import UserError
 
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)  # uvicorn listens once the model is loaded: until then connections are refused
+        sock.bind(address)
+        sock.listen(2048)
     except OSError as exc:
         raise UserError(f"--host {host} --port {port}: cannot listen there: {exc.strerror or exc}") from None
     return sock
@@ -121,13 +134,13 @@ def serve(cfg: Any, adapter: Any, args: argparse.Namespace) -> int:
         print(f"warning: listening on {args.host} without an API key: anyone who can reach it can use the model "
               f"(set --api-key or ${API_KEY_ENV})", file=sys.stderr, flush=True)
     config = uvicorn.Config(create_app(batcher, settings), log_level="warning", timeout_keep_alive=30,
-                            limit_concurrency=max(64, 4 * args.max_pending))
+                            limit_concurrency=max(64, 4 * args.max_pending), timeout_graceful_shutdown=2)
     try:
         uvicorn.Server(config).run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down cleanly
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C or SIGTERM (runner.quiet.Terminated) once it has shut down
         print("stopped", flush=True)
     finally:
-        batcher.close(timeout=5)
+        batcher.close(timeout=2)  # a generation still running is not waited for: the worker is a daemon thread
         sock.close()
     return 0
 

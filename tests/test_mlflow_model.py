@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from runner.serve import running_server
 
 NAME = "tiny-chat"
@@ -118,17 +119,32 @@ def post(port: int, body: bytes) -> tuple[int, dict]:
         connection.close()
 
 
+def readme_serve_command(name: str, port: int) -> str:
+    """The README's `mlflow models serve` command, as typed, for model ``name`` on ``port``."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("MLFLOW_TRACKING_URI=sqlite:///.llm_trainer/mlflow.db")
+    start = text.rindex("\n", 0, start) + 1
+    command = text[start:text.index("\n", text.index("mlflow models serve", start))]
+    assert "models:/quickstart@production" in command and "--port 5001" in command, command
+    return command.replace("models:/quickstart@", f"models:/{name}@").replace("--port 5001", f"--port {port}")
+
+
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_invocations_on_another_machine(registry, reference, tmp_path):
+    """The README's command in a fresh shell (the environment not activated, no PYTHONPATH), typed from a folder
+    that has the project's environment and MLflow store but not its code: the library travels with the model."""
     uri, _ = registry
-    elsewhere = tmp_path / "elsewhere"  # an empty project home and working folder, the project not on the path
+    elsewhere = tmp_path / "elsewhere"
     (elsewhere / "home").mkdir(parents=True)
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(MLFLOW_TRACKING_URI=uri, LLM_TRAINER_HOME=str(elsewhere / "home"), OMP_WAIT_POLICY="PASSIVE",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")  # its `uvicorn`
+    (elsewhere / ".venv").symlink_to(ROOT / ".venv")
+    (elsewhere / ".llm_trainer").symlink_to(Path(uri.removeprefix("sqlite:///")).parent)
+    venv_bins = {str(Path(sys.executable).parent), str((ROOT / ".venv" / "bin").resolve()), str(ROOT / ".venv/bin")}
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("PYTHONPATH", "VIRTUAL_ENV", "MLFLOW_TRACKING_URI")}
+    env.update(LLM_TRAINER_HOME=str(elsewhere / "home"), OMP_WAIT_POLICY="PASSIVE", PWD=str(elsewhere),
+               PATH=os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p not in venv_bins))
     port = free_port()
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@production",
-               "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+    command = ["bash", "-c", readme_serve_command(NAME, port)]
     with running_server(command, port, tmp_path / "mlflow-serve.log", env, start_timeout=240,
                         cwd=elsewhere) as process:
         status, body = post(port, json.dumps({"dataframe_records": [{"prompt": QUESTION}]}).encode())

@@ -36,15 +36,22 @@ QUESTION = "What is 12 + 30?"
 
 
 class StandIn:
-    """An engine that answers 'echo: <last user message>'; `gate` holds every generation until set."""
+    """An engine that answers 'echo: <last user message>'; `gate` holds every generation until set. Its context
+    window is 64 tokens; a prompt has 4 + one token per word of the last message."""
+
+    window = 64
 
     def __init__(self, gate: threading.Event | None = None):
-        self.gate, self.batches = gate, []
+        self.gate, self.batches, self.samplings = gate, [], []
+
+    def measure(self, conversation):
+        return 4 + len(conversation[-1]["content"].split()), self.window
 
     def generate(self, conversations, sampling):
         if self.gate is not None:
             self.gate.wait(30)
         self.batches.append([c[-1]["content"] for c in conversations])
+        self.samplings.append(sampling)
         if any(c[-1]["content"] == "fail" for c in conversations):
             raise RuntimeError("boom")
         return [Completion(f"echo: {c[-1]['content']}", 5, 2, "stop") for c in conversations]
