@@ -108,8 +108,13 @@ def test_evaluation_loss_never_makes_the_whole_logits_and_equals_the_plain_loss(
     assert head.weight.requires_grad  # a base model as loaded: the evaluation must not build its gradient
     rows: list[int] = []
     handle = head.register_forward_hook(lambda module, args, out: rows.append(out.shape[:-1].numel()))
+    def no_gradient(*args, **kwargs):
+        raise AssertionError("the evaluation loss computed a gradient")
+
     try:
-        chunked = evaluator.loss_metrics(tiny_fp32.model, tiny_fp32.tokenizer, test)
+        with monkeypatch.context() as patch:
+            patch.setattr(torch.autograd, "grad", no_gradient)
+            chunked = evaluator.loss_metrics(tiny_fp32.model, tiny_fp32.tokenizer, test)
         assert 0 < max(rows) <= 256 and head.weight.grad is None
         monkeypatch.setattr(losses, "supports_chunked_loss", lambda config: False)  # transformers' loss
         rows.clear()
