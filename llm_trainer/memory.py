@@ -276,12 +276,14 @@ def readme_tables(cards: list[tuple[str, Any, float]]) -> str:
                  for p, (_, _, gib, _) in zip(steps, jobs)]
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
     base = jobs[0][3]
-    lines += ["", "| card | this trainer | with `offload_activations` | transformers' loss |", "|---|---:|---:|---:|"]
+    lines += ["", "Longest context that trains at batch 1 (tokens, `configs/reasoning.yaml`):", "",
+              "| card | this trainer | with `offload_activations` | transformers' loss |", "|---|---:|---:|---:|"]
     for gib in (12, 16, 24, 40, 80):
         offload = replace(base, offload_activations=True)
         lines.append(f"| {gib} GB | {max_train_tokens(base, gib):,} | {max_train_tokens(offload, gib):,} | "
                      f"{max_train_tokens(base, gib, chunk=None):,} |")
-    lines += ["", "| overlay | reference card | peak TFLOP/s | MFU | GFLOP a token | tokens/s per GPU |",
+    lines += ["", "Training rate per GPU (an estimate: the MFU is assumed):", "",
+              "| overlay | reference card | peak TFLOP/s | MFU | GFLOP a token | tokens/s per GPU |",
               "|---|---|---:|---:|---:|---:|"]
     for name, cfg, _, job in jobs:
         hw, flops = cfg.hardware, train_flops_per_token(job.dims, job.seq_len)
