@@ -172,13 +172,16 @@ def _generation(job: Job, batch: int, prompt: int, new: int) -> float:
             + loss_bytes(job.dims, batch, chunk=None, training=False))
 
 
-def train_peak(job: Job, tokens: int | None = None, chunk: int | None | str = "job") -> float:
+def train_peak(job: Job, tokens: int | None = None, chunk: int | None | str = "job", loss: float | None = None
+               ) -> float:
+    """A training micro-batch of ``tokens``: the loss part as ``loss_bytes`` gives it, unless ``loss`` is given."""
     d, tokens = job.dims, tokens if tokens is not None else job.train_batch * job.seq_len
     chunk = job.chunk if chunk == "job" else chunk
+    loss = loss_bytes(d, tokens, chunk=chunk, training=True) if loss is None else loss
     held = weight_bytes(d, double_quant=job.double_quant) + lora_bytes(d, job.lora_r) + CUDA_OVERHEAD
     checkpoints = 0 if job.offload_activations else tokens * checkpoint_bytes_per_token(d)
     # The loss runs after the last layer, the recomputed layer in backward: not at the same time.
-    transient = max(tokens * layer_work_per_token(d, training=True), loss_bytes(d, tokens, chunk=chunk, training=True))
+    transient = max(tokens * layer_work_per_token(d, training=True), loss)
     return held + checkpoints + tokens * d.hidden * 4 + transient
 
 
@@ -200,9 +203,8 @@ def step_peaks(job: Job) -> dict[str, float]:
         # The judge loads beside the evaluated model (whose transients are gone by then).
         "judge": base + weight_bytes(d, double_quant=job.double_quant, training=False)
                  + _forward(job, job.judge_batch * job.judge_prompt_tokens) + judge_logits,
-        "grpo": max(train_peak(job, grpo_tokens, chunk=None) - loss_bytes(d, grpo_tokens, chunk=None, training=True)
-                    + grpo_logits, base + _generation(job, job.grpo_completions, job.eval_prompt_tokens,
-                                                      job.grpo_completion_tokens)),
+        "grpo": max(train_peak(job, grpo_tokens, loss=grpo_logits),
+                    base + _generation(job, job.grpo_completions, job.eval_prompt_tokens, job.grpo_completion_tokens)),
         "merge": weight_bytes(d, four_bit=False, training=False) + lora_bytes(d, job.lora_r, False) + CUDA_OVERHEAD,
     }
 
