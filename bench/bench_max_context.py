@@ -148,41 +148,19 @@ def _reset_peak_after_loading(trainer) -> None:
 
 # ------------------------------------------------------------------- estimate for configs/reasoning.yaml (GPU)
 
-# Llama 3 8B: 32 layers, hidden 4096, MLP 14336, vocabulary 128,256, 1.05B embedding + output parameters.
-GIB, MIB = 2**30, 2**20
-CARD_FIXED = {  # bytes the card holds whatever the context (an estimate; see README)
-    "4-bit layers (6.98B parameters, NF4 + double quantisation)": 3.6 * GIB,
-    "embeddings and lm_head in fp32 (prepare_model_for_kbit_training)": 1.05e9 * 4,
-    "LoRA r=16 weights, gradients and 8-bit Adam state": 0.5 * GIB,
-    "CUDA context and allocator cache": 1.0 * GIB,
-}
+def estimate_cards(cards_gib: tuple[int, ...] = (12, 16, 24, 40, 80)) -> list[dict]:
+    """Largest batch-1 context of Llama 3 8B QLoRA (configs/reasoning.yaml) per card, from the memory model in
+    llm_trainer/memory.py (the README's table); this benchmark's CPU figures check its loss terms' direction."""
+    import dataclasses
 
+    from llm_trainer import memory
+    from llm_trainer.config import load_config
 
-def estimate_cards(project_mb_per_token: float, baseline_mb_per_token: float,
-                   cards_gib: tuple[int, ...] = (12, 16, 24, 40, 80)) -> list[dict]:
-    """Largest batch-1 context of Llama 3 8B QLoRA per card, from this benchmark's CPU per-token figures.
-
-    The per-token memory of the CPU model splits into what scales with depth and width and what does not:
-    its 2 checkpointed layer inputs plus the embedding output, the final hidden states and their gradient (5 x
-    1024 fp32 values, 20 KiB) and one recomputed layer's working set (the rest of the project's figure). At 8B,
-    32 checkpoints of 4096 bf16 values, the working set 4x wider in bf16 (x 4 / 2), and the hidden states and
-    their gradient in fp32. The logits' share (baseline minus project) depends only on the vocabulary: taken as
-    measured. Fixed memory: CARD_FIXED, plus the chunked loss's three [256, 128256] fp32 tensors."""
-    cpu_rest = 5 * 1024 * 4 / MIB
-    working_set = max(project_mb_per_token - cpu_rest, 0) * 4 / 2
-    checkpoints = 32 * 4096 * 2 / MIB
-    project = checkpoints + working_set + 2 * 4096 * 4 / MIB
-    baseline = project + (baseline_mb_per_token - project_mb_per_token)
-    fixed = sum(CARD_FIXED.values()) / MIB
-    chunk = 3 * 256 * VOCAB * 4 / MIB
-    rows = []
-    for card in cards_gib:
-        free = card * 1024
-        rows.append({"card_gib": card,
-                     "project": max(int((free - fixed - chunk) / project), 0),
-                     "project_offload": max(int((free - fixed - chunk) / (project - checkpoints)), 0),
-                     "baseline": max(int((free - fixed) / baseline), 0)})
-    return rows
+    job = memory.job_for(load_config(ROOT / "configs" / "reasoning.yaml"))
+    offload = dataclasses.replace(job, offload_activations=True)
+    return [{"card_gib": gib, "project": memory.max_train_tokens(job, gib),
+             "project_offload": memory.max_train_tokens(offload, gib),
+             "baseline": memory.max_train_tokens(job, gib, chunk=None)} for gib in cards_gib]
 
 
 # ------------------------------------------------------------------------------------------------ measuring
@@ -278,7 +256,7 @@ def main(cap_gib: float = CAP_GIB, contexts: tuple[int, ...] = (1024, 2048, 4096
             found[path]["checked"] = max([c["context"] for c in tried if not c["oom"]], default=0)
             found[path]["killed_at"] = min([c["context"] for c in tried if c["oom"]], default=None)
     base, proj = found["baseline"], found["project"]
-    for card in estimate_cards(proj["per_token_mb"], base["per_token_mb"]):
+    for card in estimate_cards():
         print(f"estimate, Llama 3 8B QLoRA on {card['card_gib']} GiB: project {card['project']:,} tokens "
               f"({card['project_offload']:,} with offload_activations), baseline {card['baseline']:,}", flush=True)
     verdict = ("; ".join(f"{c['path']} {c['context']}: {'killed' if c['oom'] else 'trained'}" for c in checks)
@@ -305,7 +283,7 @@ def main(cap_gib: float = CAP_GIB, contexts: tuple[int, ...] = (1024, 2048, 4096
                   "peak memory: the worker's VmHWM during the training step (reset after loading the model; "
                   "whole process: Python, libraries, model, one step); the cap must also hold the loading peak"],
         "found": found, "checks": checks,
-        "cards": estimate_cards(proj["per_token_mb"], base["per_token_mb"]),
+        "cards": estimate_cards(),
     })
 
 

@@ -7,19 +7,24 @@ loop and a bare upper bound, on the same card in one process. Table on stderr, o
 Each mode builds the same Llama (decoder linears in 4-bit NF4, double quant; lm_head unquantised), prepared as
 QLoraTrainer does (``prepare_model_for_kbit_training``, non-reentrant checkpointing), LoRA from configs/reasoning.yaml.
 - project: samples packed by ``pack_dataset``, batched by ``collator_for(True, "sdpa", pad)``, trained by the
-  project's ``_TrackingTrainer`` with ``QLoraTrainer._training_arguments`` (configs/reasoning.yaml's training, with
-  batch, lr, optimizer and steps overridden; no evaluation or checkpoints); label tokens are its own count.
-- baseline: a plain loop over the same samples right-padded per batch (PaddedCollator, i.e. ``packing: false``).
+  project's ``_TrackingTrainer`` with ``QLoraTrainer._training_arguments`` and its ``configure_memory`` (the
+  chunked loss as ``training.chunked_loss`` decides: on at Llama 3's vocabulary; ``--chunked-loss`` forces it),
+  configs/reasoning.yaml's training with batch, lr, optimizer and steps overridden; no evaluation or
+  checkpoints; label tokens are its own count.
+- baseline: a plain loop over the same samples right-padded per batch (PaddedCollator, i.e. ``packing: false``),
+  in random order, with as many rows per micro-batch as give the packed side's real tokens per micro-batch
+  (``--baseline-batch-size`` overrides): the ratio measures packing, not micro-batch size.
 - bare: random full-length rows, every token a label: an upper bound.
 Project and baseline each time one pass over the same samples after ``--warmup-steps``: the same label tokens
 (labels != -100) in different numbers of steps; compare ``label_tokens_per_s``. Samples: log-normal lengths (sigma
 0.6, mean 700 x seq_len / 2,048 as natural_reasoning) clipped to [16, seq_len], 10-30% of each a masked prompt.
 
-MFU = FLOPs per token x real (non-padding, prompt included) tokens/s / the measured matmul rate. N = non-embedding
-parameters (lm_head included). A frozen base costs forward 2N + activation gradients 2N = 4N per token (no weight
-gradients; LoRA's are negligible), + 2N for the forward recomputed under gradient checkpointing = 6N. ``mfu``: the
-FLOPs done (6N with checkpointing, 4N without); ``mfu_6n``: the conventional 6N; ``*_with_embeddings``: N with the
-input embedding. Rate: square matmuls in the compute dtype (bf16 GPU, float32 CPU), after a warm-up, median of 3
+MFU = FLOPs per token x real (non-padding, prompt included) tokens/s / a rate: ``mfu_vs_matmul`` against the
+measured matmul rate, ``mfu_vs_peak`` against the card's published dense peak (``--peak-tflops``, or known by the
+device's name; none on a CPU). FLOPs per token: ``llm_trainer.memory.train_flops_per_token`` (the frozen decoder
+linears 2N forward + 2N activation gradients + 2N recomputed under checkpointing; lm_head forward and input
+gradient only, never recomputed; causal attention over ``--seq-len``); ``mfu_6n`` is the conventional 6N
+(N = non-embedding parameters, lm_head included) against the matmul rate, for comparison. Rate: square matmuls in the compute dtype (bf16 GPU, float32 CPU), after a warm-up, median of 3
 timings of >= 10 repeats and >= 1 s (GPU) / 0.3 s (CPU). Peak memory per mode (model included): GPU max reserved +
 the paged optimizer's CUDA managed memory (outside torch's allocator); CPU peak RSS (reset via /proc/self/clear_refs).
 """
@@ -78,6 +83,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="auto: paged_adamw_8bit on a GPU (as configs/reasoning.yaml), torch AdamW on a CPU")
     parser.add_argument("--no-gradient-checkpointing", action="store_true")
     parser.add_argument("--matmul-size", type=int, help="side of the timed square matmul (default 8192 GPU, 1024 CPU)")
+    parser.add_argument("--chunked-loss", choices=["auto", "true", "false"], default="auto",
+                        help="the project mode's training.chunked_loss (auto: on at vocabularies of 32k and more)")
+    parser.add_argument("--baseline-batch-size", type=int, help="baseline rows per micro-batch (default: as many "
+                        "as give the packed side's real tokens per micro-batch)")
+    parser.add_argument("--peak-tflops", type=float, help="the card's dense bf16 peak (default: by device name)")
     args = parser.parse_args(argv)
     if min(args.samples, args.steps, args.batch_size) < 1 or args.seq_len < 16 or args.warmup_steps < 0:
         parser.error("--samples, --steps and --batch-size must be >= 1, --seq-len >= 16, --warmup-steps >= 0")
@@ -204,6 +214,8 @@ def run_project(ctx: SimpleNamespace, samples: list[dict[str, Any]], model: Any)
         **ctx.config["training"], "per_device_train_batch_size": B, "gradient_accumulation_steps": 1,
         "max_steps": args.warmup_steps + steps, "learning_rate": args.lr, "logging_steps": 1, "optim": ctx.optim,
         "gradient_checkpointing": not args.no_gradient_checkpointing, "early_stopping_patience": None}))
+    chunked = {"auto": "auto", "true": True, "false": False}[args.chunked_loss]
+    cfg.training = cfg.training.model_copy(update={"chunked_loss": chunked})
     clock = SimpleNamespace(start=None, end=None, tokens=0)
 
     class Clock(TrainerCallback):  # the timed pass: from the end of the last warm-up step to the last step's end
@@ -228,13 +240,15 @@ def run_project(ctx: SimpleNamespace, samples: list[dict[str, Any]], model: Any)
                                    data_collator=collator_for(True, cfg.model.attn_implementation, ctx.pad_id),
                                    callbacks=[Clock()])
         trainer.remove_callback(PrinterCallback)  # stdout carries the JSON line only
+        trainer.configure_memory(cfg.training, vocab_size=ctx.vocab)  # as QLoraTrainer: the chunked loss
         trainer._last_log = (0, time.time())
         trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     positions = sum(len(b) * max(b) for b in (lengths[i:i + B] for i in range(0, len(lengths), B)))
     result = {"steps": trainer.state.global_step - args.warmup_steps, "blocks": len(blocks), **packing,
               "train_s": clock.end - clock.start, "label_tokens": clock.tokens, "tokens": sum(lengths),
-              "positions": positions, "losses": losses, **optimizer_info(trainer.optimizer)}
+              "positions": positions, "losses": losses, "chunked_loss": int(trainer.chunked_loss),
+              "batch_size": B, **optimizer_info(trainer.optimizer)}
     trainer.accelerator.free_memory()
     return result
 
@@ -242,9 +256,10 @@ def run_project(ctx: SimpleNamespace, samples: list[dict[str, Any]], model: Any)
 def run_baseline(ctx: SimpleNamespace, samples: list[dict[str, Any]], model: Any) -> dict[str, Any]:
     from llm_trainer.data.collate import PaddedCollator  # right-pad to the longest in the batch, attention mask
 
-    B, collate = ctx.args.batch_size, PaddedCollator(ctx.pad_id)
+    B, collate = ctx.baseline_batch, PaddedCollator(ctx.pad_id)
     order = warmup_then_epoch(len(samples), B, ctx.args.warmup_steps, ctx.args.seed)
-    return train_loop(ctx, model, [collate([samples[j] for j in order[i:i + B]]) for i in range(0, len(order), B)])
+    out = train_loop(ctx, model, [collate([samples[j] for j in order[i:i + B]]) for i in range(0, len(order), B)])
+    return {**out, "batch_size": B}
 
 
 def run_bare(ctx: SimpleNamespace, samples: list[dict[str, Any]], model: Any) -> dict[str, Any]:
@@ -254,7 +269,7 @@ def run_bare(ctx: SimpleNamespace, samples: list[dict[str, Any]], model: Any) ->
     for _ in range(args.warmup_steps + args.steps):
         ids = torch.randint(0, ctx.vocab, (args.batch_size, args.seq_len), generator=generator)
         batches.append({"input_ids": ids, "labels": ids})
-    return train_loop(ctx, model, batches)
+    return {**train_loop(ctx, model, batches), "batch_size": args.batch_size}
 
 
 def train_loop(ctx: SimpleNamespace, model: Any, batches: list[dict[str, Any]]) -> dict[str, Any]:
@@ -284,6 +299,36 @@ def train_loop(ctx: SimpleNamespace, model: Any, batches: list[dict[str, Any]]) 
                           for b in timed),
             "positions": sum(b["input_ids"].numel() for b in timed), "losses": losses,
             **optimizer_info(optimizer)}
+
+
+# Published dense bf16 tensor TFLOP/s (no sparsity), matched in the device's name, most specific first.
+SPEC_PEAK_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0), ("L40S", 362.0),
+                    ("L4", 121.0), ("A10G", 70.0), ("A10", 125.0), ("RTX 4090", 165.2), ("RTX 3090", 71.0),
+                    ("A4000", 76.7), ("T4", 65.0))
+
+
+def spec_peak_tflops(device_name: str) -> float | None:
+    return next((peak for key, peak in SPEC_PEAK_TFLOPS if key in device_name), None)
+
+
+def flops_per_token(args: argparse.Namespace) -> float:
+    from transformers import LlamaConfig
+
+    from llm_trainer.memory import ModelDims, train_flops_per_token
+
+    shape = dict(SHAPES[args.shape], **({"num_hidden_layers": args.layers} if args.layers else {}))
+    return train_flops_per_token(ModelDims.from_config(LlamaConfig(**shape)), args.seq_len,
+                                 checkpointing=not args.no_gradient_checkpointing)
+
+
+def packed_tokens_per_block(samples: list[dict[str, Any]], seq_len: int) -> float:
+    import datasets
+
+    from llm_trainer.data.packing import pack_dataset
+    from llm_trainer.data.tokenization import TOKENIZED_FEATURES
+
+    blocks, _ = pack_dataset(datasets.Dataset.from_list(samples, features=TOKENIZED_FEATURES), seq_len)
+    return sum(blocks["length"]) / len(blocks)
 
 
 def matmul_flops_per_s(device: Any, dtype: Any, size: int) -> tuple[float, float, int]:
@@ -363,18 +408,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device, config = torch.device("cuda" if on_gpu else "cpu"), yaml.safe_load(CONFIG.read_text())
     ctx = SimpleNamespace(args=args, device=device, dtype=torch.bfloat16 if on_gpu else torch.float32, config=config,
                           vocab=SHAPES[args.shape]["vocab_size"], pad_id=0,
-                          factor=4 if args.no_gradient_checkpointing else 6,  # FLOPs done per token, in N
                           optim=args.optim if args.optim != "auto" else "paged_adamw_8bit" if on_gpu else "adamw_torch",
                           lora=LoraSettings(**{**config["lora"], "r": args.lora_r, "lora_alpha": args.lora_alpha,
                                                "lora_dropout": args.lora_dropout}))
     ctx.rate, spread, repeats = matmul_flops_per_s(device, ctx.dtype, args.matmul_size or (8192 if on_gpu else 1024))
     samples = make_samples(args.samples, args.seq_len, args.mean_length, ctx.vocab, args.seed)
     lengths = [s["length"] for s in samples]
+    ctx.flops = flops_per_token(args)
+    ctx.peak = (args.peak_tflops or spec_peak_tflops(_device_name(device))) if on_gpu else args.peak_tflops
+    # The baseline's rows per micro-batch: the packed side's real tokens per micro-batch, in unpacked samples.
+    ctx.baseline_batch = args.baseline_batch_size or max(1, round(args.batch_size * packed_tokens_per_block(
+        samples, args.seq_len) / (sum(lengths) / len(lengths))))
     result: dict[str, Any] = {
         "shape": args.shape, "device": str(device), "device_name": _device_name(device),
         "compute_dtype": str(ctx.dtype), "seq_len": args.seq_len, "batch_size": args.batch_size,
         "warmup_steps": args.warmup_steps, "gradient_checkpointing": not args.no_gradient_checkpointing,
-        "flops_per_token": f"{ctx.factor}N", "lora_r": ctx.lora.r, "matmul_tflops": ctx.rate / 1e12,
+        "flops_per_token": ctx.flops, "peak_tflops": ctx.peak, "lora_r": ctx.lora.r, "matmul_tflops": ctx.rate / 1e12,
         "matmul_spread": spread, "matmul_repeats": repeats,
         "memory_kind": "cuda_max_reserved+paged_optimizer" if on_gpu else "process_peak_rss",
         "samples": {"count": len(samples), "seed": args.seed, "mean_length_target": args.mean_length,
@@ -404,14 +453,14 @@ def run_mode(ctx: SimpleNamespace, runner: Any, samples: list[dict[str, Any]], r
         result["memory_kind"] = "process_max_rss"  # the peak since the process started
     out = runner(ctx, samples, model)
     paged = out.pop("paged_mb")  # on a CPU bitsandbytes falls back to plain tensors, already in the RSS
-    losses, seconds, (n, n_all) = out.pop("losses"), out["train_s"], (params - embedding, params)
+    losses, seconds, n = out.pop("losses"), out["train_s"], params - embedding
     tps = out["tokens"] / seconds
     figures = {
         **out, "setup_s": setup_s, "label_tokens_per_s": out["label_tokens"] / seconds, "tokens_per_s": tps,
         "padding_share": 1 - out["tokens"] / out["positions"],
-        "mfu": ctx.factor * n * tps / ctx.rate, "mfu_6n": 6 * n * tps / ctx.rate,
-        "mfu_with_embeddings": ctx.factor * n_all * tps / ctx.rate,
-        "mfu_6n_with_embeddings": 6 * n_all * tps / ctx.rate,
+        "real_tokens_per_micro_batch": out["tokens"] / out["steps"],
+        "mfu_vs_matmul": ctx.flops * tps / ctx.rate, "mfu_vs_peak": ctx.flops * tps / (ctx.peak * 1e12)
+        if ctx.peak else None, "mfu_6n": 6 * n * tps / ctx.rate,
         "peak_memory_mb": _peak_mb(ctx.device) + (paged if ctx.device.type == "cuda" else 0.0),
         "paged_optimizer_mb": paged, "loss_first": losses[0], "loss_last": losses[-1],
         "loss_finite": all(math.isfinite(x) for x in losses), **weight_checks(model, before)}
@@ -423,18 +472,21 @@ def run_mode(ctx: SimpleNamespace, runner: Any, samples: list[dict[str, Any]], r
 
 
 def table(result: dict[str, Any]) -> str:
-    head = ["mode", "steps", "label tok", "label tok/s", "tok/s", "pad %", "train s", "peak MB", "mfu", "mfu_6n",
-            "loss first->last"]
-    rows = [[mode, m["steps"], m["label_tokens"], f"{m['label_tokens_per_s']:,.0f}", f"{m['tokens_per_s']:,.0f}",
-             f"{100 * m['padding_share']:.1f}", f"{m['train_s']:.2f}", f"{m['peak_memory_mb']:,.0f}",
-             f"{m['mfu']:.4f}", f"{m['mfu_6n']:.4f}", f"{m['loss_first']:.3f}->{m['loss_last']:.3f}"]
+    head = ["mode", "batch", "steps", "real tok/micro", "label tok/s", "tok/s", "pad %", "train s", "peak MB",
+            "mfu/matmul", "mfu/peak", "mfu_6n", "loss first->last"]
+    rows = [[mode, m["batch_size"], m["steps"], f"{m['real_tokens_per_micro_batch']:,.0f}",
+             f"{m['label_tokens_per_s']:,.0f}", f"{m['tokens_per_s']:,.0f}", f"{100 * m['padding_share']:.1f}",
+             f"{m['train_s']:.2f}", f"{m['peak_memory_mb']:,.0f}", f"{m['mfu_vs_matmul']:.4f}",
+             "-" if m["mfu_vs_peak"] is None else f"{m['mfu_vs_peak']:.4f}", f"{m['mfu_6n']:.4f}",
+             f"{m['loss_first']:.3f}->{m['loss_last']:.3f}"]
             for mode, m in result["modes"].items()]
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(str(c).rjust(w) for c, w in zip(r, widths)) for r in [head, *rows]]
     return "\n".join([f"{result['device_name']}, {result['compute_dtype']}, {result['shape']} x{result['layers']} "
                       f"layers, {result['samples']['count']} samples, seq {result['seq_len']}, batch "
-                      f"{result['batch_size']}, matmul {result['matmul_tflops']:.3f} TFLOP/s, MFU at "
-                      f"{result['flops_per_token']}", *lines,
+                      f"{result['batch_size']}, matmul {result['matmul_tflops']:.3f} TFLOP/s, peak "
+                      f"{result['peak_tflops'] or '-'} TFLOP/s, {result['flops_per_token'] / 1e9:.3f} GFLOP a token",
+                      *lines,
                       f"project / baseline label tok/s: {result['project_over_baseline']:.2f}x"])
 
 

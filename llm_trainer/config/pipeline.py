@@ -62,6 +62,10 @@ class ZenMLConfig(Section):
 class HardwareEstimate(Section):
     """The card a run is sized for (configs/cards/), for the training-time estimate that ``process`` prints."""
 
-    card: str | None = Field(None, description="e.g. '24 GB'")
-    train_tokens_per_second: float | None = Field(None, gt=0, description="Expected training throughput on this "
-                                                  "card (an estimate until measured).")
+    card: str | None = Field(None, description="e.g. '24 GB (A10G)'")
+    peak_tflops: float | None = Field(None, gt=0, description="The card's published dense bf16/fp16 tensor peak, "
+                                      "TFLOP/s: with ``mfu``, the training rate of a model whose shape is known.")
+    mfu: float = Field(0.25, gt=0, le=1, description="Assumed share of that peak QLoRA training reaches (HF "
+                       "with gradient checkpointing: usually 0.20-0.35).")
+    train_tokens_per_second: float | None = Field(None, gt=0, description="Measured training tokens/s per GPU on "
+                                                  "this card: replaces the estimate from peak_tflops and mfu.")

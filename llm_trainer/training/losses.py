@@ -121,7 +121,11 @@ def chunked_causal_lm_loss(hidden: torch.Tensor, labels: torch.Tensor, head: tor
     tokens, or the sum divided by ``num_items_in_batch`` when given (gradient accumulation)."""
     shifted = F.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:].reshape(-1).to(hidden.device)
     flat = hidden.reshape(-1, hidden.shape[-1])
-    params = [p for p in head.parameters()]
+    # Under no_grad the Function still sees requires_grad parameters (a base model's lm_head) as needing a
+    # gradient, and would build and fill one: evaluation passes none.
+    grad = torch.is_grad_enabled()
+    params = [p for p in head.parameters()] if grad else []
+    flat = flat if grad else flat.detach()
     total = _LinearCrossEntropy.apply(flat, shifted, head, chunk_size, compute_dtype, *params)
     if num_items_in_batch is None:
         return total / (shifted != IGNORE_INDEX).sum()  # 0/0 = nan when nothing is labelled, as the plain loss
