@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--output", metavar="OUT.jsonl", help="where --input answers go")
     mode.add_argument("--merge", metavar="DIR", help="write the base model with the adapter merged (safetensors) "
                       "to DIR, which must be new or empty")
+    mode.add_argument("--merge-weights", choices=("original", "dequantized"), default="original",
+                      help="with --merge: merge into the base model's original 16-bit weights (default), or into "
+                      "the NF4 weights a 4-bit run trained and was evaluated on, dequantized (answers as evaluated)")
     mode.add_argument("--overwrite", action="store_true", help="with --merge: replace DIR if it holds a merged "
                       "model written by an earlier --merge (never any other folder)")
     sampling = use.add_argument_group("decoding (greedy unless --temperature > 0)")
@@ -132,6 +135,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             command.error("--output goes with --input")
         if args.overwrite and not args.merge:
             command.error("--overwrite goes with --merge")
+        if args.merge_weights != "original" and not args.merge:
+            command.error("--merge-weights goes with --merge")
         if args.temperature == 0 and args.top_p != 1.0:
             command.error("--top-p applies when sampling: give --temperature above 0 too")
     return args

@@ -153,23 +153,47 @@ def check_merge_target(path: str | Path, overwrite: bool = False) -> Path:
     return folder
 
 
-def merge_adapter(cfg: ModelConfig, base_model: str, adapter_path: str | Path, output_dir: str | Path,
-                  overwrite: bool = False) -> Path:
-    """Merge the adapter into a full-precision copy of the base and save it in safetensors (vLLM, TGI). An existing
-    ``output_dir`` is replaced only if it is empty, or with ``overwrite`` if it holds an earlier merged model."""
-    from llm_trainer.adapter_folder import check_vocabulary
-    from llm_trainer.modeling import attach_adapter, load_model, load_tokenizer
+MERGE_WEIGHTS = ("original", "dequantized")
 
+
+def merged_from(cfg: ModelConfig, weights: str) -> str:
+    """What ``merge_adapter`` merges into, in words (for the user and the merged folder's marker)."""
+    if weights not in MERGE_WEIGHTS:
+        raise UserError(f"--merge-weights: '{weights}' is none of {', '.join(MERGE_WEIGHTS)}")
+    if weights == "dequantized" and cfg.load_in_4bit:
+        return "the NF4 weights that were evaluated, dequantized"
+    return "the base model's original weights" + (" (not the NF4 weights that were evaluated)"
+                                                  if cfg.load_in_4bit else "")
+
+
+def merge_adapter(cfg: ModelConfig, base_model: str, adapter_path: str | Path, output_dir: str | Path,
+                  overwrite: bool = False, weights: str = "original") -> Path:
+    """Merge the adapter into the base model and save it in safetensors (vLLM, TGI), on the CPU: the 16-bit base
+    (16 GB at 8B) does not fit the cards a 4-bit run trains on. An existing ``output_dir`` is replaced only if
+    it is empty, or with ``overwrite`` if it holds an earlier merged model.
+
+    ``weights``: "original", the base model's own 16-bit weights (the model the adapter's base is published as;
+    with a 4-bit run, the adapter was trained and evaluated against their NF4 rounding, so answers may differ a
+    little from those evaluated), or "dequantized", the NF4 weights training and evaluation used, dequantized to
+    the compute dtype (the merged model answers as the evaluated one did)."""
+    from llm_trainer.adapter_folder import check_vocabulary
+    from llm_trainer.modeling import attach_adapter, compute_dtype, load_model, load_tokenizer, torch_dtype
+
+    made_from = merged_from(cfg, weights)
     output_dir = check_merge_target(output_dir, overwrite)
     tokenizer = load_tokenizer(str(adapter_path), cfg)
     check_vocabulary(base_model, tokenizer, adapter_path)
-    full_precision = cfg.model_copy(update={"load_in_4bit": False})  # dtype "auto": the checkpoint's own
-    merged = attach_adapter(load_model(base_model, full_precision), adapter_path).merge_and_unload()
+    on_cpu = cfg.model_copy(update={"allow_cpu": True})  # merging is a few additions: no GPU needed
+    if weights == "dequantized" and cfg.load_in_4bit:
+        base = load_model(base_model, on_cpu, device_map={"": "cpu"}).dequantize(dtype=torch_dtype(compute_dtype(cfg)))
+    else:
+        base = load_model(base_model, on_cpu.model_copy(update={"load_in_4bit": False}), device_map={"": "cpu"})
+    merged = attach_adapter(base, adapter_path).merge_and_unload()
 
     def save(folder: str) -> None:
         merged.save_pretrained(folder, safe_serialization=True)
         tokenizer.save_pretrained(folder)
-        (Path(folder) / MERGED_MARKER).write_text(json.dumps({"base_model": base_model,
+        (Path(folder) / MERGED_MARKER).write_text(json.dumps({"base_model": base_model, "weights": made_from,
                                                              "adapter": str(Path(adapter_path).resolve())}) + "\n")
 
     check_merge_target(output_dir, overwrite)  # again: something may have appeared while the model loaded

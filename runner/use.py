@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from llm_trainer.chat import answer_file, base_messages, chat_loop, merge_adapter
+from llm_trainer.chat import answer_file, base_messages, chat_loop, merge_adapter, merged_from
 from llm_trainer.config import RunConfig
 from llm_trainer.inference import decoding, generate_batch, load_for_inference
 from llm_trainer.training import LoraAdapter
@@ -20,7 +20,9 @@ def use(cfg: RunConfig, adapter: LoraAdapter, args: argparse.Namespace, label: s
     out = getattr(args, "answer_stream", None) or sys.stdout
     label = label or f"the adapter in {adapter.path}"
     if args.merge:
-        folder = merge_adapter(cfg.model, adapter.base_model, adapter.path, args.merge, args.overwrite)
+        weights = getattr(args, "merge_weights", "original")
+        print(f"merging on the CPU into {merged_from(cfg.model, weights)}", file=sys.stderr, flush=True)
+        folder = merge_adapter(cfg.model, adapter.base_model, adapter.path, args.merge, args.overwrite, weights)
         print(f"merged model written to {folder}", file=sys.stderr)
         if not (args.interactive or args.prompt is not None or args.input):
             return 0

@@ -64,7 +64,8 @@ def test_merge_overwrite_replaces_only_a_merged_model_of_this_project(tmp_path, 
     from llm_trainer.chat import MERGED_MARKER, merge_adapter
     from llm_trainer.errors import UserError
 
-    monkeypatch.setattr(modeling, "load_model", lambda name, cfg: None)
+    devices = []
+    monkeypatch.setattr(modeling, "load_model", lambda name, cfg, device_map=None: devices.append(device_map))
     monkeypatch.setattr(modeling, "attach_adapter", lambda model, path: _Saves("model.safetensors"))
     monkeypatch.setattr(modeling, "load_tokenizer", lambda path, cfg: _Saves("tokenizer.json"))
     cfg = make_config().model
@@ -87,6 +88,7 @@ def test_merge_overwrite_replaces_only_a_merged_model_of_this_project(tmp_path, 
         merge(mine, overwrite=True)
     assert (mine / "config.json").read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged", "mine"]
+    assert devices == [{"": "cpu"}] * 2  # merged on the CPU: a GPU that trained in 4-bit may not hold the 16-bit base
 
 
 # --- use --input F --output F -------------------------------------------------------------------------------------
