@@ -186,12 +186,12 @@ def train_peak(job: Job, tokens: int | None = None, chunk: int | None | str = "j
 
 
 def step_peaks(job: Job) -> dict[str, float]:
-    """Peak bytes of each step of the default job (and of GRPO, the judge and merge, when configured)."""
+    """Peak GPU bytes of each step of the default job (and of GRPO and the judge, when configured)."""
     d, base = job.dims, _inference_base(job)
     eval_tokens = job.eval_batch * job.seq_len
     loss = _forward(job, eval_tokens) + loss_bytes(d, eval_tokens, chunk=EVAL_LOSS_CHUNK_SIZE, training=False)
     generation = _generation(job, job.eval_batch, job.eval_prompt_tokens, job.max_new_tokens)
-    judge_logits = job.judge_batch * job.judge_prompt_tokens * d.vocab * 2  # judge() keeps all positions' logits
+    judge_logits = job.judge_batch * d.vocab * 2  # judge() asks for the last position's logits only
     grpo_tokens = job.grpo_completions * (job.eval_prompt_tokens + job.grpo_completion_tokens)
     grpo_logits = job.grpo_completions * job.grpo_completion_tokens * d.vocab * (2 + 2)  # TRL: logits + gradient
     return {
@@ -205,8 +205,12 @@ def step_peaks(job: Job) -> dict[str, float]:
                  + _forward(job, job.judge_batch * job.judge_prompt_tokens) + judge_logits,
         "grpo": max(train_peak(job, grpo_tokens, loss=grpo_logits),
                     base + _generation(job, job.grpo_completions, job.eval_prompt_tokens, job.grpo_completion_tokens)),
-        "merge": weight_bytes(d, four_bit=False, training=False) + lora_bytes(d, job.lora_r, False) + CUDA_OVERHEAD,
     }
+
+
+def merge_host_bytes(d: ModelDims, lora_r: int) -> float:
+    """``use --merge`` runs on the CPU: host memory for the 16-bit base and the adapter (no GPU memory)."""
+    return weight_bytes(d, four_bit=False, training=False) + lora_bytes(d, lora_r, False)
 
 
 def fits(peak: float, card_gib: float) -> bool:

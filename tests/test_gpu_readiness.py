@@ -94,7 +94,7 @@ def test_evaluation_frees_the_model_it_loaded(tiny_fp32, monkeypatch):
 
     alive = []
 
-    def load(cfg, base_model, adapter_path=None):
+    def load(cfg, base_model, adapter_path=None, tokenizer=None):
         model = load_model(base_model, cfg)
         model.cycle = model  # a reference cycle, as 4-bit layers hold: only a full collection frees it
         alive.append(weakref.ref(model))
