@@ -311,7 +311,7 @@ def shown_figures() -> dict[str, tuple[str, ...]]:
     """Which figures of each step the summary prints (imported when a run has finished: zenml is loaded by then)."""
     from steps import names
 
-    evaluation = ("accuracy", "extraction_failed", "eval_loss", "scored", "no_reference")
+    evaluation = ("accuracy", "extraction_failed", "eval_loss", "scored", "no_reference", "hit_token_cap")
     return {names.LOAD_DATA: ("rows_read",),
             names.PREPROCESS: ("rows_read", "rows_kept", "dropped", "converted", "splits"),
             names.TRAIN: ("eval_loss_before", "eval_loss", "global_step", "train_tokens_per_second", "wall_time_s"),

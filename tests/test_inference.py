@@ -68,3 +68,27 @@ def test_generation_over_the_context_window_keeps_the_prompt_end(model_and_token
     assert tokenizer.decode(expected[: long.new_tokens], skip_special_tokens=True).strip() == long.text
     streamed = "".join(stream_reply(model, tokenizer, long_prompt, max_new_tokens=8)).strip()
     assert streamed == long.text
+
+
+def test_answers_cut_at_the_token_cap_are_counted_and_warned_about(tiny_fp32, scripted_model, caplog):
+    """A model that never ends its answers: every answer hits evaluation.max_new_tokens, the share is reported
+    per model (hit_token_cap), and one warning line says to raise the cap; answers that end in time are not
+    counted."""
+    from llm_trainer.evaluation.base import Answers, BaseEvaluator
+    from llm_trainer.inference import Generation
+
+    class Asker(BaseEvaluator):
+        def evaluate(self, *args):
+            raise NotImplementedError
+
+    cfg = tiny_fp32.cfg.model_copy(update={"evaluation": tiny_fp32.cfg.evaluation.model_copy(
+        update={"max_samples": 3, "max_new_tokens": 6, "batch_size": 2})})
+    with caplog.at_level(logging.WARNING, logger="llm_trainer.evaluation.base"):
+        answers = Asker(cfg).answer_test_questions(scripted_model, tiny_fp32.tokenizer, tiny_fp32.processed["test"])
+    assert answers.speed()["hit_token_cap"] == 1.0 and answers.speed()["generated_tokens"] == 18
+    warnings = [r.getMessage() for r in caplog.records if "max_new_tokens" in r.getMessage()]
+    assert warnings == ["evaluation.max_new_tokens: 3 of 3 answers (100%) stopped at the 6-token cap before the "
+                        "model ended them; one cut before its final answer is scored wrong: raise "
+                        "evaluation.max_new_tokens"]
+    ended = [Generation("4", 2, max_new_tokens=6)] * 19 + [Generation("cut", 6, max_new_tokens=6)]
+    assert Answers(None, [], ended, 1.0).speed()["hit_token_cap"] == 0.05

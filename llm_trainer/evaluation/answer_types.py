@@ -16,10 +16,10 @@ MATH_SPAN = re.compile(r"\$\$.+?\$\$|\\\[.+?\\\]|\\\(.+?\\\)|\$.+?\$", re.DOTALL
 VERIFIABLE_METRICS = ("accuracy", "exact_match", "numeric_match", "math_match", "token_f1")
 LONG_METRICS = ("token_f1_long", "rouge_l_long")
 TABLE_METRICS = ("extraction_failed", "verify_timeout", "examples", "scored", "no_reference",
-                 "generated_tokens", "generation_tokens_per_second")
+                 "generated_tokens", "generation_tokens_per_second", "hit_token_cap")
 LOSS_METRICS = ("eval_loss", "perplexity", "loss_tokens")
 JUDGE_METRICS = ("judge_accuracy_long", "judge_agreement", "judged")
-LOWER_IS_BETTER = frozenset({"eval_loss", "perplexity", "extraction_failed", "verify_timeout"})
+LOWER_IS_BETTER = frozenset({"eval_loss", "perplexity", "extraction_failed", "verify_timeout", "hit_token_cap"})
 
 
 def answer_type(reference: str | None, short_max_words: int = 20) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -10,6 +11,9 @@ from typing import Any
 from llm_trainer.config import EvalSpec, RunConfig
 from llm_trainer.registry import EVALUATORS
 
+logger = logging.getLogger(__name__)
+
+CAPPED_WARNING_SHARE = 0.05  # above this share of answers cut at evaluation.max_new_tokens, evaluation warns
 EVAL_LOSS_CHUNK_SIZE = 256  # labelled tokens per chunk of the evaluation loss (training.loss_chunk_size's default)
 
 
@@ -31,7 +35,12 @@ class Answers:
     def speed(self) -> dict[str, float]:
         generated = sum(g.new_tokens for g in self.generations)
         return {"generated_tokens": generated,
-                "generation_tokens_per_second": round(generated / self.seconds, 1) if self.seconds else 0.0}
+                "generation_tokens_per_second": round(generated / self.seconds, 1) if self.seconds else 0.0,
+                "hit_token_cap": round(self.capped() / len(self.generations), 4) if self.generations else 0.0}
+
+    def capped(self) -> int:
+        """How many answers used their whole token budget: cut off, not ended by the model."""
+        return sum(1 for g in self.generations if g.max_new_tokens and g.new_tokens >= g.max_new_tokens)
 
 
 class BaseEvaluator(ABC):
@@ -58,7 +67,13 @@ class BaseEvaluator(ABC):
         prompts = [messages[:-1] for messages in rows["messages"]]
         generations, seconds = timed_generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size,
                                               progress=True)
-        return Answers(rows, prompts, generations, seconds)
+        answers = Answers(rows, prompts, generations, seconds)
+        if answers.capped() > CAPPED_WARNING_SHARE * len(generations):
+            logger.warning("evaluation.max_new_tokens: %d of %d answers (%.0f%%) stopped at the %d-token cap before "
+                           "the model ended them; one cut before its final answer is scored wrong: raise "
+                           "evaluation.max_new_tokens", answers.capped(), len(generations),
+                           100 * answers.capped() / len(generations), cfg.max_new_tokens)
+        return answers
 
     def loss_metrics(self, model: Any, tokenizer: Any, tokenized_test: Any) -> dict[str, float]:
         """Mean loss per label token over the whole test split, and its perplexity."""

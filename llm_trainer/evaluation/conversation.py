@@ -12,7 +12,7 @@ from llm_trainer.evaluation.text_metrics import normalize_answer, rouge_l, token
 
 class ChatEvaluator(BaseEvaluator):
     metric_names = ("token_f1", "rouge_l", "exact_match", "examples", "turns_in_context", "generated_tokens",
-                    "generation_tokens_per_second", "eval_loss", "perplexity", "loss_tokens")
+                    "generation_tokens_per_second", "hit_token_cap", "eval_loss", "perplexity", "loss_tokens")
 
     def evaluate(self, model: Any, tokenizer: Any, processed_test: Any, tokenized_test: Any) -> EvalResult:
         answers = self.answer_test_questions(model, tokenizer, processed_test)

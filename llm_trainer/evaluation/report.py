@@ -11,7 +11,7 @@ from llm_trainer.evaluation.answer_types import ANSWER_TYPES
 
 HEADLINE = ("accuracy", "exact_match", "numeric_match", "math_match", "token_f1", "extraction_failed",
             "verify_timeout", "eval_loss", "perplexity", "scored", "no_reference", "judge_agreement",
-            "generation_tokens_per_second")
+            "generation_tokens_per_second", "hit_token_cap")
 PER_TYPE = (("accuracy", "accuracy_{}"), ("token F1", "token_f1_{}"), ("ROUGE-L", "rouge_l_{}"))
 STYLE = ("<style>body{font-family:sans-serif;font-size:14px}table{border-collapse:collapse;margin:8px 0}"
          "td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}"

@@ -19,7 +19,7 @@ from llm_trainer.evaluation.sql_sandbox import ERRORS, MAX_QUERY_CHARS, Sandbox
 
 SCORES = ("execution_accuracy", "exact_match", "valid_sql")
 COUNTS = ("examples", "no_sql_found", *(f"error_{reason}" for reason in ERRORS))
-GENERATION = ("generated_tokens", "generation_tokens_per_second")
+GENERATION = ("generated_tokens", "generation_tokens_per_second", "hit_token_cap")
 LOSS = ("eval_loss", "perplexity", "loss_tokens")
 
 _FENCE = re.compile(r"```[ \t]*(?:sql|sqlite)?[ \t]*\n?(.*?)(?:```|$)", re.DOTALL | re.IGNORECASE)
