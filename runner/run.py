@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,23 @@ from steps.names import EVALUATE_BASE, EVALUATE_FINETUNED
 TRACKED = {"train", "evaluate", "full"}
 
 
+def command_for_this_machine(command: str, cfg: RunConfig) -> str:
+    """``full`` on a machine other than 0 of a multi-machine run trains its share only: evaluation and
+    registration run once, on machine 0 (the same command can then run on every node)."""
+    from llm_trainer.training.distributed import machine_rank
+
+    machines, rank = cfg.training.distributed.num_machines, machine_rank(cfg)
+    if command != "full" or machines == 1 or rank == 0:
+        return command
+    print(f"machine {rank} of {machines}: `full` runs as `train` here; machine 0 evaluates and registers, once",
+          file=sys.stderr, flush=True)
+    return "train"
+
+
 def run_pipeline_command(command: str, cfg: RunConfig, adapter_path: str | None = None,
                          no_cache: bool = False, debug: bool = False, schedule: str | None = None
                          ) -> dict[str, Any]:
+    command = command_for_this_machine(command, cfg)
     if not debug:
         # A failing step re-raises its exception (FAIL_FAST); the CLI prints one line for it.
         for name in ("zenml.orchestrators.step_launcher", "zenml.orchestrators.local.local_orchestrator"):

@@ -255,3 +255,17 @@ def test_the_fsdp_prepared_4bit_model_wraps_into_units_of_one_dtype(tiny_fp32):
             assert len({p.requires_grad for p in unit.params}) <= 1
     finally:
         dist.destroy_process_group()
+
+
+def test_full_on_another_machine_than_0_trains_only(make_config, monkeypatch, capsys):
+    """The same `full` command on every node: machine 0 evaluates and registers once, the others train their share."""
+    from runner.run import command_for_this_machine
+
+    monkeypatch.delenv("NODE_RANK", raising=False)
+    two = {"distributed": {"num_machines": 2, "main_process_ip": "10.0.0.1"}}
+    assert command_for_this_machine("full", make_config(training=two)) == "full"  # rank 0 (no NODE_RANK)
+    monkeypatch.setenv("NODE_RANK", "1")
+    assert command_for_this_machine("full", make_config(training=two)) == "train"
+    assert "machine 1 of 2: `full` runs as `train` here" in capsys.readouterr().err
+    assert command_for_this_machine("process", make_config(training=two)) == "process"
+    assert command_for_this_machine("full", make_config()) == "full"  # one machine: NODE_RANK alone changes nothing
