@@ -82,7 +82,10 @@ def test_smoke_runs_the_evaluation_and_generation_parts_on_the_cpu_into_one_json
     for name in ("per_device_eval_batch_size", "evaluation.batch_size"):
         entry = parts["eval_memory"][name]
         assert entry["oom"] is False and entry["loss_tokens"] > 0 and entry["blocks"] == 2 * entry["batch_size"]
-    assert parts["eval_memory"]["evaluation.batch_size"]["batch_size"] == 16  # configs/reasoning.yaml
+    from llm_trainer.config import load_config
+
+    overlay = load_config([ROOT / "configs" / "reasoning.yaml", ROOT / "configs" / "cards" / "24gb.yaml"])
+    assert parts["eval_memory"]["evaluation.batch_size"]["batch_size"] == overlay.evaluation.batch_size == 32
     generation = parts["generation"]
     assert generation["generated_tokens"] == generation["batch_size"] * generation["new_tokens_per_row"]
     assert generation["tokens_per_s"] > 0
