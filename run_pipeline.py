@@ -292,7 +292,7 @@ def with_base_model_here(cfg: Any, adapter: Any, args: argparse.Namespace) -> An
     import dataclasses
     import shlex
 
-    from llm_trainer.adapter_folder import base_model_here
+    from llm_trainer.base_model import base_model_here
 
     rebuild = shlex.join(["python", "run_pipeline.py", "process", *[part for path in args.config
                                                                      for part in ("--config", path)],

@@ -3,23 +3,20 @@
 A folder holds ``adapter_model.safetensors`` (the LoRA weights), ``adapter_config.json`` (peft's settings: rank,
 target modules, base model), the tokenizer and ``llm_trainer_adapter.json`` (the base model this project trained
 it on). An empty or truncated weights file, a config that is not JSON, a rank that does not match the weights, a
-base model folder that is gone or whose vocabulary is smaller than the tokenizer's: each is found here from the
+base model whose vocabulary is smaller than the tokenizer's: each is found here from the
 files' headers, without loading a weight.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import re
 from pathlib import Path
 from typing import Any
 
-from llm_trainer.config import ModelConfig
 from llm_trainer.errors import UserError
 from llm_trainer.fsutil import read_text_file
 
-logger = logging.getLogger(__name__)
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -97,31 +94,3 @@ def check_vocabulary(base_model: str, tokenizer: Any, tokenizer_source: str | Pa
     if isinstance(rows, int) and rows < len(tokenizer):
         raise UserError(f"model.base_model: {config_file} has vocab_size {rows}, fewer than the {len(tokenizer)} "
                         f"tokens of the tokenizer in {tokenizer_source}: the tokenizer is not this base model's")
-
-
-def looks_like_path(name: str) -> bool:
-    """A local path rather than a Hub id ('org/name')."""
-    return Path(name).is_absolute() or name.startswith((".", "~")) or name.count("/") > 1
-
-
-def base_model_here(base_model: str, adapter_folder: Path, model: ModelConfig, seed: int, rebuild: str) -> str:
-    """The adapter's base model as recorded, unless that is a local folder that is gone (after `make clean`, or an
-    adapter trained on another machine). Then, for the tiny model, the same build on this machine (same tokenizer,
-    ``model.tiny`` settings and seed) if there is one; otherwise one line naming the missing folder and the
-    command ``rebuild`` that builds it again."""
-    if not looks_like_path(base_model) or Path(base_model).expanduser().exists():
-        return base_model
-    gone = f"the adapter's base model folder {base_model} is gone"
-    if not model.is_tiny:
-        raise UserError(f"model.base_model: {gone} (deleted or moved, or the adapter was trained on another "
-                        "machine); the adapter needs that model there")
-    from llm_trainer.modeling import load_tokenizer
-    from llm_trainer.tiny_model import tiny_model_folder
-
-    here = tiny_model_folder(load_tokenizer(str(adapter_folder), model), model, seed)
-    if here.is_dir():
-        logger.warning("%s; using the same tiny model built here: %s", gone, here)
-        return str(here)
-    raise UserError(f"model.base_model: {gone} (`make clean`, or another machine); rebuild it from the same data, "
-                    f"seed and model.tiny settings with `{rebuild}`, then run this again")
-

@@ -7,11 +7,16 @@ artifact store), so that train and evaluate steps on another machine load exactl
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from llm_trainer.config import ModelConfig
+from llm_trainer.errors import UserError
 from llm_trainer.modeling import load_tokenizer
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,3 +53,30 @@ def resolve_base_model(cfg: ModelConfig, tokenizer: Any, seed: int, train_split:
 
     rows = conversation_texts(train_split) if train_split is not None else None
     return BaseModelRef(str(build_tiny_model(tokenizer, cfg, seed, rows=rows)), built=True)
+
+
+def looks_like_path(name: str) -> bool:
+    """A local path rather than a Hub id ('org/name')."""
+    return Path(name).is_absolute() or name.startswith((".", "~")) or name.count("/") > 1
+
+
+def base_model_here(base_model: str, adapter_folder: Path, model: ModelConfig, seed: int, rebuild: str) -> str:
+    """The adapter's base model as recorded, unless that is a local folder that is gone (after `make clean`, or an
+    adapter trained on another machine). Then, for the tiny model, the same build on this machine (same tokenizer,
+    ``model.tiny`` settings and seed) if there is one; otherwise one line naming the missing folder and the
+    command ``rebuild`` that builds it again."""
+    if not looks_like_path(base_model) or Path(base_model).expanduser().exists():
+        return base_model
+    gone = f"the adapter's base model folder {base_model} is gone"
+    if not model.is_tiny:
+        raise UserError(f"model.base_model: {gone} (deleted or moved, or the adapter was trained on another "
+                        "machine); the adapter needs that model there")
+    from llm_trainer.tiny_model import tiny_model_folder
+
+    here = tiny_model_folder(load_tokenizer(str(adapter_folder), model), model, seed)
+    if here.is_dir():
+        logger.warning("%s; using the same tiny model built here: %s", gone, here)
+        return str(here)
+    raise UserError(f"model.base_model: {gone} (`make clean`, or another machine); rebuild it from the same data, "
+                    f"seed and model.tiny settings with `{rebuild}`, then run this again")
+
