@@ -8,7 +8,8 @@
 dropped and counted by reason: unknown_role, empty_content, no_assistant_turn, consecutive_user_turns (and
 consecutive_assistant_turns) when ``data.alternating_turns`` (most chat templates forbid them), misplaced_system_turn,
 malformed_conversation, and other_format for a row in another of the three shapes than ``data.format`` (a file that
-mixes shapes: the report warns, naming how many rows each other shape has). Turns after the last assistant turn have no target and are cut.
+mixes shapes: the report warns, naming how many rows each other shape has). Turns after the last assistant turn
+have no target and are cut.
 
 Multi-turn conversations train on every assistant turn: ``tokenize_multiturn_batch`` masks everything else.
 """
