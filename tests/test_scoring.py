@@ -152,9 +152,9 @@ def test_pathological_answers_are_wrong_and_counted_never_a_hang():
         verifier.close()
     assert [r["correct"] for r in rows] == [False] * len(PATHOLOGICAL) + [True]
     statuses = [r["verify_status"] for r in rows[:len(PATHOLOGICAL)]]
-    assert statuses[-1] == "too_long" and set(statuses) <= {"timeout", "too_long", "different"}
-    assert aggregate(rows)["verify_timeout"] == sum(s in ("timeout", "too_long") for s in statuses) >= 3
-    assert verifier.timeouts >= 3
+    # refused before math-verify: a tower of powers, deep nesting; the 100,000-character sum is too long
+    assert statuses == ["too_complex", "too_complex", "too_complex", "too_long"]
+    assert aggregate(rows)["verify_timeout"] == 4 == verifier.timeouts
 
 
 def test_a_worker_stuck_past_its_deadline_is_killed_and_replaced():

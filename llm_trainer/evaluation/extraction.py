@@ -1,7 +1,8 @@
 """Reading the answer out of a model's solution, the way a careful grader reads it.
 
 Where the answer is stated, in order of trust:
-1. an explicit final-answer line ("Final answer: X", "**Final Answer:** X"), the last one;
+1. an explicit final-answer line ("Final answer: X", "**Final Answer:** X"), the last one (lines stating different
+   final answers are a hedge: ``conflicting``, scored wrong);
 2. the last ``\\boxed{...}``;
 3. "the answer is X" / "Answer: X", the last one;
 4. the concluding sentence ("Therefore/So/Thus/Hence ..."): "there are N ...", "... is X", "... = X",
@@ -19,7 +20,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from llm_trainer.evaluation.text_metrics import parse_number
+
 FINAL_LINE = re.compile(r"final\s+answer\s*(?:is|:)?\**\s*:?\**\s*(.+)", re.IGNORECASE)
+STATED_FINAL_LINE = re.compile(r"^\W*final\s+answer\s*(?:is\b|:)", re.IGNORECASE)  # a line that states one
 ANSWER_IS = re.compile(r"(?:\bthe\s+(?:final\s+|correct\s+)?answer\s+is|\banswer\s*:)\**\s*:?\s*(.+)", re.IGNORECASE)
 NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?:\s*/\s*\d+)?", re.IGNORECASE)
 CONCLUSION = re.compile(
@@ -59,6 +63,8 @@ class Extraction:
     method: str  # final_line, boxed, answer_is, conclusion, display_math, last_number, last_line, none
     candidates: list[str] = field(default_factory=list)
     sentence: str = ""  # the sentence the answer came from (for phrase and yes/no matching)
+    conflicting: bool = False  # several final-answer lines state different answers: a hedge, never correct
+    hedged: bool = False  # the final line offers different numbers ("3 or 4"): correct only if the reference does
 
     @property
     def answer(self) -> str:
@@ -192,8 +198,11 @@ def extract(text: str) -> Extraction:
     lines = text.splitlines()
     finals = [m.group(1) for line in lines if (m := FINAL_LINE.search(line))]
     if finals:
-        inner = boxed(finals[-1])
-        return Extraction("final_line", readings(inner if inner is not None else _cut(finals[-1] + " ")), finals[-1])
+        stated = {_final_reading(m.group(1)).casefold().replace(" ", "") for line in lines
+                  if STATED_FINAL_LINE.match(line) and (m := FINAL_LINE.search(line))}
+        last = _final_reading(finals[-1])
+        return Extraction("final_line", readings(last), finals[-1], conflicting=len(stated) > 1,
+                          hedged=states_different_numbers(last))
     inner = boxed(text)
     if inner is not None:
         return Extraction("boxed", readings(inner))
@@ -213,6 +222,18 @@ def extract(text: str) -> Extraction:
         return Extraction("last_number", [numbers[-1].strip()])
     last = next((line.strip() for line in reversed(lines) if line.strip()), "")
     return Extraction("last_line", readings(last), last)
+
+
+def states_different_numbers(answer: str) -> bool:
+    """"3 or 4": "or"-alternatives that are plain numbers of different values state two answers, not one ("504, or
+    equivalently 2*C(10,5)" and "0.5 (or 1/2)" restate one)."""
+    parts = re.split(r",?\s+or\s+(?!equivalently)", answer, flags=re.IGNORECASE)
+    return len({n for n in map(parse_number, parts) if n is not None}) > 1
+
+
+def _final_reading(line: str) -> str:
+    inner = boxed(line)
+    return inner if inner is not None else _cut(line + " ").strip().rstrip(".")
 
 
 def extract_answer(text: str) -> str:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import atexit
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -24,8 +26,39 @@ from typing import Any
 
 from llm_trainer.paths import PROJECT_ROOT
 
-EQUAL, DIFFERENT, UNPARSED, TIMEOUT, TOO_LONG = "equal", "different", "unparsed", "timeout", "too_long"
+EQUAL, DIFFERENT, UNPARSED, TIMEOUT = "equal", "different", "unparsed", "timeout"
+TOO_LONG, TOO_COMPLEX = "too_long", "too_complex"  # refused before math-verify, each counted like a timeout
 MAX_CHARS = 2000  # longer answers are never a closed form worth a sympy call; they count as timeouts
+MAX_NESTING = 12  # brackets inside brackets: a closed form answer needs a few, sympy's parser recurses on each
+MAX_POWERS = 8  # "^" signs in one answer: more is a tower no answer needs, and each level multiplies sympy's work
+MAX_DIGITS = 10_000  # a power of plain numbers with more digits than this (9^{9^9}) is never computed
+POWER_OF_NUMBERS = re.compile(r"\d+(?:\.\d+)?(?:\s*(?:\^|\*\*)\s*\{?\s*\d+(?:\.\d+)?)+")
+
+
+def too_complex(text: str) -> bool:
+    """True for an answer sympy could spend minutes (or all memory) on: deep nesting, many powers, or a power of
+    plain numbers too large to write out. Cheap and bounded: one pass over the text and one regex."""
+    depth = deepest = 0
+    for char in text:
+        if char in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in ")]}":
+            depth = max(0, depth - 1)
+    if deepest > MAX_NESTING or text.count("^") + text.count("**") > MAX_POWERS:
+        return True
+    return any(_digits_of_power(match.group(0)) > MAX_DIGITS for match in POWER_OF_NUMBERS.finditer(text))
+
+
+def _digits_of_power(tower: str) -> float:
+    """log10 of a right-associative power of plain numbers ("10^{10^{10}}"), or inf when even that overflows."""
+    numbers = [float(n) for n in re.findall(r"\d+(?:\.\d+)?", tower)]
+    digits = math.log10(numbers[-1]) if numbers[-1] > 0 else 0.0  # log10 of the exponent so far
+    for base in reversed(numbers[:-1]):
+        if digits > 300:  # the exponent has more than 300 digits: the power is beyond any limit
+            return math.inf if base > 1 else 0.0
+        digits = (10 ** digits) * math.log10(base) if base > 0 else 0.0
+    return digits
 UNICODE_MATH = {"π": "\\pi", "−": "-", "×": "\\times", "·": "\\cdot", "÷": "/", "∞": "\\infty", "√": "\\sqrt",
                 "≤": "\\le", "≥": "\\ge", "≠": "\\ne", "∪": "\\cup", "∩": "\\cap", "°": "^\\circ"}
 
@@ -127,6 +160,8 @@ class MathVerifier:
                 results[index] = self._cache[job]
             elif max(len(text) for text in (*job[0], *job[1], "")) > MAX_CHARS:
                 results[index] = TOO_LONG
+            elif any(map(too_complex, job[1])):  # the model's answer; references are the data's own
+                results[index] = TOO_COMPLEX
             elif not job[0] or not job[1]:
                 results[index] = UNPARSED
             else:
@@ -135,7 +170,7 @@ class MathVerifier:
         for index, job in enumerate(jobs):
             if results[index] in (EQUAL, DIFFERENT, UNPARSED):
                 self._remember(job, results[index])
-        self.timeouts += sum(r in (TIMEOUT, TOO_LONG) for r in results)
+        self.timeouts += sum(r in (TIMEOUT, TOO_LONG, TOO_COMPLEX) for r in results)
         return [r or UNPARSED for r in results]
 
     def _run(self, jobs: list, pending: list[int], results: list[str | None]) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm_trainer.evaluation import answer_types as types
-from llm_trainer.evaluation.extraction import ALTERNATIVES, Extraction, clean, extract, extract_answer, polarity
+from llm_trainer.evaluation.extraction import ALTERNATIVES, NUMBER, Extraction, clean, extract, extract_answer, polarity
 from llm_trainer.evaluation.math_verifier import EQUAL, MathVerifier, shared_verifier
 from llm_trainer.evaluation.text_metrics import (choice_letter, is_math, normalize_answer, numbers_equal,
                                                  parse_number, rouge_l, token_f1, words, yes_no)
@@ -34,6 +34,13 @@ class ScoringSettings:
     numeric_tolerance: float = 0.0  # relative; 0 accepts exact values only (a rounded 0.3333 is not 1/3)
     verify_timeout: int = 3  # seconds per math-verify parse or comparison
     short_max_words: int = 20  # longer references are "long": overlap scores, no verdict
+
+    @classmethod
+    def from_config(cls, section: Any) -> ScoringSettings:
+        """From the evaluation section or a TrainSpec's ``scoring`` (both name the fields alike); defaults for None."""
+        if section is None:
+            return cls()
+        return cls(section.numeric_tolerance, section.verify_timeout_seconds, section.short_answer_max_words)
 
 
 def reference_readings(reference: str) -> list[str]:
@@ -109,6 +116,10 @@ def score_many(predictions: list[str], references: list[str | None], settings: S
             row.update(judge="text_overlap", token_f1=token_f1(stated, reference), rouge_l=rouge_l(stated, reference))
             continue
         row["token_f1"] = token_f1(extraction.answer, reference)
+        # "Final answer: 3 ... Final answer: 4" or "3 or 4" must not win by covering both
+        if extraction.conflicting or (extraction.hedged and len(set(NUMBER.findall(reference))) < 2):
+            row.update(judge="conflicting_answers", correct=False)
+            continue
         references_read = reference_readings(reference)
         verdict, judge, detail = _rules(extraction, references_read, settings.numeric_tolerance)
         row.update(detail, judge=judge, correct=verdict)
@@ -152,6 +163,6 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, float]:
         "rouge_l_long": _mean(by_type[types.LONG], "rouge_l"),
         **{f"count_{kind}": len(by_type[kind]) for kind in types.ANSWER_TYPES},
         "extraction_failed": _mean(scored, "extraction_failed"),
-        "verify_timeout": sum(r["verify_status"] in ("timeout", "too_long") for r in rows),
+        "verify_timeout": sum(r["verify_status"] in ("timeout", "too_long", "too_complex") for r in rows),
     }
     return metrics
