@@ -57,3 +57,44 @@ def test_gate_on_a_per_type_metric_states_each_models_extraction_failures():
 def test_extraction_failures_are_lower_is_better():
     decision = decide_promotion("extraction_failed", 0.0, {"extraction_failed": 0.1}, {"extraction_failed": 0.6}, None)
     assert decision.promote is True and "lower is better" in decision.reason
+
+
+def test_a_guard_keeps_a_format_better_accuracy_worse_version_out_of_production():
+    """The GRPO quickstart promotes on extraction_failed: a version that writes its final line more often but
+    answers worse than production must stay in staging, and the decision must say which guard blocked it."""
+    production = {"extraction_failed": 0.20, "accuracy": 0.32}
+    candidate = {"extraction_failed": 0.02, "accuracy": 0.03}
+    base = {"extraction_failed": 0.90, "accuracy": 0.01}
+    unguarded = decide_promotion("extraction_failed", 0.0, candidate, base, production)
+    assert unguarded.promote is True  # what happened before guards
+    guarded = decide_promotion("extraction_failed", 0.0, candidate, base, production, {"accuracy": 0.02})
+    assert guarded.promote is False and guarded.stage == "staging" and guarded.guards_failed == ["accuracy"]
+    assert "blocked by guard metrics: accuracy 0.03 is more than 0.02 worse than production's 0.32" in guarded.reason
+    assert "worse than the base model" not in guarded.reason  # 0.03 is no regression against the base
+
+
+@pytest.mark.parametrize(("accuracy", "allowance", "promote"), [(0.31, 0.02, True), (0.29, 0.02, False),
+                                                                 (0.32, 0.0, True), (0.3199, 0.0, False)])
+def test_a_guard_allows_exactly_its_allowance(accuracy, allowance, promote):
+    decision = decide_promotion("extraction_failed", 0.0, {"extraction_failed": 0.1, "accuracy": accuracy},
+                                {"extraction_failed": 0.9, "accuracy": 0.0},
+                                {"extraction_failed": 0.2, "accuracy": 0.32}, {"accuracy": allowance})
+    assert decision.promote is promote and decision.guards_failed == ([] if promote else ["accuracy"])
+
+
+def test_lower_is_better_guards_and_unknown_guards():
+    decision = decide_promotion("accuracy", 0.0, {"accuracy": 0.5, "extraction_failed": 0.4},
+                                {"accuracy": 0.1, "extraction_failed": 0.1}, None, {"extraction_failed": 0.1})
+    assert decision.guards_failed == ["extraction_failed"] and "lower is better" in decision.reason
+    with pytest.raises(ConfigError, match="registry.guard_metrics: 'bleu' is not an evaluation metric"):
+        decide_promotion("accuracy", 0.0, {"accuracy": 0.5}, {"accuracy": 0.1}, None, {"bleu": 0.0})
+
+
+def test_guard_metrics_are_checked_with_the_config(make_config):
+    from pydantic import ValidationError
+
+    assert make_config(registry={"guard_metrics": {"accuracy": 0.02, "accuracy_task_arithmetic": 0.0}})
+    with pytest.raises(ValidationError, match="registry.guard_metrics: 'acuracy' is not a metric"):
+        make_config(registry={"guard_metrics": {"acuracy": 0.0}})
+    with pytest.raises(ValidationError, match="allowances must be 0 or more"):
+        make_config(registry={"guard_metrics": {"accuracy": -0.1}})
