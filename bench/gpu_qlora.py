@@ -122,7 +122,7 @@ def build_model(args: argparse.Namespace, device: Any, dtype: Any, lora_settings
     from transformers import AutoModelForCausalLM, LlamaConfig, set_seed
 
     from llm_trainer.modeling import lora_config
-    from llm_trainer.training.qlora import _keep_4bit_encoding_stable
+    from llm_trainer.training.kit import keep_4bit_encoding_stable
 
     set_seed(args.seed)  # the same base and LoRA initialisation in every mode
     shape = dict(SHAPES[args.shape], **({"num_hidden_layers": args.layers} if args.layers else {}))
@@ -134,7 +134,7 @@ def build_model(args: argparse.Namespace, device: Any, dtype: Any, lora_settings
     quantize_decoder_linears(model.model, dtype, device)
     model.is_loaded_in_4bit = True  # what from_pretrained sets; peft then wraps the layers with its 4-bit LoRA
     model.config.use_cache = False
-    _keep_4bit_encoding_stable(model)
+    keep_4bit_encoding_stable(model)
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=not args.no_gradient_checkpointing,
                                             gradient_checkpointing_kwargs={"use_reentrant": False})
     return get_peft_model(model, lora_config(lora_settings)), params, embedding

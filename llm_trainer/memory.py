@@ -153,7 +153,7 @@ class Job:
     benchmark_new_tokens: int = 256  # lm-eval gsm8k's max_gen_toks
     judge_batch: int = 8
     judge_prompt_tokens: int = 1280  # question + reference + a 512-token candidate
-    grpo_completions: int = 8  # training.grpo.per_device_train_batch_size
+    grpo_completions: int = 8  # training.per_device_train_batch_size under trainer grpo
     grpo_completion_tokens: int = 512
 
 
@@ -265,7 +265,8 @@ def job_for(cfg: Any) -> Job | None:
     return Job(dims, cfg.data.max_seq_length, t.per_device_train_batch_size, cfg.evaluation.batch_size, cfg.lora.r,
                t.loss_chunk_size if chunked else None, cfg.evaluation.max_new_tokens,
                double_quant=cfg.model.bnb_4bit_use_double_quant, offload_activations=t.offload_activations,
-               grpo_completions=t.grpo.per_device_train_batch_size,
+               # a GRPO config's micro-batch of completions; for any other config, GRPO at the README's settings
+               **({"grpo_completions": t.per_device_train_batch_size} if t.trainer == "grpo" else {}),
                grpo_completion_tokens=t.grpo.max_completion_length)
 
 

@@ -30,7 +30,7 @@ def register_model(
     model = _model_version(version, version.version_name(source_fingerprint))
     production = _production_metrics(version.name, exclude_id=model.id)
     decision = decide_promotion(registry.promotion_metric, registry.promotion_margin, finetuned_metrics,
-                                base_metrics, production)
+                                base_metrics, production, registry.guard_metrics)
     numbers = {k: v for k, v in finetuned_metrics.items() if isinstance(v, int | float)}
     log_metadata(metadata={"evaluation_metrics": numbers, "base_model_metrics":
                            {k: v for k, v in base_metrics.items() if isinstance(v, int | float)},

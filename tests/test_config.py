@@ -122,7 +122,7 @@ def test_training_and_evaluation_read_only_their_sections(make_config):
     from llm_trainer.training import run_folder
 
     cfg = make_config()
-    assert set(cfg.train_spec().model_dump()) == {"name", "seed", "output_dir", "data", "model", "lora", "training"}
+    assert set(cfg.train_spec().model_dump()) == {"name", "seed", "output_dir", "data", "model", "lora", "training", "scoring"}
     assert set(cfg.eval_spec().model_dump()) == {"name", "seed", "data", "model", "evaluation"}
     folder = run_folder(cfg.train_spec(), "fingerprint")
     other_eval = make_config(evaluation={"max_samples": 3}, registry={"promotion_margin": 0.5},

@@ -234,7 +234,7 @@ def test_the_fsdp_prepared_4bit_model_wraps_into_units_of_one_dtype(tiny_fp32):
 
     from llm_trainer.modeling import load_model
     from llm_trainer.training.distributed import free_port
-    from llm_trainer.training.qlora import attach_lora, prepare_for_training
+    from llm_trainer.training.kit import attach_lora, prepare_for_training
 
     folder = tiny_fp32.model.name_or_path
     cfg = tiny_fp32.cfg.model_copy(update={"model": tiny_fp32.cfg.model.model_copy(update={

@@ -24,8 +24,8 @@ SFT_OVERRIDES = ["data.max_seq_length=256", "training.max_steps=12", "training.l
                  "training.eval_steps=100", "training.save_steps=100"]
 GRPO_STEPS = 20
 GRPO_OVERRIDES = ["data.max_seq_length=256", "training.logging_steps=1", "training.save_steps=5",
-                  f"training.grpo.max_steps={GRPO_STEPS}", "training.grpo.num_generations=4",
-                  "training.grpo.per_device_train_batch_size=8", "training.grpo.max_completion_length=48",
+                  f"training.max_steps={GRPO_STEPS}", "training.grpo.num_generations=4",
+                  "training.per_device_train_batch_size=8", "training.grpo.max_completion_length=48",
                   'training.grpo.rewards={format: 1.0, "test_grpo:FlakyReward": 0.0, "test_grpo:ConstantReward": 0.0}']
 
 
@@ -256,7 +256,7 @@ def test_grpo_settings_are_checked_before_training(tmp_path):
     from llm_trainer.config import load_config
     from llm_trainer.errors import ConfigError, UserError
     from llm_trainer.training.grpo import GrpoTrainer, verifiable_prompts
-    from llm_trainer.training.qlora import attach_lora
+    from llm_trainer.training.kit import attach_lora
 
     with pytest.raises(ConfigError, match="multiple of num_generations"):
         load_config(GRPO_QUICKSTART, ["training.grpo.num_generations=3"])

@@ -97,7 +97,8 @@ def test_a_full_disk_at_checkpoint_or_adapter_save_is_one_line_naming_the_folder
 
     from llm_trainer import fsutil
     from llm_trainer.errors import UserError
-    from llm_trainer.training.qlora import COMPLETE_MARKER, QLoraTrainer
+    from llm_trainer.training.kit import COMPLETE_MARKER, resume_checkpoint
+    from llm_trainer.training.qlora import QLoraTrainer
 
     cfg, tokenized, tokenizer = _prepared(["training.max_steps=4", "training.save_steps=2"])
     checkpoints = tmp_path / "checkpoints"
@@ -129,13 +130,13 @@ def test_a_full_disk_at_checkpoint_or_adapter_save_is_one_line_naming_the_folder
 
     monkeypatch.setattr(torch, "save", torch_save)
     monkeypatch.setattr(fsutil, "free_bytes", lambda path: 0)
-    assert QLoraTrainer(cfg)._resume_checkpoint(checkpoints) == str(checkpoints / "checkpoint-2")
+    assert resume_checkpoint(cfg.training, checkpoints) == str(checkpoints / "checkpoint-2")
     with pytest.raises(UserError, match=r"^cannot save the checkpoint .*checkpoint-4: No space left on device;"):
         QLoraTrainer(cfg).train(tokenized, tokenizer, tmp_path)
     monkeypatch.setattr(torch, "save", real_torch_save)
 
     # Room again: the re-run resumes from checkpoint-2 and saves the adapter, with the umask's modes.
-    assert QLoraTrainer(cfg)._resume_checkpoint(checkpoints) == str(checkpoints / "checkpoint-2")
+    assert resume_checkpoint(cfg.training, checkpoints) == str(checkpoints / "checkpoint-2")
     first = QLoraTrainer(cfg).train(tokenized, tokenizer, tmp_path)
     assert first.metrics["global_step"] == 4 and (checkpoints / "checkpoint-4" / COMPLETE_MARKER).exists()
     weights = first.adapter.path / "adapter_model.safetensors"
@@ -172,19 +173,19 @@ def _prepared(overrides: list[str]):
 
 
 def test_resume_never_reads_a_checkpoint_from_outside_the_run_folder(tmp_path, make_config):
-    from llm_trainer.training.qlora import COMPLETE_MARKER, QLoraTrainer
+    from llm_trainer.training.kit import COMPLETE_MARKER, resume_checkpoint
 
     elsewhere, run_dir = tmp_path / "elsewhere", tmp_path / "run"
     for folder in (elsewhere / "checkpoint-8", run_dir / "checkpoints" / "checkpoint-2"):
         folder.mkdir(parents=True)
         (folder / COMPLETE_MARKER).write_text("done")
     (run_dir / "checkpoints" / "checkpoint-9").symlink_to(elsewhere / "checkpoint-8")
-    trainer = QLoraTrainer(make_config())
-    assert trainer._resume_checkpoint(run_dir / "checkpoints") == str(run_dir / "checkpoints" / "checkpoint-2")
+    training = make_config().training
+    assert resume_checkpoint(training, run_dir / "checkpoints") == str(run_dir / "checkpoints" / "checkpoint-2")
     linked_run = tmp_path / "linked"
     linked_run.mkdir()
     (linked_run / "checkpoints").symlink_to(elsewhere)
-    assert trainer._resume_checkpoint(linked_run / "checkpoints") is None
+    assert resume_checkpoint(training, linked_run / "checkpoints") is None
     assert (elsewhere / "checkpoint-8" / COMPLETE_MARKER).exists()  # and nothing outside was removed
 
 

@@ -182,14 +182,14 @@ def test_yaml_errors_give_file_line_and_column_and_typos_come_first(tmp_path):
 
 
 def test_resume_takes_a_checkpoint_folder(tmp_path, make_config):
-    from llm_trainer.training.qlora import QLoraTrainer
+    from llm_trainer.training.kit import resume_checkpoint
 
     checkpoint = tmp_path / "checkpoint-8"
     checkpoint.mkdir()
     (checkpoint / "trainer_state.json").write_text("{}")
     cfg = make_config(training={"resume": str(checkpoint)})
-    assert QLoraTrainer(cfg)._resume_checkpoint(tmp_path / "elsewhere" / "checkpoints") == str(checkpoint)
-    assert QLoraTrainer(make_config(training={"resume": "never"}))._resume_checkpoint(tmp_path) is None
+    assert resume_checkpoint(cfg.training, tmp_path / "elsewhere" / "checkpoints") == str(checkpoint)
+    assert resume_checkpoint(make_config(training={"resume": "never"}).training, tmp_path) is None
 
 
 # --- use: streams, Ctrl-C, sampling, --input --------------------------------------------------------------------

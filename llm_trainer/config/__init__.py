@@ -22,7 +22,7 @@ from llm_trainer.config.base import TINY_MODEL_NAME, Section  # noqa: F401
 from llm_trainer.config.data import SplitFractions, DataConfig  # noqa: F401
 from llm_trainer.config.model import TinyModelConfig, ModelConfig, LoraSettings  # noqa: F401
 from llm_trainer.config.training import DistributedConfig, GRPO_LOSS_TYPES, GrpoConfig, TrainingConfig  # noqa: F401
-from llm_trainer.config.evaluation import JudgeConfig, EvaluationConfig, RegistryConfig  # noqa: F401
+from llm_trainer.config.evaluation import JudgeConfig, EvaluationConfig, RegistryConfig, ScoringSpec  # noqa: F401
 from llm_trainer.config.pipeline import StepResources, StepResourcesByStep, DockerConfig, ZenMLConfig, HardwareEstimate  # noqa: F401
 
 
@@ -41,18 +41,19 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _promotion_metric_exists(self) -> RunConfig:
-        metric = self.registry.promotion_metric
         known = self.evaluation.metric_names()
-        task = metric.split(".")[1] if metric.startswith("benchmark.") and metric.count(".") >= 2 else None
-        if task is not None:
-            if task not in self.evaluation.benchmarks:
-                raise ValueError(f"registry.promotion_metric: '{metric}' needs '{task}' in evaluation.benchmarks "
-                                 f"(have: {', '.join(self.evaluation.benchmarks) or 'none'})")
-        elif known and metric not in known and not (self.evaluation.evaluator == "reasoning"
-                                                    and re.fullmatch(r"accuracy_task_[a-z0-9_]+", metric)):
-            raise ValueError(f"registry.promotion_metric: '{metric}' is not a metric of the "
-                             f"{self.evaluation.evaluator} evaluator ({', '.join(known)}, "
-                             "accuracy_task_<family> where the data has a task column, or benchmark.<task>.<metric>)")
+        named = [("promotion_metric", self.registry.promotion_metric)]
+        for key, metric in named + [("guard_metrics", guard) for guard in self.registry.guard_metrics]:
+            task = metric.split(".")[1] if metric.startswith("benchmark.") and metric.count(".") >= 2 else None
+            if task is not None:
+                if task not in self.evaluation.benchmarks:
+                    raise ValueError(f"registry.{key}: '{metric}' needs '{task}' in evaluation.benchmarks "
+                                     f"(have: {', '.join(self.evaluation.benchmarks) or 'none'})")
+            elif known and metric not in known and not (self.evaluation.evaluator == "reasoning"
+                                                        and re.fullmatch(r"accuracy_task_[a-z0-9_]+", metric)):
+                raise ValueError(f"registry.{key}: '{metric}' is not a metric of the "
+                                 f"{self.evaluation.evaluator} evaluator ({', '.join(known)}, accuracy_task_<family> "
+                                 "where the data has a task column, or benchmark.<task>.<metric>)")
         return self
 
     @model_validator(mode="after")
@@ -69,7 +70,9 @@ class RunConfig(Section):
         return section_hash(self, *sections)
 
     def train_spec(self) -> TrainSpec:
-        return TrainSpec(**{name: getattr(self, name) for name in TrainSpec.model_fields})
+        sections = {name: getattr(self, name) for name in TrainSpec.model_fields if name != "scoring"}
+        # Only a trainer that judges answers reads them: editing them must not re-train an SFT run.
+        return TrainSpec(**sections, scoring=self.evaluation.scoring() if self.training.trainer == "grpo" else None)
 
     def eval_spec(self) -> EvalSpec:
         return EvalSpec(**{name: getattr(self, name) for name in EvalSpec.model_fields})
@@ -102,6 +105,7 @@ class TrainSpec(Section):
     model: ModelConfig
     lora: LoraSettings
     training: TrainingConfig
+    scoring: ScoringSpec | None = None  # the evaluation's judging settings, for GRPO's rewards
 
     def section_hash(self, *sections: str) -> str:
         return section_hash(self, *sections)

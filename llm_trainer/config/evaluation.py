@@ -44,6 +44,10 @@ class EvaluationConfig(Section):
     def _known_evaluator(cls, value: str) -> str:
         return EVALUATORS.check(value)
 
+    def scoring(self) -> ScoringSpec:
+        """The settings that decide whether one answer is correct (evaluation and GRPO's reward judge alike)."""
+        return ScoringSpec(**{name: getattr(self, name) for name in ScoringSpec.model_fields})
+
     def metric_names(self) -> tuple[str, ...]:
         """Every metric name the evaluation produces (benchmark metrics as ``benchmark.<task>.*``)."""
         if self.evaluator == "reasoning":
@@ -54,7 +58,28 @@ class EvaluationConfig(Section):
             return ()
 
 
+class ScoringSpec(Section):
+    """How an answer is judged correct: the evaluation's ``numeric_tolerance``, ``verify_timeout_seconds`` and
+    ``short_answer_max_words``, carried to trainers that score answers (GRPO's rewards), so that the reward and the
+    evaluation judge one answer alike and a change re-trains."""
+
+    numeric_tolerance: float = 0.0
+    verify_timeout_seconds: int = 3
+    short_answer_max_words: int = 20
+
+
 class RegistryConfig(Section):
     model_name: str | None = Field(None, description="ZenML/MLflow model name; default: the run name.")
     promotion_metric: str = "accuracy"
     promotion_margin: float = Field(0.0, ge=0)
+    guard_metrics: dict[str, float] = Field({}, description="Metric -> the most it may worsen (in its own units: "
+                                            "0.02 on accuracy is 2 points) against the base model and production; "
+                                            "a guard beyond that blocks promotion, e.g. {accuracy: 0.0}.")
+
+    @field_validator("guard_metrics")
+    @classmethod
+    def _allowances_not_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        negative = [name for name, allowance in value.items() if not allowance >= 0]
+        if negative:
+            raise ValueError(f"allowances must be 0 or more (how much worse a metric may get): {', '.join(negative)}")
+        return value

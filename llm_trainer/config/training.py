@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -35,26 +35,28 @@ class DistributedConfig(Section):
         return self
 
 
+# training.* keys GRPO reads as SFT does (training.grpo had its own copies once: refused there with a pointer)
+SHARED_WITH_SFT = ("learning_rate", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps")
+# training.* keys only SFT reads: set under trainer grpo, they are refused rather than silently ignored
+SFT_ONLY = ("per_device_eval_batch_size", "eval_steps", "early_stopping_patience", "early_stopping_threshold",
+            "max_eval_blocks", "chunked_loss", "loss_chunk_size", "use_liger_kernel", "offload_activations")
+
 GRPO_LOSS_TYPES = Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"]
 
 
 class GrpoConfig(Section):
-    """TRL GRPOConfig fields for ``training.trainer: grpo`` (``training.grpo``). Schedule, optimizer, logging and
-    checkpointing (lr_scheduler_type, warmup_steps, optim, logging_steps, save_steps, ...) come from ``training``."""
+    """TRL GRPOConfig fields for ``training.trainer: grpo`` (``training.grpo``). Learning rate, steps, batch sizes
+    (in completions), schedule, optimizer, logging and checkpointing come from ``training`` as for SFT."""
 
     rewards: dict[str, float] = Field({"answer_correct": 1.0, "format": 0.2}, description="Reward name "
                                       "(answer_correct, format, length, or 'module:Class') -> weight.")
-    num_generations: int = Field(8, ge=2, description="Completions sampled per prompt: one group.")
-    per_device_train_batch_size: int = Field(8, gt=0, description="Completions per micro-batch; times "
-                                             "gradient_accumulation_steps (and processes): whole groups.")
-    gradient_accumulation_steps: int = Field(4, gt=0)
+    num_generations: int = Field(8, ge=2, description="Completions sampled per prompt: one group. "
+                                 "training.per_device_train_batch_size counts completions.")
     max_completion_length: int = Field(512, gt=0, description="Tokens sampled per completion, at most.")
     temperature: float = Field(1.0, gt=0)
     beta: float = Field(0.04, ge=0, description="KL penalty against the starting adapter; 0 loads no reference "
                         "and logs no KL.")
     loss_type: GRPO_LOSS_TYPES = "dapo"
-    learning_rate: float = Field(1e-5, gt=0)
-    max_steps: int = Field(200, gt=0)
     length_budget: int | None = Field(None, gt=0, description="length reward: 0 up to this many completion "
                                       "tokens, falling linearly to -1 at max_completion_length; default: 3/4 of it.")
     use_vllm: bool = Field(False, description="Generate with TRL's vLLM integration (a GPU with vllm installed).")
@@ -74,12 +76,17 @@ class GrpoConfig(Section):
                              "least one reward a non-zero weight, e.g. {answer_correct: 1.0, format: 0.2}")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_key_for_one_meaning(cls, value: Any) -> Any:
+        moved = [key for key in SHARED_WITH_SFT if isinstance(value, dict) and key in value]
+        if moved:
+            raise ValueError(f"{', '.join(moved)}: set {' and '.join('training.' + k for k in moved)} instead (one key "
+                             "for SFT and GRPO; under GRPO the batch sizes count completions)")
+        return value
+
     @model_validator(mode="after")
-    def _whole_groups(self) -> GrpoConfig:
-        batch = self.per_device_train_batch_size * self.gradient_accumulation_steps
-        if batch % self.num_generations:
-            raise ValueError(f"per_device_train_batch_size x gradient_accumulation_steps ({batch}) must be a "
-                             f"multiple of num_generations ({self.num_generations})")
+    def _length_budget_fits(self) -> GrpoConfig:
         if self.length_budget is not None and self.length_budget > self.max_completion_length:
             raise ValueError(f"length_budget ({self.length_budget}) must not exceed max_completion_length "
                              f"({self.max_completion_length})")
@@ -149,3 +156,24 @@ class TrainingConfig(Section):
     @classmethod
     def _known_trainer(cls, value: str) -> str:
         return TRAINERS.check(value)
+
+    @model_validator(mode="after")
+    def _settings_the_trainer_reads(self) -> TrainingConfig:
+        """Every key set must reach the trainer: a key the chosen trainer would ignore is refused in one line. "Set"
+        is "not its default", which survives a round trip through a dict (ZenML re-validates the step's spec)."""
+        if self.trainer == "qlora" and self.grpo != GrpoConfig():
+            raise ValueError("training.grpo is read by trainer grpo only; remove it or set training.trainer: grpo")
+        if self.trainer != "grpo":
+            return self
+        fields = type(self).model_fields
+        ignored = [f"training.{key}" for key in SFT_ONLY if getattr(self, key) != fields[key].default]
+        if self.distributed.fsdp:
+            ignored.append("training.distributed.fsdp")
+        if ignored:
+            raise ValueError(f"{', '.join(ignored)}: not read by trainer grpo (supervised fine-tuning only); "
+                             "remove them from the GRPO config")
+        batch = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if batch % self.grpo.num_generations:
+            raise ValueError(f"per_device_train_batch_size x gradient_accumulation_steps ({batch} completions) must "
+                             f"be a multiple of grpo.num_generations ({self.grpo.num_generations}): whole groups")
+        return self

@@ -16,7 +16,7 @@ class ReasoningEvaluator(BaseEvaluator):
         cfg = self.cfg.evaluation
         answers = self.answer_test_questions(model, tokenizer, processed_test)
         rows, prompts, generations = answers.rows, answers.prompts, answers.generations
-        settings = ScoringSettings(cfg.numeric_tolerance, cfg.verify_timeout_seconds, cfg.short_answer_max_words)
+        settings = ScoringSettings.from_config(cfg)
         scores = score_many([g.text for g in generations], list(rows["reference_answer"]), settings)
         examples = [{"row_id": row_id, "system_prompt": _system(prompt), "question": question, "reference": reference,
                      "generation": generation.text, **result}

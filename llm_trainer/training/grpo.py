@@ -13,9 +13,7 @@ the same end-of-turn tokens.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -26,20 +24,18 @@ from trl import GRPOConfig, GRPOTrainer
 
 from llm_trainer.errors import ConfigError, DataError, UserError
 from llm_trainer.evaluation.answer_types import VERIFIABLE, answer_type
-from llm_trainer.fsutil import storage_failure, write_dir_atomically
 from llm_trainer.inference import _stop_token_ids, encode_prompts
-from llm_trainer.modeling import compute_dtype, load_model
 from llm_trainer.progress import TrainingProgress
-from llm_trainer.training.base import ADAPTER_INFO_FILE, LoraAdapter, MetricsHook, TrainResult
-from llm_trainer.training.qlora import (QLoraTrainer, RunFolderTrainerMixin, prepare_for_training,
-                                        _MarkCompleteCheckpoints, _peak_memory_mb, attach_lora)
-from llm_trainer.training.rewards import RewardFunction, build_rewards, report_constant_rewards
+from llm_trainer.training.base import BaseTrainer, LoraAdapter, MetricsHook, TrainResult
+from llm_trainer.training.kit import (MarkCompleteCheckpoints, RunFolderTrainerMixin, load_policy, one_gpu_per_process,
+                                      peak_memory_mb, resume_checkpoint, save_adapter, shared_arguments)
+from llm_trainer.training.rewards import RewardFunction, build_rewards, report_constant_rewards, scoring_settings
 
 logger = logging.getLogger(__name__)
 PROMPT_COLUMNS = ("messages", "reference_answer")
 
 
-class GrpoTrainer(QLoraTrainer):
+class GrpoTrainer(BaseTrainer):
     """``training.trainer: grpo``. Trains on processed rows (chat ``messages`` and ``reference_answer``), not
     on tokenized blocks: the caller passes the processed splits."""
 
@@ -55,12 +51,13 @@ class GrpoTrainer(QLoraTrainer):
         run_dir = Path(run_dir)
         prompts, counts = verifiable_prompts(processed, cfg)
         base_model = self.base_model_for(tokenizer)
-        model = self._policy(base_model)
+        model = load_policy(cfg, base_model)
         model.generation_config.eos_token_id = _stop_token_ids(tokenizer)  # ends a turn as at inference
         rewards, weights = build_rewards(cfg)
         trainer = _TrackingGrpoTrainer(
             model=model, reward_funcs=rewards, args=self._grpo_arguments(run_dir / "checkpoints", weights),
-            train_dataset=prompts, processing_class=tokenizer, callbacks=self._grpo_callbacks())
+            train_dataset=prompts, processing_class=tokenizer,
+            callbacks=[MarkCompleteCheckpoints(), _GrpoProgress()])
         trainer.on_metrics, trainer.reward_functions = on_metrics, rewards
         trainer.remove_callback(PrinterCallback)  # dicts of quoted numbers; _GrpoProgress shows the run
         _lora_weights_in_float32(model)
@@ -68,56 +65,41 @@ class GrpoTrainer(QLoraTrainer):
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         started = time.time()
-        trainer.train(resume_from_checkpoint=self._resume_checkpoint(run_dir / "checkpoints"))
+        trainer.train(resume_from_checkpoint=resume_checkpoint(cfg.training, run_dir / "checkpoints"))
         wall_time = time.time() - started
         constant = report_constant_rewards(rewards)
-        adapter_dir = self._save_adapter(trainer, model, tokenizer, base_model, run_dir)
+        # not TRL's frozen "ref" copy of the adapter
+        adapter_dir = save_adapter(trainer, model, tokenizer, cfg, base_model, run_dir, selected_adapters=["default"])
         history = list(trainer.state.log_history)
         metrics = {
             **counts,
             "global_step": trainer.state.global_step,
             "wall_time_s": round(wall_time, 2),
-            "peak_memory_mb": _peak_memory_mb(),
+            "peak_memory_mb": peak_memory_mb(),
             "trainable_params": int(trainable),
             "total_params": int(total),
             "constant_rewards": len(constant),
-            **{f"rewards/{f.__name__}/errors": f.errors for f in rewards},
+            **_reward_counts(rewards),
             **{f"first_{key}": value for key, value in _first_logged(history).items()},
             **{f"last_{key}": value for key, value in _last_logged(history).items()},
         }
         return TrainResult(adapter=LoraAdapter(path=adapter_dir, base_model=base_model), metrics=metrics,
                            history=history, model=model)
 
-    def _policy(self, base_model: str) -> Any:
-        """The 4-bit (or full-precision) base, prepared for training, with the LoRA adapter to train."""
-        import torch
-
-        cfg = self.cfg
-        local_rank = int(os.environ.get("LOCAL_RANK", "-1"))
-        device_map = {"": local_rank} if local_rank >= 0 and torch.cuda.is_available() else None
-        model = load_model(base_model, cfg.model, device_map=device_map)
-        return attach_lora(prepare_for_training(model, cfg), cfg, base_model)
-
-    def _grpo_callbacks(self) -> list[Any]:
-        return [_MarkCompleteCheckpoints(), _GrpoProgress()]
-
     def _grpo_arguments(self, output_dir: Path, reward_weights: list[float]) -> GRPOConfig:
+        """The kit's shared arguments (learning rate, steps and batch sizes in completions from ``training``), plus
+        GRPO's own (``training.grpo``)."""
         import torch
 
-        t, g, on_gpu = self.cfg.training, self.cfg.training.grpo, torch.cuda.is_available()
+        g = self.cfg.training.grpo
         if g.use_vllm:
             import importlib.util
 
-            if not (on_gpu and importlib.util.find_spec("vllm")):
+            if not (torch.cuda.is_available() and importlib.util.find_spec("vllm")):
                 raise ConfigError("training.grpo.use_vllm: TRL's vLLM generation needs a CUDA GPU and the vllm "
                                   "package here; set it to false to generate with transformers")
-        compute = compute_dtype(self.cfg.model)
-        arguments = GRPOConfig(
-            output_dir=str(output_dir),
-            learning_rate=g.learning_rate,
-            max_steps=g.max_steps,
-            per_device_train_batch_size=g.per_device_train_batch_size,
-            gradient_accumulation_steps=g.gradient_accumulation_steps,
+        return one_gpu_per_process(GRPOConfig(
+            **shared_arguments(self.cfg, output_dir),
             num_generations=g.num_generations,
             max_completion_length=g.max_completion_length,
             temperature=g.temperature,
@@ -126,49 +108,10 @@ class GrpoTrainer(QLoraTrainer):
             reward_weights=reward_weights,
             use_vllm=g.use_vllm,
             vllm_mode=g.vllm_mode,
-            lr_scheduler_type=t.lr_scheduler_type,
-            warmup_steps=t.warmup_steps,
-            weight_decay=t.weight_decay,
-            max_grad_norm=t.max_grad_norm,
-            optim=t.optim,
-            logging_steps=t.logging_steps,
-            logging_first_step=True,
-            save_strategy="steps",
-            save_steps=t.save_steps,
-            save_total_limit=t.save_total_limit,
             eval_strategy="no",
-            gradient_checkpointing=t.gradient_checkpointing,
+            gradient_checkpointing=self.cfg.training.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
-            seed=self.cfg.seed,
-            data_seed=self.cfg.seed,
-            bf16=on_gpu and compute == "bfloat16",
-            fp16=on_gpu and compute == "float16",
-            use_cpu=not on_gpu,
-            report_to="none",
-            dataloader_num_workers=0,
-            ddp_find_unused_parameters=False,
-            disable_tqdm=True,
-        )
-        if on_gpu and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-            arguments._n_gpu = 1  # one process uses one GPU, as in QLoraTrainer
-        return arguments
-
-    def _save_adapter(self, trainer: Any, model: Any, tokenizer: Any, base_model: str, run_dir: Path) -> Path:
-        def save(folder: str) -> None:
-            model.save_pretrained(folder, selected_adapters=["default"])  # not TRL's frozen "ref" copy
-            tokenizer.save_pretrained(folder)
-            (Path(folder) / ADAPTER_INFO_FILE).write_text(json.dumps({"base_model": base_model}))
-
-        adapter_dir = run_dir / "adapter"
-        try:
-            if trainer.is_world_process_zero():
-                adapter_dir = write_dir_atomically(adapter_dir, save, replace=True)
-        except Exception as exc:  # safetensors' SafetensorError is no OSError
-            if (cause := storage_failure(exc, run_dir)) is None:
-                raise
-            raise UserError(f"cannot save the adapter to {run_dir / 'adapter'}: {cause}; "
-                            "the previous adapter there (if any) is untouched") from exc
-        return adapter_dir
+        ))
 
 
 def verifiable_prompts(processed: Any, cfg: Any) -> tuple[Any, dict[str, int]]:
@@ -180,8 +123,7 @@ def verifiable_prompts(processed: Any, cfg: Any) -> tuple[Any, dict[str, int]]:
         raise UserError(f"training.trainer grpo: trains on processed rows ({', '.join(PROMPT_COLUMNS)}), but the "
                         f"train split has no {', '.join(missing)} (columns: {', '.join(split.column_names)}); "
                         "pass the processed splits, not the tokenized ones")
-    evaluation = getattr(cfg, "evaluation", None)
-    short_max = evaluation.short_answer_max_words if evaluation else 20
+    short_max = scoring_settings(cfg).short_max_words  # the reward's (and the evaluation's) line for "long"
     references = list(split["reference_answer"])  # through the indices mapping of a selected split
     keep = np.flatnonzero(np.isin([answer_type(r, short_max) for r in references], VERIFIABLE))
     counts = {"grpo_rows": len(keep), "grpo_rows_without_verifiable_reference": len(references) - len(keep)}
@@ -211,7 +153,7 @@ class _TrackingGrpoTrainer(RunFolderTrainerMixin, GRPOTrainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
-            logs.update({f"rewards/{f.__name__}/errors": f.errors for f in self.reward_functions})
+            logs.update(_reward_counts(self.reward_functions))
         super().log(logs, start_time)  # adds TRL's means since the last log to ``logs``
         self.report_metrics(logs)
 
@@ -243,6 +185,14 @@ def _lora_weights_in_float32(model: Any) -> None:
     for parameter in model.parameters():
         if parameter.requires_grad and parameter.dtype != torch.float32:
             parameter.data = parameter.data.float()
+
+
+def _reward_counts(rewards: list[RewardFunction]) -> dict[str, int]:
+    """Completions each reward failed on (scored 0), and those too large or deep for the symbolic check."""
+    counts = {f"rewards/{f.__name__}/errors": f.errors for f in rewards}
+    counts.update({f"rewards/{f.__name__}/unverifiable": f.reward.unverifiable for f in rewards
+                   if hasattr(f.reward, "unverifiable")})
+    return counts
 
 
 TRACKED = ("reward", "reward_std", "frac_reward_zero_std", "kl", "completions/mean_length")

@@ -4,7 +4,8 @@ A reward scores a batch of completions against their reference answers; ``Reward
 a reward that raises on a completion scores that completion 0 (and counts it) instead of ending the run, and
 it remembers the range of its values so that a reward constant over a whole run is reported.
 
-    answer_correct  1 when the evaluation's judge (``score_many``: rules, then math-verify) finds it correct
+    answer_correct  1 when the evaluation's judge (``score_many``: rules, then math-verify) finds it correct; only the
+                    last final-answer line counts, and lines (or "or"-numbers) stating different answers score 0
     format          1 when a final-answer line is present and states an answer ("Final answer: 8")
     length          0 up to ``length_budget`` completion tokens, then falling linearly to -1 at the limit
 """
@@ -17,10 +18,12 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from llm_trainer.evaluation.extraction import extract
+from llm_trainer.evaluation.math_verifier import TIMEOUT, TOO_COMPLEX, TOO_LONG
 from llm_trainer.evaluation.scoring import ScoringSettings, score_many
 from llm_trainer.registry import REWARDS
 
 logger = logging.getLogger(__name__)
+UNVERIFIABLE = (TIMEOUT, TOO_LONG, TOO_COMPLEX)
 
 
 class BaseReward(ABC):
@@ -33,14 +36,24 @@ class BaseReward(ABC):
 
 
 class AnswerCorrectReward(BaseReward):
+    """The evaluation's own judge, with the run's scoring settings (TrainSpec.scoring). Answers too large or too
+    deeply nested for the symbolic check score 0 at once, counted in ``unverifiable``, never stalling a step."""
+
     def __init__(self, cfg: Any):
         super().__init__(cfg)
-        evaluation = getattr(cfg, "evaluation", None)  # the trainer's spec may carry only the training sections
-        self.settings = (ScoringSettings(evaluation.numeric_tolerance, evaluation.verify_timeout_seconds,
-                                         evaluation.short_answer_max_words) if evaluation else ScoringSettings())
+        self.settings = scoring_settings(cfg)
+        self.unverifiable = 0
 
     def score(self, completions: list[str], references: list[str], lengths: list[int]) -> list[float]:
-        return [1.0 if row["correct"] else 0.0 for row in score_many(completions, references, self.settings)]
+        rows = score_many(completions, references, self.settings)
+        self.unverifiable += sum(row["verify_status"] in UNVERIFIABLE for row in rows)
+        return [1.0 if row["correct"] else 0.0 for row in rows]
+
+
+def scoring_settings(cfg: Any) -> ScoringSettings:
+    """How answers are judged: a TrainSpec's ``scoring`` (the evaluation's settings, carried for GRPO), a whole
+    RunConfig's ``evaluation``, else the defaults."""
+    return ScoringSettings.from_config(getattr(cfg, "scoring", None) or getattr(cfg, "evaluation", None))
 
 
 class FormatReward(BaseReward):

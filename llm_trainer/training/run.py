@@ -16,8 +16,8 @@ from llm_trainer.training.distributed import machine_rank, process_count, train_
 def run_folder(spec: TrainSpec, data_fingerprint: str) -> Path:
     """``output_dir/name/<key>``: the key changes with the training sections, the data and the seed, so a re-run
     of the same things finds its checkpoints (and resumes) and anything else starts afresh."""
-    key = hashlib.sha256(f"{spec.section_hash('data', 'model', 'lora', 'training')}|{data_fingerprint}|{spec.seed}"
-                         .encode()).hexdigest()[:12]
+    sections = ("data", "model", "lora", "training") + (("scoring",) if spec.scoring is not None else ())
+    key = hashlib.sha256(f"{spec.section_hash(*sections)}|{data_fingerprint}|{spec.seed}".encode()).hexdigest()[:12]
     return Path(spec.output_dir) / spec.name / key
 
 
