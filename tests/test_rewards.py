@@ -137,3 +137,54 @@ def test_a_grpo_section_under_the_sft_trainer_is_refused(make_config):
 
     with pytest.raises(ValidationError, match="training.grpo is read by trainer grpo only"):
         make_config(training={"grpo": {"beta": 0.1}})
+
+
+def test_the_variance_filter_keeps_only_prompts_whose_answers_score_differently(monkeypatch):
+    import datasets
+
+    from llm_trainer.errors import DataError
+    from llm_trainer.inference import Generation
+    from llm_trainer.training import reward_variance
+
+    prompts = datasets.Dataset.from_dict({
+        "prompt": [[{"role": "user", "content": q}] for q in ("always right", "sometimes", "never", "format only")],
+        "reference_answer": ["4", "7", "9", "5"]})
+    answers = {"always right": ["Final answer: 4"] * 3, "sometimes": ["Final answer: 7", "Final answer: 1", "x"],
+               "never": ["Final answer: 1"] * 3, "format only": ["Final answer: 6", "Final answer: 8", "Final answer: 2"]}
+    seen = {}
+
+    def fake_generate(model, tokenizer, conversations, max_new_tokens, batch_size, sampling=None):
+        seen.update(sampling=sampling, asked=len(conversations), budget=max_new_tokens)
+        counter: dict[str, int] = {}
+        out = []
+        for conversation in conversations:
+            question = conversation[-1]["content"]
+            index = counter[question] = counter.get(question, -1) + 1
+            out.append(Generation(answers[question][index], 5))
+        return out
+
+    class Model:
+        training = True
+
+        def eval(self):
+            self.training = False
+
+        def train(self, mode=True):
+            self.training = mode
+
+    monkeypatch.setattr(reward_variance, "generate_batch", fake_generate)
+    cfg = grpo_config("training.grpo.variance_filter_samples=3").train_spec()
+    model = Model()
+    kept, counts = reward_variance.prompts_with_reward_variance(model, None, prompts, cfg)
+    # answer_correct 1.0 + format 0.2: "sometimes" varies in both; "format only" is always formatted and wrong
+    assert [p[0]["content"] for p in kept["prompt"]] == ["sometimes"]
+    assert (counts["grpo_variance_filter_examined"], counts["grpo_variance_filter_kept"],
+            counts["grpo_variance_filter_constant"]) == (4, 1, 3)
+    assert seen == {"sampling": {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0}, "asked": 12,
+                    "budget": cfg.training.grpo.max_completion_length}
+    assert model.training is True  # back in training mode for GRPO
+    answers["sometimes"] = ["Final answer: 1"] * 3
+    with pytest.raises(DataError, match="all 3 sampled answers were the same for each of the 4 prompts"):
+        reward_variance.prompts_with_reward_variance(model, None, prompts, cfg)
+    with pytest.raises(Exception, match="one answer per prompt cannot vary"):
+        grpo_config("training.grpo.variance_filter_samples=1")

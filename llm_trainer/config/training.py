@@ -59,6 +59,11 @@ class GrpoConfig(Section):
     loss_type: GRPO_LOSS_TYPES = "dapo"
     length_budget: int | None = Field(None, gt=0, description="length reward: 0 up to this many completion "
                                       "tokens, falling linearly to -1 at max_completion_length; default: 3/4 of it.")
+    variance_filter_samples: int = Field(0, ge=0, description="Before training, answer each prompt this many times "
+                                         "with the starting adapter and keep only prompts whose rewards vary (some "
+                                         "answers better than others): the others teach nothing. 0: off.")
+    variance_filter_max_prompts: int | None = Field(512, gt=0, description="Prompts the variance filter examines, "
+                                                    "drawn by the seed; all when null.")
     use_vllm: bool = Field(False, description="Generate with TRL's vLLM integration (a GPU with vllm installed).")
     vllm_mode: Literal["colocate", "server"] = "colocate"
 
@@ -87,6 +92,8 @@ class GrpoConfig(Section):
 
     @model_validator(mode="after")
     def _length_budget_fits(self) -> GrpoConfig:
+        if self.variance_filter_samples == 1:
+            raise ValueError("variance_filter_samples: one answer per prompt cannot vary; use 2 or more, or 0 (off)")
         if self.length_budget is not None and self.length_budget > self.max_completion_length:
             raise ValueError(f"length_budget ({self.length_budget}) must not exceed max_completion_length "
                              f"({self.max_completion_length})")

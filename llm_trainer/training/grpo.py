@@ -29,6 +29,7 @@ from llm_trainer.progress import TrainingProgress
 from llm_trainer.training.base import BaseTrainer, LoraAdapter, MetricsHook, TrainResult
 from llm_trainer.training.kit import (MarkCompleteCheckpoints, RunFolderTrainerMixin, load_policy, one_gpu_per_process,
                                       peak_memory_mb, resume_checkpoint, save_adapter, shared_arguments)
+from llm_trainer.training.reward_variance import prompts_with_reward_variance
 from llm_trainer.training.rewards import RewardFunction, build_rewards, report_constant_rewards, scoring_settings
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,9 @@ class GrpoTrainer(BaseTrainer):
         base_model = self.base_model_for(tokenizer)
         model = load_policy(cfg, base_model)
         model.generation_config.eos_token_id = _stop_token_ids(tokenizer)  # ends a turn as at inference
+        if cfg.training.grpo.variance_filter_samples:
+            prompts, filtered = prompts_with_reward_variance(model, tokenizer, prompts, cfg)
+            counts.update(filtered)
         rewards, weights = build_rewards(cfg)
         trainer = _TrackingGrpoTrainer(
             model=model, reward_funcs=rewards, args=self._grpo_arguments(run_dir / "checkpoints", weights),

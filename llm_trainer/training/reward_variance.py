@@ -1,0 +1,67 @@
+"""Keep the GRPO prompts that can teach: those whose sampled answers do not all get the same reward.
+
+GRPO learns from the differences between the answers to one prompt. A prompt the starting model always answers
+right, or never does, gives every answer of its group the same reward and so no gradient, while its completions
+still cost a generation and a forward and backward pass. ``training.grpo.variance_filter_samples`` answers each
+candidate prompt that many times with the starting adapter (sampled as GRPO samples), scores the answers with the
+configured rewards, and keeps the prompts whose total reward varies.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from llm_trainer.errors import DataError
+from llm_trainer.inference import decoding, generate_batch
+
+logger = logging.getLogger(__name__)
+FILTER_BATCH = 64  # answers generated at once; the prompts are short and the completions capped
+
+
+def prompts_with_reward_variance(model: Any, tokenizer: Any, prompts: Any, cfg: Any) -> tuple[Any, dict[str, float]]:
+    """The prompts (TRL's prompt data set) whose answers' weighted reward varies over
+    ``variance_filter_samples`` samples each, at most ``variance_filter_max_prompts`` of them examined (drawn by
+    the seed), and the counts: examined, kept, and those always right or always wrong."""
+    from llm_trainer.training.rewards import build_rewards
+
+    g = cfg.training.grpo
+    started = time.time()
+    examined = prompts.shuffle(seed=cfg.seed)
+    if g.variance_filter_max_prompts is not None:
+        examined = examined.select(range(min(g.variance_filter_max_prompts, len(examined))))
+    k = g.variance_filter_samples
+    conversations = [prompt for prompt in examined["prompt"] for _ in range(k)]
+    references = [reference for reference in examined["reference_answer"] for _ in range(k)]
+    was_training = model.training
+    model.eval()
+    try:
+        answers = generate_batch(model, tokenizer, conversations, g.max_completion_length, FILTER_BATCH,
+                                 sampling=decoding(g.temperature))
+    finally:
+        model.train(was_training)
+    functions, weights = build_rewards(cfg)  # fresh counters: the run's reward statistics stay the training's own
+    total = np.zeros(len(answers))
+    for function, weight in zip(functions, weights):
+        total += weight * np.asarray(function(prompts=conversations, completions=[a.text for a in answers],
+                                              completion_ids=[[0] * a.new_tokens for a in answers],
+                                              reference_answer=references))
+    by_prompt = total.reshape(len(examined), k)
+    varies = by_prompt.max(axis=1) > by_prompt.min(axis=1)
+    best = max(weights) if weights else 0.0
+    counts = {"grpo_variance_filter_examined": len(examined), "grpo_variance_filter_kept": int(varies.sum()),
+              "grpo_variance_filter_constant": int((~varies).sum()),
+              "grpo_variance_filter_seconds": round(time.time() - started, 1),
+              "grpo_variance_filter_mean_reward": round(float(total.mean()), 4) if len(total) else 0.0}
+    logger.warning("GRPO variance filter: %d of %d prompts kept (the others' %d sampled answers all got the same "
+                   "reward, so they would teach nothing), in %.0f s", counts["grpo_variance_filter_kept"],
+                   len(examined), k, counts["grpo_variance_filter_seconds"])
+    if not varies.any():
+        raise DataError(f"training.grpo.variance_filter_samples: the rewards of all {k} sampled answers were the same "
+                        f"for each of the {len(examined)} prompts examined (mean reward {total.mean():.2f} of at most "
+                        f"{best:g}), so GRPO has nothing to learn from; start from an adapter that answers some of them "
+                        "right, raise temperature, or set variance_filter_samples: 0")
+    return examined.select(np.flatnonzero(varies)), counts
