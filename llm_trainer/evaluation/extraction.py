@@ -1,8 +1,9 @@
 """Reading the answer out of a model's solution, the way a careful grader reads it.
 
 Where the answer is stated, in order of trust:
-1. an explicit final-answer line ("Final answer: X", "**Final Answer:** X"), the last one (lines stating different
-   final answers are a hedge: ``conflicting``, scored wrong);
+1. an explicit final-answer line ("Final answer: X", "**Final Answer:** X") or the line under an answer heading
+   ("# Answer", "**Final Answer**" alone on its line, as PRM800K's solutions end), the last one (lines stating
+   different final answers are a hedge: ``conflicting``, scored wrong);
 2. the last ``\\boxed{...}``;
 3. "the answer is X" / "Answer: X", the last one;
 4. the concluding sentence ("Therefore/So/Thus/Hence ..."): "there are N ...", "... is X", "... = X",
@@ -24,6 +25,7 @@ from llm_trainer.evaluation.text_metrics import parse_number
 
 FINAL_LINE = re.compile(r"final\s+answer\s*(?:is|:)?\**\s*:?\**\s*(.+)", re.IGNORECASE)
 STATED_FINAL_LINE = re.compile(r"^\W*final\s+answer\s*(?:is\b|:)", re.IGNORECASE)  # a line that states one
+ANSWER_HEADING = re.compile(r"^\s*(?:#{1,6}\s*)?\**\s*(?:final\s+)?answer\s*\**\s*:?\s*\**\s*$", re.IGNORECASE)
 ANSWER_IS = re.compile(r"(?:\bthe\s+(?:final\s+|correct\s+)?answer\s+is|\banswer\s*:)\**\s*:?\s*(.+)", re.IGNORECASE)
 NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?:\s*/\s*\d+)?", re.IGNORECASE)
 CONCLUSION = re.compile(
@@ -116,6 +118,8 @@ def readings(phrase: str) -> list[str]:
             found.append(clean(stripped))
         if "=" in text and not re.search(r"[<>]=|\\[lg]eq?|\\neq", text):
             found.append(clean(text.rsplit("=", 1)[1]))
+        elif re.search(r"\\approx|≈", text):  # "t \approx 2.02 s" states the value 2.02 s
+            found.append(clean(re.split(r"\\approx|≈", text)[-1]))
         number = re.match(r"^\$?(-?[\d,]*\.?\d+(?:\s*/\s*\d+)?)\s*(%|\\%)?", text)
         if number and number.group(0).strip() != text:
             found.append(number.group(0).lstrip("$").strip())
@@ -192,16 +196,26 @@ def polarity(sentence: str, strong_only: bool = False) -> str | None:
     return None
 
 
+def _line_below(lines: list[str], index: int) -> str:
+    """The first non-empty line under an answer heading."""
+    return next((line.strip() for line in lines[index + 1:] if line.strip()), "")
+
+
 def extract(text: str) -> Extraction:
     if not text or not text.strip():
         return Extraction("none")
     lines = text.splitlines()
-    finals = [m.group(1) for line in lines if (m := FINAL_LINE.search(line))]
+    finals = [(index, m.group(1)) for index, line in enumerate(lines)
+              if not ANSWER_HEADING.match(line) and (m := FINAL_LINE.search(line))]
+    finals += [(index, below) for index, line in enumerate(lines)
+               if ANSWER_HEADING.match(line) and (below := _line_below(lines, index))]
     if finals:
         stated = {_final_reading(m.group(1)).casefold().replace(" ", "") for line in lines
-                  if STATED_FINAL_LINE.match(line) and (m := FINAL_LINE.search(line))}
-        last = _final_reading(finals[-1])
-        return Extraction("final_line", readings(last), finals[-1], conflicting=len(stated) > 1,
+                  if STATED_FINAL_LINE.match(line) and not ANSWER_HEADING.match(line)
+                  and (m := FINAL_LINE.search(line))}
+        final = max(finals)[1]
+        last = _final_reading(final)
+        return Extraction("final_line", readings(last), final, conflicting=len(stated) > 1,
                           hedged=states_different_numbers(last))
     inner = boxed(text)
     if inner is not None:
