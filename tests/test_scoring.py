@@ -21,6 +21,11 @@ from llm_trainer.evaluation.text_metrics import normalize_answer, parse_number, 
         ("Final answer: 3\nWait.\nFinal Answer: 4", "4", "final_line"),  # last of several
         ("**Final answer:** 12", "12", "final_line"),
         ("**Final Answer:** $\\boxed{7}$", "7", "final_line"),
+        # an answer heading: the line under it (PRM800K's "# Answer"; "**Final Answer**" alone on its line)
+        ("Then the total is 7.\n\nSo the sum is 12.\n\n# Answer\n\n12", "12", "final_line"),
+        ("Work: 3 + 4 = 7.\n\n**Final Answer**\n\n$\\boxed{5}$", "5", "final_line"),
+        ("Final answer: 3\n\n### Answer\nx = 4", "x = 4", "final_line"),  # the last of both kinds
+        ("So the sum is 12.\n\n# Answer\n", "12", "conclusion"),  # nothing under the heading
         ("We get \\boxed{\\frac{1}{2}} and the answer is 3", "\\frac{1}{2}", "boxed"),  # boxed beats "answer is"
         ("first \\boxed{1}, then \\boxed{2}", "2", "boxed"),
         ("Thus the answer is blue.", "blue", "answer_is"),
@@ -52,6 +57,7 @@ def test_extraction(text, expected, method):
 def test_readings_of_a_stated_answer():
     found = extract("Therefore, the derivative is $f'(x) = 2x\\cos(x^2)$, valid everywhere.")
     assert "2x\\cos(x^2)" in found.candidates  # the right side of the stated equation
+    assert "2.02 s" in extract("So $t \\approx 2.02$ s.\n\n# Answer\n\nt \\approx 2.02 s").candidates
     candidates = extract("Thus the probability is $\\frac{3}{8}$, or 0.375.").candidates
     assert candidates[0] == "$\\frac{3}{8}$, or 0.375" and {"\\frac{3}{8}", "0.375"} <= set(candidates)
 

@@ -1,8 +1,9 @@
 """Reading the answer out of a model's solution, the way a careful grader reads it.
 
 Where the answer is stated, in order of trust:
-1. an explicit final-answer line ("Final answer: X", "**Final Answer:** X"), the last one (lines stating different
-   final answers are a hedge: ``conflicting``, scored wrong);
+1. an explicit final-answer line ("Final answer: X", "**Final Answer:** X") or the line under an answer heading
+   ("# Answer", "**Final Answer**" alone on its line, as PRM800K's solutions end), the last one (lines stating
+   different final answers are a hedge: ``conflicting``, scored wrong);
 2. the last ``\\boxed{...}``;
 3. "the answer is X" / "Answer: X", the last one;
 4. the concluding sentence ("Therefore/So/Thus/Hence ..."): "there are N ...", "... is X", "... = X",
@@ -24,6 +25,7 @@ from llm_trainer.evaluation.text_metrics import parse_number
 
 FINAL_LINE = re.compile(r"final\s+answer\s*(?:is|:)?\**\s*:?\**\s*(.+)", re.IGNORECASE)
 STATED_FINAL_LINE = re.compile(r"^\W*final\s+answer\s*(?:is\b|:)", re.IGNORECASE)  # a line that states one
+ANSWER_HEADING = re.compile(r"^\s*(?:#{1,6}\s*)?\**\s*(?:final\s+)?answer\s*\**\s*:?\s*\**\s*$", re.IGNORECASE)
 ANSWER_IS = re.compile(r"(?:\bthe\s+(?:final\s+|correct\s+)?answer\s+is|\banswer\s*:)\**\s*:?\s*(.+)", re.IGNORECASE)
 NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?:\s*/\s*\d+)?", re.IGNORECASE)
 CONCLUSION = re.compile(
@@ -56,6 +58,37 @@ NEGATIVE = re.compile(r"\b(?:the answer is no|no\b,|not possible|impossible|cann
                       re.IGNORECASE)
 POSITIVE = re.compile(r"\b(?:the answer is yes|yes\b|is possible|it is true|is true|exists?\b|always|there (?:is|are)"
                       r" (?:a|an|such)|can be|is indeed|does hold|holds)", re.IGNORECASE)
+
+# Reading the answer out of a sentence that states it ("The limit exists and is equal to 3"): a reference, or an
+# explicit answer line written as a sentence. Stricter than a conclusion's reading, since a reference's other
+# numbers must never become answers: one stating verb, its object cut before any clause or condition, an
+# equation's right side only under a single symbol ("L = 3", not "f(x) = 0"), restatements in parentheses.
+STATING_VERB = re.compile(
+    r"\b(?:is|are|was|were|equals|will be|becomes|comes to|converges to|tends to|approaches|"
+    r"(?:increase|decrease|grow|rise)(?:s|d|ed)? by|grew by|rose by|fell by)\s+"
+    r"(?:(?:exactly|approximately|about|roughly|around|only|precisely|simply|just|equal to|given by)\s+)*",
+    re.IGNORECASE)
+ANSWER_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+|correct\s+)?answer\s*(?:is\b|:)\s*:?\s*", re.IGNORECASE)
+HEDGE = re.compile(r"^(?:exactly|approximately|about|roughly|around|only|precisely)\s+|^(?:≈|~|\\approx)\s*",
+                   re.IGNORECASE)
+REFERENCE_CUT = re.compile(r"\.\s|\.$|;|:\s|,\s+(?!and\b)[A-Za-z]{3,}|\s+(?:because|since|which|so that|where|as|"
+                           r"namely|attained|achieved|reached)\b", re.IGNORECASE)
+CONDITION = re.compile(r"\s+(?:when|whenever|if|for|unless|provided|with|at)\s", re.IGNORECASE)
+# "The lines meet at (1, 3)", "f is decreasing on (-\infty, 0]": a point or an interval after words alone
+TRAILING_OBJECT = re.compile(r"(?:^|\s)(?:at|on|in|over|to)\s+([(\[][^()\[\]]*[)\]])$", re.IGNORECASE)
+PIECEWISE = re.compile(r"\b(?:otherwise|else|respectively)\b", re.IGNORECASE)
+SYMBOL = re.compile(r"\\?[A-Za-z]{1,12}(?:_\{?[A-Za-z0-9]{1,8}\}?)?'*")  # L, x_1, KE, pH, \omega, v_{max}
+NUMERIC_SIDE = re.compile(r"[\d\s.+\-*/^!()×·]+")  # "7!/5! = 42": the left side is the question, not the answer
+NOT_EQUATION = re.compile(r"[<>]=|\\[lg]eq?|\\neq|≤|≥|≠")
+TRAILING_PARENTHESIS = re.compile(r"\s+\(([^()]*)\)$")
+RESTATES = re.compile(r"^(?:i\.e\.,?|that is,?|or|approximately|about|roughly|equivalently|≈|~|\\approx|=)\s*",
+                      re.IGNORECASE)
+UNIT_WORD = re.compile(r"[A-Za-z]+(?:\^\d|²|³)?(?:/[A-Za-z]+(?:\^\d|²|³)?)?\.?")
+SCIENTIFIC = re.compile(r"(\d)\s*(?:x|×|\*)\s*10\s*\^\s*\{?(-?\d+)\}?")
+PROSE_WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
+SET_NAMES = (("\\emptyset", "\\varnothing", "∅", "\\{\\}", "empty set", "the empty set"),
+             ("\\mathbb{R}", "ℝ", "(-\\infty, \\infty)", "all real numbers", "the set of all real numbers",
+              "the real numbers", "all reals"))
 
 
 @dataclass
@@ -116,6 +149,8 @@ def readings(phrase: str) -> list[str]:
             found.append(clean(stripped))
         if "=" in text and not re.search(r"[<>]=|\\[lg]eq?|\\neq", text):
             found.append(clean(text.rsplit("=", 1)[1]))
+        elif re.search(r"\\approx|≈", text):  # "t \approx 2.02 s" states the value 2.02 s
+            found.append(clean(re.split(r"\\approx|≈", text)[-1]))
         number = re.match(r"^\$?(-?[\d,]*\.?\d+(?:\s*/\s*\d+)?)\s*(%|\\%)?", text)
         if number and number.group(0).strip() != text:
             found.append(number.group(0).lstrip("$").strip())
@@ -179,6 +214,98 @@ def _from_conclusion(sentence: str) -> list[str]:
     return readings(numbers[-1]) if numbers else []
 
 
+def is_sentence(text: str) -> bool:
+    """Prose rather than an answer: a stating verb, or three or more words outside math ("1/4 of a day" is an
+    answer, "100 F is about 37.78 degrees" is not). A sentence is never read as the number it starts with."""
+    bare = MATH.sub(" ", text)
+    return bool(STATING_VERB.search(bare)) or len(PROSE_WORD.findall(bare)) >= 3
+
+
+def sentence_answers(text: str) -> list[str]:
+    """The answers a sentence states, narrowest readings included: "The limit exists and is equal to 3" -> 3,
+    "The answer is Mercury." -> Mercury, "The line is y = 3x - 1." -> y = 3x - 1 and 3x - 1, "There are 120
+    ways." -> 120, "$\\frac{3}{8}$ (0.375)" -> both. Nothing for yes/no sentences (the yes/no judge reads
+    those), for two stating verbs ("the maximum is 2 and the minimum is -2") or a piecewise answer."""
+    text = clean(re.sub(r"\$([^$]+)\$", r"\1", text))
+    text = clean(ANSWER_PREFIX.sub("", text, count=1))
+    inner = boxed(text)
+    if inner is not None:
+        return _phrase_answers(inner)
+    if re.match(r"(?:yes|no)\b", text, re.IGNORECASE):
+        return []
+    there = THERE_ARE.match(text)
+    if there:
+        return _phrase_answers(there.group(1))
+    aside = TRAILING_PARENTHESIS.search(text)  # "The rank is 1 (the rows are proportional)": its verb is not ours
+    if aside and aside.group(1)[:1].isalpha() and not RESTATES.match(aside.group(1)):
+        text = text[:aside.start()]
+    verbs = list(STATING_VERB.finditer(text))
+    if len(verbs) > 1:
+        return []
+    return _phrase_answers(text[verbs[0].end():] if verbs else text)
+
+
+def _phrase_answers(phrase: str) -> list[str]:
+    phrase = clean(HEDGE.sub("", clean(phrase)))
+    parenthesis = TRAILING_PARENTHESIS.search(phrase)
+    if parenthesis:
+        head, inside = phrase[:parenthesis.start()], parenthesis.group(1).strip()
+        if RESTATES.match(inside) or (re.search(r"\d", head) and not inside[:1].isalpha()):
+            return [*_phrase_answers(head), *_phrase_answers(RESTATES.sub("", inside))]
+        if inside[:1].isalpha():  # an aside: "6 (one for each face)"
+            return _phrase_answers(head)
+    cut = REFERENCE_CUT.search(phrase)
+    phrase = clean(phrase[:cut.start()] if cut else phrase)
+    point = TRAILING_OBJECT.search(phrase)
+    if point and not re.search(r"\d", phrase[:point.start()]):
+        return [phrase, point.group(1)]
+    conditions = list(CONDITION.finditer(phrase))
+    if PIECEWISE.search(phrase) or len(conditions) > 1:
+        return []
+    if conditions:
+        phrase = clean(phrase[:conditions[0].start()])
+    return list(dict.fromkeys(f for f in _forms(phrase) if f))
+
+
+def _forms(phrase: str) -> list[str]:
+    """The phrase, the right side of "SYMBOL = value", the value without its unit words, a list of values
+    ("1 and 3", "x = 1 and x = 2" -> "1, 3", "1, 2"), other names of the empty set and of the reals, "pi" as
+    \\pi and "6 x 10^8" as 6 \\times 10^{8}."""
+    found = [phrase]
+    for names in SET_NAMES:
+        if phrase.lower() in (name.lower() for name in names):
+            found.extend(names)
+    sides = phrase.split("=")
+    if len(sides) == 2 and not NOT_EQUATION.search(phrase):
+        left, right = sides[0].strip(), clean(sides[1])
+        if SYMBOL.fullmatch(left) or NUMERIC_SIDE.fullmatch(left):
+            found.append(right)
+    values = list_values(re.split(r"\s*,\s*(?:and\s+)?|\s+and\s+", phrase))
+    if values:
+        found.append(values)
+    found.extend(SCIENTIFIC.sub(r"\1 \\times 10^{\2}", f) for f in list(found))  # "6 x 10^8" is 6 \times 10^{8}
+    found.extend(re.sub(r"(?<![\\A-Za-z])pi(?![A-Za-z])", r"\\pi", f) for f in list(found))
+    for text in list(found):  # "5 units long" -> 5, "\pi/4 radians" -> \pi/4
+        tokens = text.split()
+        while len(tokens) > 1 and len(text.split()) - len(tokens) < 3 and UNIT_WORD.fullmatch(tokens[-1]):
+            tokens.pop()
+        value = " ".join(tokens)
+        if value != text and re.search(r"[\d\\]", value) and not PROSE_WORD.search(value):
+            found.append(value)
+    return found
+
+
+def list_values(items: list[str]) -> str | None:
+    """"1, 3" for the items ["1", "3"] or ["x = 1", "x = 3"] (one symbol throughout), else None."""
+    if len(items) < 2:
+        return None
+    pairs = [re.fullmatch(r"(?:(" + SYMBOL.pattern + r")\s*=\s*)?(\S+)", item.strip()) for item in items]
+    if not all(pairs) or len({p.group(1) for p in pairs}) != 1:
+        return None
+    values = [p.group(2) for p in pairs]
+    return ", ".join(values) if all(re.search(r"[\d\\]", v) for v in values) else None
+
+
 def polarity(sentence: str, strong_only: bool = False) -> str | None:
     """"no" or "yes" when the sentence states a yes/no conclusion, else None. ``strong_only``: only when it
     opens with the word ("Therefore, no, ...")."""
@@ -192,16 +319,26 @@ def polarity(sentence: str, strong_only: bool = False) -> str | None:
     return None
 
 
+def _line_below(lines: list[str], index: int) -> str:
+    """The first non-empty line under an answer heading."""
+    return next((line.strip() for line in lines[index + 1:] if line.strip()), "")
+
+
 def extract(text: str) -> Extraction:
     if not text or not text.strip():
         return Extraction("none")
     lines = text.splitlines()
-    finals = [m.group(1) for line in lines if (m := FINAL_LINE.search(line))]
+    finals = [(index, m.group(1)) for index, line in enumerate(lines)
+              if not ANSWER_HEADING.match(line) and (m := FINAL_LINE.search(line))]
+    finals += [(index, below) for index, line in enumerate(lines)
+               if ANSWER_HEADING.match(line) and (below := _line_below(lines, index))]
     if finals:
         stated = {_final_reading(m.group(1)).casefold().replace(" ", "") for line in lines
-                  if STATED_FINAL_LINE.match(line) and (m := FINAL_LINE.search(line))}
-        last = _final_reading(finals[-1])
-        return Extraction("final_line", readings(last), finals[-1], conflicting=len(stated) > 1,
+                  if STATED_FINAL_LINE.match(line) and not ANSWER_HEADING.match(line)
+                  and (m := FINAL_LINE.search(line))}
+        final = max(finals)[1]
+        last = _final_reading(final)
+        return Extraction("final_line", readings(last), final, conflicting=len(stated) > 1,
                           hedged=states_different_numbers(last))
     inner = boxed(text)
     if inner is not None:

@@ -20,6 +20,10 @@ CHOICE = re.compile(r"^\(?([A-Ha-h])\)?(?:[.):]|\s|$)")
 MATHY = re.compile(r"[\d\\^_=+*/()\[\]{}<>|]|^[a-zA-Z]$|π|√|∞")
 YES = {"yes", "true", "correct", "possible", "exists", "it exists", "valid"}
 NO = {"no", "false", "incorrect", "impossible", "not possible", "does not exist", "none", "invalid", "never"}
+# "No such values", "There is no such polynomial", "No real solutions exist", "The limit does not exist": answers
+# that nothing exists, which a solution's "there are no such values" or "DNE" states as well.
+NONE_EXIST = re.compile(r"(?:there (?:is|are|exist|exists) )?no (?:such |real |integer |positive |rational |valid )*"
+                        r"[a-z]+(?: of [a-z]+)?(?: exists?)?|(?:[a-z]+ ){0,3}(?:does|do) not exist|dne")
 
 
 def strip_latex(text: str) -> str:
@@ -87,11 +91,12 @@ def _format_number(value: float) -> str:
     return str(int(value)) if value == int(value) and abs(value) < 1e15 else repr(value)
 
 
-def normalize_answer(text: str) -> str:
-    """Canonical text: LaTeX, bold, quotes, case and spacing removed; whole-number answers canonicalised."""
+def normalize_answer(text: str, numbers: bool = True) -> str:
+    """Canonical text: LaTeX, bold, quotes, case and spacing removed; whole-number answers canonicalised (unless
+    not ``numbers``: "20 is 25 percent of 80" parses as 20, with the unit "is 25 percent of 80")."""
     value = strip_latex(unicodedata.normalize("NFKC", text or "")).strip().strip("*\"'`").strip()
     value = value.rstrip(".").strip()
-    number = parse_number(value)
+    number = parse_number(value) if numbers else None
     if number is not None and "/" not in value:
         return _format_number(number)
     if number is not None:  # keep fractions as written, without spaces
@@ -152,6 +157,11 @@ def is_math(text: str) -> bool:
 def choice_letter(text: str) -> str | None:
     match = CHOICE.match(text.strip())
     return match.group(1).upper() if match else None
+
+
+def none_exist(text: str) -> bool:
+    """An answer that nothing exists ("No such values", "There is no such polynomial", "The limit does not exist")."""
+    return bool(NONE_EXIST.fullmatch(" ".join(words(text))))
 
 
 def yes_no(text: str) -> str | None:
