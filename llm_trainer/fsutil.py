@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from llm_trainer.errors import UserError
+from llm_trainer.errors import UserError, exception_chain
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def storage_failure(exc: BaseException, folder: Path) -> str | None:
     failed write; None for anything else. Writes fail as OSError, as safetensors' SafetensorError (no OSError:
     "I/O error: No space left on device (os error 28)") or as torch's RuntimeError, which names no cause: a
     full disk is then recognised by the free space left."""
-    chain = _exception_chain(exc)
+    chain = exception_chain(exc)
     for error in chain:
         if code := _errno_of(error):
             return os.strerror(code)
@@ -100,7 +100,7 @@ def storage_failure(exc: BaseException, folder: Path) -> str | None:
 def disk_full(exc: BaseException) -> str | None:
     """One line for a write that failed for want of space (full disk, quota), wherever it happened; None for
     anything else."""
-    for error in _exception_chain(exc):
+    for error in exception_chain(exc):
         if (code := _errno_of(error)) in (errno.ENOSPC, errno.EDQUOT):
             where = getattr(error, "filename", None)
             return f"cannot write {where}: {os.strerror(code)}" if where else f"a write failed: {os.strerror(code)}"
@@ -187,11 +187,3 @@ def run_folder_lock(run_dir: Path, poll_seconds: float = 5.0) -> Iterator[None]:
 
 def _lock_failure(path: Path, exc: OSError) -> UserError:
     return UserError(f"cannot write the run folder's lock {path}: {storage_failure(exc, path.parent)}")
-
-
-def _exception_chain(exc: BaseException | None) -> list[BaseException]:
-    chain: list[BaseException] = []
-    while exc is not None and exc not in chain:
-        chain.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    return chain

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from llm_trainer.config import TINY_MODEL_NAME, RunConfig
-from llm_trainer.errors import ConfigError
+from llm_trainer.errors import ConfigError, exception_chain, one_line
 
 TIMEOUT_SECONDS = 10
 PROBE_FILES = ("config.json", "tokenizer_config.json")  # either: a model, or a tokenizer-only repository
@@ -43,14 +42,14 @@ def check_model(key: str, name: str, revision: str | None, token_in_steps: bool 
     except Exception as exc:
         if token_in_steps and isinstance(exc, RepositoryNotFoundError):
             return  # gated, private or absent: a token that only the steps get may open it
-        raise ConfigError(f"{key}: cannot load '{name}': {hub_failure(exc) or _one_line(exc)}") from exc
+        raise ConfigError(f"{key}: cannot load '{name}': {hub_failure(exc) or one_line(exc)}") from exc
 
 
 def hub_failure(exc: BaseException) -> str | None:
     """One line for an exception that a Hub request caused (whatever wraps it), else None."""
     from huggingface_hub import constants
 
-    for error in _chain(exc):
+    for error in exception_chain(exc):
         name = type(error).__name__
         if name == "GatedRepoError":
             return ("it is gated on the Hub: accept its licence on its Hub page, then log in (huggingface-cli "
@@ -58,15 +57,15 @@ def hub_failure(exc: BaseException) -> str | None:
         if name == "RepositoryNotFoundError":
             return "there is no such model on the Hub (or it is private and you are not logged in)"
         if name == "RevisionNotFoundError":
-            return f"the Hub has no such revision ({_one_line(error)})"
+            return f"the Hub has no such revision ({one_line(error)})"
         if name == "OfflineModeIsEnabled":
             return "the Hub is off (HF_HUB_OFFLINE=1) and the files are not in the local cache"
         if name == "HFValidationError":
-            return f"not a Hub model id nor an existing folder ({_one_line(error)})"
+            return f"not a Hub model id nor an existing folder ({one_line(error)})"
         if name == "HfHubHTTPError":
-            return f"the Hub at {constants.ENDPOINT} answered with an error ({_one_line(error)})"
+            return f"the Hub at {constants.ENDPOINT} answered with an error ({one_line(error)})"
         if _from_hub_client(error):
-            return (f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} ({_one_line(error)}), and it is "
+            return (f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} ({one_line(error)}), and it is "
                     "not in the local cache; check the network (or HF_ENDPOINT), or download it first")
     return None
 
@@ -86,15 +85,3 @@ def _in_cache(name: str, revision: str | None) -> bool:
         return any(isinstance(try_to_load_from_cache(name, file, revision=revision), str) for file in PROBE_FILES)
     except Exception:  # not a valid repository id: the Hub request says so in one line
         return False
-
-
-def _chain(exc: BaseException | None) -> list[BaseException]:
-    chain: list[BaseException] = []
-    while exc is not None and exc not in chain:
-        chain.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    return chain
-
-
-def _one_line(error: Any) -> str:
-    return " ".join(str(error).split())[:300] or type(error).__name__

@@ -27,7 +27,7 @@ import datasets
 import numpy as np
 
 from llm_trainer.config import DataConfig
-from llm_trainer.errors import DataError
+from llm_trainer.errors import DataError, exception_chain, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def _load_hub(cfg: DataConfig) -> datasets.Dataset:
     try:
         return datasets.load_dataset(cfg.source, split=cfg.split, revision=cfg.revision)
     except Exception as exc:  # the Hub raises many types; the user needs the one line
-        raise DataError(f"data.source: cannot load Hub data set '{cfg.source}': {_one_line(exc)}") from exc
+        raise DataError(f"data.source: cannot load Hub data set '{cfg.source}': {one_line(exc, None)}") from exc
 
 
 def _load_local(files: list[Path], cfg: DataConfig) -> datasets.Dataset:
@@ -196,9 +196,10 @@ def _load_local(files: list[Path], cfg: DataConfig) -> datasets.Dataset:
                 dataset = dataset.add_column("row_id", lines[: len(dataset)])
         return dataset
     except Exception as exc:
-        if loader not in ("csv", "json") or (loader == "csv" and not _caused_by(exc, UnicodeDecodeError)):
-            raise DataError(f"data.source: cannot read {cfg.source} as {loader}: {_one_line(exc)}") from exc
-        logger.warning("Arrow could not read %s (%s); re-reading row by row", cfg.source, _one_line(exc)[:200])
+        bad_encoding = any(isinstance(error, UnicodeDecodeError) for error in exception_chain(exc))
+        if loader not in ("csv", "json") or (loader == "csv" and not bad_encoding):
+            raise DataError(f"data.source: cannot read {cfg.source} as {loader}: {one_line(exc, None)}") from exc
+        logger.warning("Arrow could not read %s (%s); re-reading row by row", cfg.source, one_line(exc, 200))
     if loader == "csv":
         generator, features = _tolerant_csv_rows, _csv_features(files[0])
     else:
@@ -245,7 +246,7 @@ def _reread_json(files: list[Path], max_samples: int | None) -> datasets.Dataset
                 readable = datasets.Dataset.from_dict({"row_id": []}, features=datasets.Features(
                     {"row_id": datasets.Value("int64")}))
         except Exception as exc:  # mixed types across rows
-            logger.debug("the readable rows did not load together: %s", _one_line(exc))
+            logger.debug("the readable rows did not load together: %s", one_line(exc, None))
             return None
     finally:
         clean.unlink(missing_ok=True)
@@ -340,14 +341,6 @@ def _base_suffix(path: Path) -> str:
     return suffixes[-1] if suffixes else ""
 
 
-def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:
-    while exc is not None:
-        if isinstance(exc, kind):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
 def _coerce_record(record: Any, row_id: int) -> dict[str, Any]:
     row: dict[str, Any] = {"question": None, "reference_answer": None, "responses": [], "row_id": row_id,
                            "load_error": None, "load_note": None}
@@ -397,7 +390,3 @@ def _non_text_field(features: datasets.Features) -> str | None:
 def _valid_response(entry: Any) -> bool:
     return (isinstance(entry, dict) and isinstance(entry.get("response"), str)
             and isinstance(entry.get("response_model"), str | None))
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from llm_trainer.errors import UserError
+from llm_trainer.errors import UserError, one_line_with_type
 
 PREFIX = "benchmark"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -93,7 +93,7 @@ def _load_task(manager: Any, name: str) -> list[Any]:
     try:
         loaded = manager.load([name])
     except Exception as exc:
-        cause = _one_line(exc)
+        cause = one_line_with_type(exc)
         if isinstance(exc, OSError) or type(exc).__name__.endswith("NotFoundError"):
             raise BenchmarkError(f"evaluation.benchmarks: task {name!r} could not load its data set "
                                  f"(no Hub access?): {cause}") from None
@@ -101,12 +101,6 @@ def _load_task(manager: Any, name: str) -> list[Any]:
     if name in loaded["groups"]:
         return [loaded["groups"][name]]
     return list(loaded["tasks"].values())
-
-
-def _one_line(exc: BaseException, width: int = 200) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    text = f"{type(exc).__name__}: {text}"
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 @contextmanager

@@ -18,6 +18,8 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
+from llm_trainer.errors import one_line
+
 MAX_QUERY_CHARS = 20_000
 MAX_CONTEXT_CHARS = 2_000_000
 MAX_VALUE_BYTES = 1_000_000
@@ -91,9 +93,9 @@ class Sandbox:
         try:
             self.conn.executescript(context)
         except sqlite3.Error as exc:
-            return _one_line(exc)
+            return one_line(exc)
         except ValueError as exc:  # e.g. a NUL character in the script
-            return _one_line(exc)
+            return one_line(exc)
         finally:
             self.conn.set_authorizer(_authorize_query)
         return None
@@ -120,22 +122,18 @@ class Sandbox:
             return QueryResult(rows=rows)
         except sqlite3.ProgrammingError as exc:
             if "one statement" in str(exc):
-                return QueryResult(error="multiple_statements", detail=_one_line(exc))
-            return QueryResult(error="sql_error", detail=_one_line(exc))
+                return QueryResult(error="multiple_statements", detail=one_line(exc))
+            return QueryResult(error="sql_error", detail=one_line(exc))
         except sqlite3.DatabaseError as exc:
             message = str(exc)
             if "interrupted" in message:
                 return QueryResult(error="timeout", detail=f"over {self.timeout_seconds:g} s")
             if "authoriz" in message or "prohibited" in message:
-                return QueryResult(error="denied", detail=_one_line(exc))
-            return QueryResult(error="sql_error", detail=_one_line(exc))
+                return QueryResult(error="denied", detail=one_line(exc))
+            return QueryResult(error="sql_error", detail=one_line(exc))
         except (ValueError, OverflowError, MemoryError) as exc:  # NUL characters, huge integers, a result too big
-            return QueryResult(error="sql_error", detail=_one_line(exc))
+            return QueryResult(error="sql_error", detail=one_line(exc))
 
 
 def _value_size(value: object) -> int:
     return len(value) if isinstance(value, str | bytes) else 8
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300] or type(exc).__name__
