@@ -102,15 +102,10 @@ def generate_batch(model: Any, tokenizer: Any, conversations: list[list[dict]], 
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     results: list[Generation | None] = [None] * len(encoded)
     device = next(model.parameters()).device
-    stop_ids = _stop_token_ids(tokenizer)
+    stop_ids = stop_token_ids(tokenizer)
     for indices in tqdm(_batches(order, budgets, batch_size), desc="generate", disable=not progress):
-        width, budget = max(len(encoded[i]) for i in indices), budgets[indices[0]]
-        input_ids = torch.full((len(indices), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(indices), width), dtype=torch.long)
-        for row, i in enumerate(indices):
-            ids = encoded[i]
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention[row, width - len(ids):] = 1
+        input_ids, attention = left_pad([encoded[i] for i in indices], tokenizer.pad_token_id)
+        width, budget = input_ids.shape[1], budgets[indices[0]]
         with torch.no_grad():
             output = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
                                     max_new_tokens=budget, **(sampling or decoding()), eos_token_id=stop_ids,
@@ -121,6 +116,20 @@ def generate_batch(model: Any, tokenizer: Any, conversations: list[list[dict]], 
             results[i] = Generation(tokenizer.decode(new, skip_special_tokens=True).strip(), len(new), truncated[i],
                                     len(encoded[i]), budget)
     return results  # type: ignore[return-value]
+
+
+def left_pad(encoded: list[list[int]], pad_token_id: int) -> tuple[Any, Any]:
+    """Token id lists as one batch padded on the left, as generation wants: (input_ids, attention_mask), long
+    tensors on the CPU as wide as the longest list."""
+    import torch
+
+    width = max(len(ids) for ids in encoded)
+    input_ids = torch.full((len(encoded), width), pad_token_id, dtype=torch.long)
+    attention = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        input_ids[row, width - len(ids):] = torch.tensor(ids)
+        attention[row, width - len(ids):] = 1
+    return input_ids, attention
 
 
 def _batches(order: list[int], budgets: list[int], size: int) -> list[list[int]]:
@@ -155,7 +164,7 @@ def stream_reply(model: Any, tokenizer: Any, conversation: list[dict], max_new_t
     device = next(model.parameters()).device
     kwargs = {"input_ids": torch.tensor([ids], device=device), "attention_mask": torch.ones((1, len(ids)), device=device,
               dtype=torch.long), "max_new_tokens": budget, **(sampling or decoding()), "streamer": streamer,
-              "eos_token_id": _stop_token_ids(tokenizer), "pad_token_id": tokenizer.pad_token_id,
+              "eos_token_id": stop_token_ids(tokenizer), "pad_token_id": tokenizer.pad_token_id,
               "stopping_criteria": StoppingCriteriaList([_Stop()])}
     thread = threading.Thread(target=lambda: _generate_no_grad(model, kwargs), daemon=True)
     thread.start()
@@ -173,7 +182,7 @@ def _generate_no_grad(model: Any, kwargs: dict[str, Any]) -> None:
         model.generate(**kwargs)
 
 
-def _stop_token_ids(tokenizer: Any) -> list[int]:
+def stop_token_ids(tokenizer: Any) -> list[int]:
     """End of turn and end of text: Llama 3 ends an assistant turn with <|eot_id|>."""
     ids = {tokenizer.eos_token_id}
     for token in ("<|eot_id|>", "<|end_of_text|>", "<|im_end|>"):

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from llm_trainer.config import ModelConfig
-from llm_trainer.inference import Generation, _stop_token_ids, context_window, encode_prompts, fit_prompts, \
-    generate_batch
+from llm_trainer.inference import Generation, context_window, encode_prompts, fit_prompts, generate_batch, \
+    left_pad, stop_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -134,13 +134,9 @@ class TransformersEngine:
         tokenizer = self.tokenizer
         encoded, truncated, budgets = fit_prompts(tokenizer, conversations, context_window(self.model, tokenizer),
                                                   sampling.max_tokens)
-        width, budget = max(len(ids) for ids in encoded), min(budgets)
-        input_ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(encoded), width), dtype=torch.long)
-        for row, ids in enumerate(encoded):
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention[row, width - len(ids):] = 1
-        stops = _stop_token_ids(tokenizer)
+        input_ids, attention = left_pad(encoded, tokenizer.pad_token_id)
+        width, budget = input_ids.shape[1], min(budgets)
+        stops = stop_token_ids(tokenizer)
         sampled = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0} \
             if sampling.temperature > 0 else {"do_sample": False}
         device = next(self.model.parameters()).device
@@ -183,7 +179,7 @@ class VllmEngine:
 
         tokenizer_path = str(merged or adapter_path)
         tokenizer = load_tokenizer(tokenizer_path, cfg)
-        stops = _stop_token_ids(tokenizer)
+        stops = stop_token_ids(tokenizer)
         kwargs: dict[str, Any] = {"tokenizer": tokenizer_path, "trust_remote_code": cfg.trust_remote_code, **llm_kwargs}
         if merged is not None:
             return cls(vllm.LLM(model=str(merged), **kwargs), None, stops, cfg.chat_template, tokenizer)

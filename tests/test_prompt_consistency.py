@@ -56,12 +56,12 @@ def test_the_prompt_of_training_is_the_prompt_of_inference(templated):
 
 def test_the_learned_end_of_turn_stops_generation(templated):
     from llm_trainer.data.tokenization import IGNORE_INDEX, tokenize_batch
-    from llm_trainer.inference import _stop_token_ids
+    from llm_trainer.inference import stop_token_ids
 
     name, tokenizer = templated
     end_of_turn = tokenizer.convert_tokens_to_ids("<|eot_id|>" if name == "llama3" else "<|im_end|>")
     trained = tokenize_batch({"messages": CONVERSATIONS}, tokenizer, max_seq_length=4096, truncate=False)
-    stops = _stop_token_ids(tokenizer)
+    stops = stop_token_ids(tokenizer)
     for labels, conversation in zip(trained["labels"], CONVERSATIONS):
         learned = [t for t in labels if t != IGNORE_INDEX]
         answer = tokenizer.decode(learned, skip_special_tokens=True).strip()

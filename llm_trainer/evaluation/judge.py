@@ -44,7 +44,7 @@ def judge(model: Any, tokenizer: Any, items: list[tuple[str, str, str]], batch_s
     """One verdict per (question, reference, candidate): {"judge_prompt", "judge_verdict", "judge_p_yes"}."""
     import torch
 
-    from llm_trainer.inference import context_window, encode_prompts
+    from llm_trainer.inference import context_window, encode_prompts, left_pad
 
     yes_ids, no_ids = verdict_token_ids(tokenizer)
     prompts = [judge_prompt(*item) for item in items]
@@ -54,12 +54,7 @@ def judge(model: Any, tokenizer: Any, items: list[tuple[str, str, str]], batch_s
     results: list[dict[str, Any]] = []
     for start in range(0, len(encoded), batch_size):
         batch = encoded[start:start + batch_size]
-        width = max(len(ids) for ids in batch)
-        input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(batch):
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention[row, width - len(ids):] = 1
+        input_ids, attention = left_pad(batch, tokenizer.pad_token_id)
         with torch.no_grad():
             logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device),
                            logits_to_keep=1).logits[:, -1].float()

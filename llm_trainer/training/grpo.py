@@ -24,7 +24,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from llm_trainer.errors import ConfigError, DataError, UserError
 from llm_trainer.evaluation.answer_types import VERIFIABLE, answer_type
-from llm_trainer.inference import _stop_token_ids, encode_prompts
+from llm_trainer.inference import encode_prompts, stop_token_ids
 from llm_trainer.progress import TrainingProgress
 from llm_trainer.training.base import BaseTrainer, LoraAdapter, MetricsHook, TrainResult
 from llm_trainer.training.kit import (MarkCompleteCheckpoints, RunFolderTrainerMixin, load_policy, one_gpu_per_process,
@@ -53,7 +53,7 @@ class GrpoTrainer(BaseTrainer):
         prompts, counts = verifiable_prompts(processed, cfg)
         base_model = self.base_model_for(tokenizer)
         model = load_policy(cfg, base_model)
-        model.generation_config.eos_token_id = _stop_token_ids(tokenizer)  # ends a turn as at inference
+        model.generation_config.eos_token_id = stop_token_ids(tokenizer)  # ends a turn as at inference
         if cfg.training.grpo.variance_filter_samples:
             prompts, filtered = prompts_with_reward_variance(model, tokenizer, prompts, cfg)
             counts.update(filtered)
