@@ -1,7 +1,8 @@
 """BaseDataProcessor: load -> clean/format (one abstract method) -> de-duplicate -> split -> tokenize.
 
-A new data set needs one subclass that implements ``format_batch``; the rest (counting drops, strict
-mode, de-duplication, hash-stable splits, chat-template tokenization, packing) is shared and vectorised.
+A new data set needs one subclass that implements ``format_batch`` (``begin_batch`` gives it its empty output
+and the raw columns it reads); the rest (counting drops, strict mode, de-duplication, hash-stable splits,
+chat-template tokenization, packing) is shared and vectorised.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ TOO_LONG = "too_long"
 NOT_MALFORMED = {DUPLICATE, TOO_LONG}
 SPLITS = ("train", "validation", "test")
 KEPT_COLUMNS = ["row_id", "question", "reference_answer", "messages"]
+FORMATTED_COLUMNS = ("messages", "question", "reference_answer", "dedup_text", "drop_reason")  # format_batch's
 
 
 class BaseDataProcessor(ABC):
@@ -47,6 +49,13 @@ class BaseDataProcessor(ABC):
         ``question`` and ``reference_answer`` (cleaned text, "" if none), ``dedup_text`` (text that
         identifies a duplicate) and ``drop_reason`` (None to keep the row).
         """
+
+    def begin_batch(self, batch: dict[str, list[Any]], *names: str) -> tuple[dict[str, list[Any]], list[list[Any]]]:
+        """``format_batch``'s start: its output (FORMATTED_COLUMNS and ``extra_columns``, empty) and the raw
+        batch's columns ``names``, a column the batch lacks (or leaves empty) read as None in every row."""
+        out: dict[str, list[Any]] = {k: [] for k in (*FORMATTED_COLUMNS, *self.extra_columns)}
+        n = len(batch["row_id"])
+        return out, [batch.get(name) or [None] * n for name in names]
 
     def preprocess(self, raw: datasets.Dataset) -> tuple[datasets.DatasetDict, dict[str, Any]]:
         formatted = raw.map(

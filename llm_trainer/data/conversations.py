@@ -97,10 +97,7 @@ class ChatDataProcessor(BaseDataProcessor):
     def format_batch(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         if self.format is None:  # format_batch called directly, without preprocess
             self.format = detect_format(list(batch))
-        out: dict[str, list[Any]] = {k: [] for k in ("messages", "question", "reference_answer", "dedup_text",
-                                                     "drop_reason")}
-        n = len(batch["row_id"])
-        load_errors = batch.get("load_error") or [None] * n
+        out, (load_errors,) = self.begin_batch(batch, "load_error")
         for index, load_error in enumerate(load_errors):
             if load_error is not None:
                 reason, messages = load_error, []

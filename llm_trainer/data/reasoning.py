@@ -26,14 +26,8 @@ class ReasoningDataProcessor(BaseDataProcessor):
         return _with_task_column(processed, raw), report
 
     def format_batch(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {k: [] for k in ("messages", "question", "reference_answer", "dedup_text",
-                                                     "drop_reason")}
-        n = len(batch["row_id"])
-        load_errors = batch.get("load_error") or [None] * n
-        questions = batch.get("question") or [None] * n
-        references = batch.get("reference_answer") or [None] * n
-        responses = batch.get("responses") or [None] * n
-        for load_error, question, reference, response_list in zip(load_errors, questions, references, responses):
+        out, columns = self.begin_batch(batch, "load_error", "question", "reference_answer", "responses")
+        for load_error, question, reference, response_list in zip(*columns):
             row = self._format_row(question, reference, response_list) if load_error is None else (load_error,)
             reason, *values = row
             messages, question_text, reference_text = values if values else ([], "", "")

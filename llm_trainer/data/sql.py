@@ -51,11 +51,8 @@ class SqlDataProcessor(BaseDataProcessor):
     extra_columns = ("sql_context", "sql_complexity", "gold_transpiled")
 
     def format_batch(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {k: [] for k in ("messages", "question", "reference_answer", "dedup_text",
-                                                     "drop_reason", *self.extra_columns)}
-        n = len(batch["row_id"])
-        columns = [batch.get(name) or [None] * n
-                   for name in ("load_error", "sql_prompt", "sql_context", "sql", "sql_explanation", "sql_complexity")]
+        out, columns = self.begin_batch(batch, "load_error", "sql_prompt", "sql_context", "sql", "sql_explanation",
+                                        "sql_complexity")
         for load_error, question, context, gold, explanation, complexity in zip(*columns):
             if load_error is not None:
                 reason, values = load_error, None
