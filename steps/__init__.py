@@ -6,8 +6,7 @@ its lock, when two commands start at once on a fresh store)."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from llm_trainer.lazy import lazy_names
 
 _MODULES = {"prepare_base_model": "steps.base_model", "evaluate_model": "steps.evaluate",
             "fingerprint_source": "steps.fingerprint_source", "load_adapter": "steps.load_adapter",
@@ -16,14 +15,5 @@ _MODULES = {"prepare_base_model": "steps.base_model", "evaluate_model": "steps.e
 
 __all__ = sorted(_MODULES)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _MODULES:
-        raise AttributeError(f"module 'steps' has no attribute {name!r}")
-    import materializers  # noqa: F401  (registers the project's materializers before any step runs)
-
-    # All at once, bound here: importing steps.load_data sets the attribute 'load_data' of this package to the
-    # module, which the step of that name must replace.
-    steps = {step: getattr(importlib.import_module(module), step) for step, module in _MODULES.items()}
-    globals().update(steps)
-    return steps[name]
+# Lazy names, the packages' one way (llm_trainer/lazy.py); the materializers register before any step runs.
+__getattr__ = lazy_names(__name__, _MODULES, first=("materializers",))

@@ -4,14 +4,9 @@ Names load lazily so that the config validator can import ``answer_types`` witho
 
 from __future__ import annotations
 
-from typing import Any
+from llm_trainer.lazy import lazy_names
 
 __all__ = ["BaseEvaluator", "EvalResult", "build_evaluator", "evaluate_model_on_test"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from llm_trainer.evaluation import base
-
-        return getattr(base, name)
-    raise AttributeError(name)
+# Lazy names, the packages' one way (llm_trainer/lazy.py).
+__getattr__ = lazy_names(__name__, {name: "llm_trainer.evaluation.base" for name in __all__})
