@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_trainer.paths import state_dir
+from runner.arguments import number as _number
 
 COMMANDS = {
     "process": "load -> preprocess -> tokenize",
@@ -31,20 +32,6 @@ COMMANDS = {
     "stack": "set up (once) and show the ZenML stack and MLflow store the pipelines run on",
 }
 PIPELINE_COMMANDS = ("process", "train", "evaluate", "full")
-
-
-def _number(kind: type, low: float, high: float | None = None, low_open: bool = False) -> Any:
-    """An argparse type: a number in [low, high] (or (low, high] with ``low_open``)."""
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value < low or (low_open and value == low) or (high is not None and value > high):
-            bound = f"{'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if high is not None else "")
-            raise argparse.ArgumentTypeError(f"must be {bound} (got {text})")
-        return value
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:

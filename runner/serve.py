@@ -23,31 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from llm_trainer.paths import PROJECT_ROOT
+from runner.arguments import port as _port
+from runner.arguments import positive as _positive
 
 API_KEY_ENV = "LLM_TRAINER_API_KEY"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0 (got {text})")
-        return value
-    return parse
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0 to 65535 (got {text})")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
