@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from pydantic import Field, field_validator
 
 from llm_trainer.errors import ConfigError
-from llm_trainer.evaluation.answer_types import metric_names
 from llm_trainer.registry import EVALUATORS
 
 from llm_trainer.config.base import TINY_MODEL_NAME, Section
@@ -49,13 +51,30 @@ class EvaluationConfig(Section):
         return ScoringSpec(**{name: getattr(self, name) for name in ScoringSpec.model_fields})
 
     def metric_names(self) -> tuple[str, ...]:
-        """Every metric name the evaluation produces (benchmark metrics as ``benchmark.<task>.*``)."""
-        if self.evaluator == "reasoning":
-            return metric_names(judge=self.judge is not None)
-        try:  # other evaluators declare theirs (BaseEvaluator.metric_names); their modules import nothing heavy
-            return tuple(getattr(EVALUATORS.resolve(self.evaluator), "metric_names", ()))
+        """Every fixed metric name the evaluator declares for these settings (BaseEvaluator.metric_names_for;
+        benchmark metrics are ``benchmark.<task>.*``); none for an evaluator that cannot be imported."""
+        evaluator = self._evaluator()
+        names_for = getattr(evaluator, "metric_names_for", None)
+        return tuple(names_for(self) if names_for else getattr(evaluator, "metric_names", ()))
+
+    def metric_families(self) -> tuple[str, ...]:
+        """The evaluator's templates of metric names that depend on the data, e.g. accuracy_task_<family>."""
+        return tuple(getattr(self._evaluator(), "metric_families", ()))
+
+    def produces(self, metric: str) -> bool:
+        """Whether the evaluator declares ``metric``: a fixed name, or a template with each <...> filled by a key of
+        lowercase letters, digits and _; an evaluator that declares nothing is taken at its word for any name."""
+        names, families = self.metric_names(), self.metric_families()
+        return not (names or families) or metric in names or any(
+            re.fullmatch("[a-z0-9_]+".join(map(re.escape, re.split(r"<[^<>]+>", family))), metric)
+            for family in families)
+
+    def _evaluator(self) -> Any:
+        """The evaluator class, through the registry: its module imports nothing heavy (a config validates fast)."""
+        try:
+            return EVALUATORS.resolve(self.evaluator)
         except ConfigError:
-            return ()
+            return None
 
 
 class ScoringSpec(Section):

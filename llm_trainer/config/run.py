@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
@@ -33,19 +32,18 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _promotion_metric_exists(self) -> RunConfig:
-        known = self.evaluation.metric_names()
+        evaluation = self.evaluation
         named = [("promotion_metric", self.registry.promotion_metric)]
         for key, metric in named + [("guard_metrics", guard) for guard in self.registry.guard_metrics]:
             task = metric.split(".")[1] if metric.startswith("benchmark.") and metric.count(".") >= 2 else None
             if task is not None:
-                if task not in self.evaluation.benchmarks:
+                if task not in evaluation.benchmarks:
                     raise ValueError(f"registry.{key}: '{metric}' needs '{task}' in evaluation.benchmarks "
-                                     f"(have: {', '.join(self.evaluation.benchmarks) or 'none'})")
-            elif known and metric not in known and not (self.evaluation.evaluator == "reasoning"
-                                                        and re.fullmatch(r"accuracy_task_[a-z0-9_]+", metric)):
-                raise ValueError(f"registry.{key}: '{metric}' is not a metric of the "
-                                 f"{self.evaluation.evaluator} evaluator ({', '.join(known)}, accuracy_task_<family> "
-                                 "where the data has a task column, or benchmark.<task>.<metric>)")
+                                     f"(have: {', '.join(evaluation.benchmarks) or 'none'})")
+            elif not evaluation.produces(metric):
+                known = ", ".join((*evaluation.metric_names(), *evaluation.metric_families()))
+                raise ValueError(f"registry.{key}: '{metric}' is not a metric of the {evaluation.evaluator} "
+                                 f"evaluator ({known}, or benchmark.<task>.<metric>)")
         return self
 
     @model_validator(mode="after")

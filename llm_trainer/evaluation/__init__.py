@@ -1,6 +1,7 @@
 """Evaluators: BaseEvaluator and the reasoning evaluator, selected by ``evaluation.evaluator``.
 
-Names load lazily so that the config validator can import ``answer_types`` without importing evaluators."""
+Names load lazily so that a light module of the package (``answer_types``, ``text_metrics``) imports without the
+evaluators."""
 
 from __future__ import annotations
 

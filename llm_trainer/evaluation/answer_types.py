@@ -1,6 +1,7 @@
 """Reference answer types as natural_reasoning's card counts them, and the metric names the evaluator produces.
 
-Pure Python and cheap to import: the config validator uses ``metric_names`` before anything heavy runs.
+Pure Python and cheap to import: the reasoning evaluator declares its metrics with ``metric_names``, which the
+config validator reads before anything heavy runs.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from llm_trainer.config import EvalSpec, RunConfig
+from llm_trainer.config import EvalSpec, EvaluationConfig, RunConfig
 from llm_trainer.registry import EVALUATORS
 
 logger = logging.getLogger(__name__)
@@ -44,8 +44,16 @@ class Answers:
 
 
 class BaseEvaluator(ABC):
-    # Every metric name ``evaluate`` can return: the config validator checks registry.promotion_metric against it.
+    # What ``evaluate`` can return, which the config validator checks registry.promotion_metric and guard_metrics
+    # against (through the EVALUATORS registry): every fixed metric name, and templates of the names that depend on
+    # the data, where <family> (any <word>) stands for a key of lowercase letters, digits and _.
     metric_names: tuple[str, ...] = ()
+    metric_families: tuple[str, ...] = ()  # e.g. accuracy_task_<family>: one metric per task family in the data
+
+    @classmethod
+    def metric_names_for(cls, evaluation: EvaluationConfig) -> tuple[str, ...]:
+        """``metric_names`` as the evaluation settings make them (an evaluator whose options add metrics says so)."""
+        return cls.metric_names
 
     def __init__(self, cfg: EvalSpec | RunConfig, base_model: str | None = None):
         self.cfg = cfg

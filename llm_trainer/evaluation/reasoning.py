@@ -6,12 +6,21 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from llm_trainer.config import EvaluationConfig
 from llm_trainer.evaluation.answer_types import VERIFIABLE
+from llm_trainer.evaluation.answer_types import metric_names as reasoning_metric_names
 from llm_trainer.evaluation.base import BaseEvaluator, EvalResult
 from llm_trainer.evaluation.scoring import ScoringSettings, aggregate, score_many
 
 
 class ReasoningEvaluator(BaseEvaluator):
+    metric_names = reasoning_metric_names()
+    metric_families = ("accuracy_task_<family>",)  # per_task_metrics, where the data has a task column
+
+    @classmethod
+    def metric_names_for(cls, evaluation: EvaluationConfig) -> tuple[str, ...]:
+        return reasoning_metric_names(judge=evaluation.judge is not None)  # the judge's metrics with a judge
+
     def evaluate(self, model: Any, tokenizer: Any, processed_test: Any, tokenized_test: Any) -> EvalResult:
         cfg = self.cfg.evaluation
         answers = self.answer_test_questions(model, tokenizer, processed_test)
