@@ -43,7 +43,7 @@ HOSTILE = {
 
 def test_hostile_queries_are_scored_wrong_and_counted_without_hanging():
     from llm_trainer.evaluation.sql import aggregate_sql, score_sql
-    from llm_trainer.evaluation.sql_sandbox import Sandbox
+    from llm_trainer.sql_sandbox import Sandbox
 
     verdicts = []
     for name, (query, reason) in HOSTILE.items():
@@ -66,7 +66,7 @@ def test_hostile_queries_are_scored_wrong_and_counted_without_hanging():
 
 
 def test_a_hostile_context_cannot_attach_or_write_files_or_loop(tmp_path):
-    from llm_trainer.evaluation.sql_sandbox import Sandbox
+    from llm_trainer.sql_sandbox import Sandbox
 
     with Sandbox("ATTACH DATABASE '/etc/passwd' AS p; CREATE TABLE t (a);") as sandbox:
         assert "not authorized" in sandbox.build_error

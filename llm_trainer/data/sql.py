@@ -18,7 +18,7 @@ import datasets
 from llm_trainer.config import DataConfig
 from llm_trainer.data.base import TOO_LONG, BaseDataProcessor
 from llm_trainer.data.text import clean_text, dedup_key
-from llm_trainer.evaluation.sql_sandbox import Sandbox
+from llm_trainer.sql_sandbox import Sandbox
 
 DEFAULT_SYSTEM_PROMPT = ("You translate questions into SQLite queries. Answer with one SQL query in a ```sql "
                          "code block.")

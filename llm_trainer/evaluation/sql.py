@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from llm_trainer.evaluation.base import BaseEvaluator, EvalResult
-from llm_trainer.evaluation.sql_sandbox import ERRORS, MAX_QUERY_CHARS, Sandbox
+from llm_trainer.sql_sandbox import ERRORS, MAX_QUERY_CHARS, Sandbox
 
 SCORES = ("execution_accuracy", "exact_match", "valid_sql")
 COUNTS = ("examples", "no_sql_found", *(f"error_{reason}" for reason in ERRORS))

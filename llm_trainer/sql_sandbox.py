@@ -9,7 +9,8 @@ denied). A query runs under:
 - a progress-handler deadline, so an endless recursive CTE or a huge cross join is interrupted;
 - caps on the query length, on the size of any one value, on the rows read and on the bytes read.
 
-Every failure is a reason string (``QueryResult.error``), never an exception.
+Every failure is a reason string (``QueryResult.error``), never an exception. The SQL processor runs each gold query
+here and the SQL evaluator each predicted one, so it stands below both data/ and evaluation/.
 """
 
 from __future__ import annotations
