@@ -11,6 +11,7 @@ writes accuracy overall and per task family, the gain over SFT, the reward curve
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -79,8 +80,9 @@ def main() -> None:
                          f"model.init_adapter={sft.adapter.path}"]
             cfg = load_config(ROOT / "configs" / "grpo_quickstart.yaml", overrides)
             started = time.time()
-            grpo = run_training(cfg, tokenized, tokenizer, work / f"{variant}-{seed}".replace("/", "_")[:120],
-                                base_model=base_model, processed=processed)
+            key = hashlib.sha256("|".join(overrides).encode()).hexdigest()[:12]  # a finished run is reused
+            grpo = run_training(cfg, tokenized, tokenizer, work / f"grpo-{key}", base_model=base_model,
+                                processed=processed)
             seconds = round(time.time() - started, 1)
             scores = evaluate(grpo.adapter.path)
             curve = [round(h["reward"], 3) for h in grpo.history if "reward" in h]
