@@ -49,6 +49,7 @@ def check_adapter_folder(path: str | Path) -> str:
 
 
 def read_json_object(path: Path, where: str = "adapter", fix: str = AGAIN) -> dict[str, Any]:
+    """A JSON file that must hold an object; a file that is not JSON, or holds a list, is a one-line UserError."""
     try:
         data = json.loads(read_text_file(path, "a JSON file"))
     except json.JSONDecodeError as exc:

@@ -20,6 +20,7 @@ HELP = "Type a message. /reset clears the conversation, /exit quits."
 
 
 def base_messages(system_prompt: str) -> list[dict[str, str]]:
+    """The start of every conversation: the system prompt as its first message, or nothing without one."""
     return [{"role": "system", "content": system_prompt}] if system_prompt else []
 
 

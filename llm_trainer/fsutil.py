@@ -71,6 +71,7 @@ def apply_umask(folder: Path) -> None:
 
 
 def current_umask() -> int:
+    """The process's umask, read without changing it where /proc allows."""
     try:  # Linux shows it without changing it (os.umask would, for a moment, in every thread)
         status = Path("/proc/self/status").read_text()
         return int(re.search(r"^Umask:\s*([0-7]+)", status, re.MULTILINE).group(1), 8)  # type: ignore[union-attr]

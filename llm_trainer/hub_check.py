@@ -26,6 +26,7 @@ def check_models(cfg: RunConfig) -> None:
 
 
 def check_model(key: str, name: str, revision: str | None, token_in_steps: bool = False) -> None:
+    """Refuse in one line a model that is neither local, cached nor reachable on the Hub."""
     if name == TINY_MODEL_NAME or Path(name).expanduser().exists() or _in_cache(name, revision):
         return
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url

@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Generation:
+    """One generated reply: its text, token counts and whether its prompt was cut to fit."""
+
     text: str
     new_tokens: int
     prompt_truncated: bool = False
@@ -43,6 +45,7 @@ def load_for_inference(cfg: ModelConfig, base_model: str, adapter_path: str | Pa
 
 
 def context_window(model: Any, tokenizer: Any) -> int:
+    """Tokens the model can attend to: the smaller of the config's and the tokenizer's limits."""
     limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
     return min(int(x) for x in limits if x and x < 10**9) if any(limits) else 2048
 
@@ -194,6 +197,7 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
 
 def timed_generate(model: Any, tokenizer: Any, conversations: list[list[dict]], max_new_tokens: int,
                    batch_size: int, progress: bool = False) -> tuple[list[Generation], float]:
+    """``generate_batch``, and the seconds it took (for tokens/s)."""
     started = time.time()
     generations = generate_batch(model, tokenizer, conversations, max_new_tokens, batch_size, progress)
     return generations, time.time() - started

@@ -30,6 +30,8 @@ USABLE = 0.9  # of the card: fragmentation, other processes
 
 @dataclass(frozen=True)
 class ModelDims:
+    """The dimensions of a decoder model that the memory and speed estimates need."""
+
     hidden: int
     layers: int
     heads: int
@@ -47,6 +49,7 @@ class ModelDims:
 
     @property
     def kv_dim(self) -> int:
+        """Width of the keys (and of the values) of one layer: KV heads x head size."""
         return self.kv_heads * (self.hidden // self.heads)
 
     def linear_shapes(self) -> list[tuple[int, int]]:
@@ -56,13 +59,16 @@ class ModelDims:
 
     @property
     def decoder_params(self) -> int:
+        """Weights in the decoder layers' linears (the ones QLoRA quantises)."""
         return self.layers * sum(a * b for a, b in self.linear_shapes())
 
     @property
     def embedding_params(self) -> int:
+        """Weights of the input embeddings and lm_head (once when tied)."""
         return self.vocab * self.hidden * (1 if self.tied else 2)
 
     def lora_params(self, r: int) -> int:
+        """LoRA parameters at rank ``r`` on every linear of every layer (all-linear)."""
         return self.layers * r * sum(a + b for a, b in self.linear_shapes())
 
 
@@ -73,6 +79,7 @@ KNOWN_MODELS = {name: LLAMA3_8B for name in (
 
 
 def dims_for(base_model: str) -> ModelDims | None:
+    """The dimensions of a known base model (Llama 3 8B's Hub ids), else None."""
     return KNOWN_MODELS.get(base_model)
 
 
@@ -80,6 +87,7 @@ def dims_for(base_model: str) -> ModelDims | None:
 
 def weight_bytes(d: ModelDims, *, four_bit: bool = True, double_quant: bool = True, training: bool = True,
                  dtype_bytes: int = 2) -> float:
+    """Bytes of the base model's weights on the GPU: 4-bit or 16-bit, for training or inference."""
     per_weight = (0.5 + (1 / 64 + 4 / (64 * 256) if double_quant else 4 / 64)) if four_bit else dtype_bytes
     embeddings = 4 if training else dtype_bytes
     norms = (2 * d.layers + 1) * d.hidden * 4
@@ -130,6 +138,7 @@ def loss_bytes(d: ModelDims, tokens: int, *, chunk: int | None, training: bool, 
 
 
 def kv_cache_bytes(d: ModelDims, tokens: int, dtype_bytes: int = 2) -> float:
+    """Bytes of the KV cache for ``tokens`` tokens (a batch's prompts and new tokens together)."""
     return tokens * d.layers * 2 * d.kv_dim * dtype_bytes
 
 
@@ -214,6 +223,7 @@ def merge_host_bytes(d: ModelDims, lora_r: int) -> float:
 
 
 def fits(peak: float, card_gib: float) -> bool:
+    """Whether a peak (bytes) fits a card of ``card_gib`` GiB, within the usable share USABLE."""
     return peak <= USABLE * card_gib * GIB
 
 

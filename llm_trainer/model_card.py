@@ -22,6 +22,8 @@ CARD_FILE = "README.md"
 
 @dataclass
 class CardInfo:
+    """The facts a model card states: base model, data, config, metrics, training figures and version."""
+
     name: str
     base_model: str  # the config's model.base_model: a Hub id, a local path or 'tiny-llama'
     data_source: str
@@ -36,6 +38,7 @@ class CardInfo:
 
 
 def licence_of(source: str) -> str | None:
+    """The licence of a known Hub data set (natural_reasoning's), else None."""
     return KNOWN_LICENCES.get(source)
 
 
@@ -50,6 +53,7 @@ def card_from_config(cfg: Any, **extra: Any) -> CardInfo:
 
 
 def render(info: CardInfo) -> str:
+    """The model card's markdown, with Hub front matter (base model, data set, licence) where known."""
     from llm_trainer.data.sources import is_local_source
 
     hub_base = info.base_model != TINY_MODEL_NAME and not info.base_model.startswith(("/", ".", "~")) \

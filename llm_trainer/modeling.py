@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 def load_tokenizer(name_or_path: str, cfg: ModelConfig) -> Any:
+    """The tokenizer with the configured chat template and a pad token; an error without a template."""
     from transformers import AutoTokenizer
 
     try:
@@ -39,6 +40,7 @@ def load_tokenizer(name_or_path: str, cfg: ModelConfig) -> Any:
 
 
 def torch_dtype(name: str) -> Any:
+    """The torch dtype that a config's dtype name stands for ('auto' stays 'auto')."""
     import torch
 
     return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "auto": "auto"}[name]
@@ -111,6 +113,7 @@ def free_accelerator_memory() -> None:
 
 
 def visible_gpus() -> int:
+    """How many CUDA GPUs this process sees (0 without CUDA)."""
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -134,6 +137,7 @@ def bnb_config(cfg: ModelConfig, fsdp: bool = False) -> Any:
 
 
 def lora_config(cfg: LoraSettings) -> Any:
+    """peft's LoraConfig from the ``lora`` section, for a causal LM."""
     from peft import LoraConfig
 
     return LoraConfig(r=cfg.r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,

@@ -13,10 +13,12 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def state_dir() -> Path:
+    """The folder of the project's state: $LLM_TRAINER_HOME, else <project>/.llm_trainer."""
     return Path(os.environ.get("LLM_TRAINER_HOME") or PROJECT_ROOT / ".llm_trainer").expanduser().resolve()
 
 
 def cache_dir(*parts: str) -> Path:
+    """A cache folder under the state folder, made if missing."""
     path = state_dir().joinpath("cache", *parts)
     path.mkdir(parents=True, exist_ok=True)
     return path

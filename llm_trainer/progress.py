@@ -28,6 +28,7 @@ def clock_text(seconds: float | None) -> str:
 
 def progress_line(step: int, total: int, elapsed: float, eta: float | None, loss: float | None,
                   tokens_per_second: float | None) -> str:
+    """One progress line: step/total, percent, elapsed, ETA, and loss and tokens/s when known."""
     width = len(str(total))
     percent = 100.0 * step / total if total else 0.0
     parts = [f"train {step:>{width}}/{total} {percent:3.0f}%", f"elapsed {clock_text(elapsed)}",
@@ -58,10 +59,12 @@ class TrainingProgress(TrainerCallback):
 
     @property
     def stream(self) -> TextIO:
+        """Where progress is written: the stream given, else stderr."""
         return self._stream if self._stream is not None else sys.stderr
 
     @property
     def in_place(self) -> bool:
+        """Whether the line is redrawn in place: as given, else whether the stream is a terminal."""
         if self._in_place is None:
             isatty = getattr(self.stream, "isatty", None)
             self._in_place = bool(isatty and isatty())
@@ -80,23 +83,27 @@ class TrainingProgress(TrainerCallback):
         return (now - since) / done * max(total - step, 0)
 
     def line(self, state: Any) -> str:
+        """The progress line for the Trainer's current state."""
         now = self._clock()
         return progress_line(state.global_step, state.max_steps, now - self._started,
                              self.eta(state.global_step, state.max_steps, now), self.loss, self.tokens_per_second)
 
     def on_train_begin(self, args, state, control, **kwargs):
+        """Start the clock; a resumed run says the step it resumes at."""
         self._started = self._clock()
         self._first_step = state.global_step
         if state.is_world_process_zero and state.global_step:
             self._print(f"resuming at step {state.global_step}/{state.max_steps}")
 
     def on_step_end(self, args, state, control, **kwargs):
+        """Start the pace after the first step; redraw the line in place at most every 0.5 s."""
         if self._pace_from is None:
             self._pace_from = (self._clock(), state.global_step)
         if state.is_world_process_zero and self.in_place and self._clock() - self._last_draw >= REDRAW_EVERY_S:
             self._draw(state)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        """Show a logged training loss, an evaluation or the closing summary, on the main process."""
         if not state.is_world_process_zero or not logs:
             return
         if "loss" in logs:
@@ -116,6 +123,7 @@ class TrainingProgress(TrainerCallback):
                         + (f", mean loss {float(logs['train_loss']):.4f}" if "train_loss" in logs else ""))
 
     def on_train_end(self, args, state, control, **kwargs):
+        """End the in-place line; an evaluation after this is labelled the final one."""
         self._final = True  # an evaluation after this is the final one
         if state.is_world_process_zero:
             self._finish_line(state)

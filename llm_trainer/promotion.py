@@ -14,6 +14,8 @@ from llm_trainer.evaluation.answer_types import LOWER_IS_BETTER
 
 @dataclass
 class PromotionDecision:
+    """The gate's verdict on a model version: promote or not, to which stage, why, on which numbers."""
+
     promote: bool
     stage: str  # "production" or "staging"
     reason: str
@@ -24,6 +26,7 @@ class PromotionDecision:
     guards_failed: list[str] = field(default_factory=list)  # the guard metrics that regressed
 
     def as_dict(self) -> dict[str, Any]:
+        """The decision as a plain dict, for metadata and the report."""
         return asdict(self)
 
 

@@ -14,11 +14,14 @@ from llm_trainer.errors import ConfigError
 
 
 class Registry:
+    """One extension point's names -> 'module:Class' paths, imported only when resolved."""
+
     def __init__(self, key: str, entries: dict[str, str]):
         self.key = key
         self._entries = dict(entries)
 
     def names(self) -> list[str]:
+        """The registered names, sorted (for error messages)."""
         return sorted(self._entries)
 
     def register(self, name: str, target: str | type) -> None:
@@ -28,11 +31,13 @@ class Registry:
         self._entries[name] = target
 
     def check(self, name: str) -> str:
+        """A config validator: the name if registered or a 'module:Class' path, else a ValueError."""
         if name in self._entries or _is_import_path(name):
             return name
         raise ValueError(f"unknown name '{name}'; known: {', '.join(self.names())} (or a 'module:Class' path)")
 
     def resolve(self, name: str) -> Any:
+        """The class a name (or 'module:Class' path) stands for, imported now; a ConfigError if not."""
         path = self._entries.get(name, name)
         if not _is_import_path(path):
             raise ConfigError(f"{self.key}: unknown name '{name}'; known: {', '.join(self.names())}")

@@ -24,6 +24,7 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def git_commit() -> str:
+    """The project's git commit, for run tags; 'unknown' outside a git checkout."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
                              timeout=10)
@@ -119,5 +120,6 @@ def drop_counts_png(kept: int, dropped: dict[str, int]) -> bytes:
 
 
 def png_html(png: bytes, caption: str) -> str:
+    """A PNG embedded in HTML as a figure with a caption, for ZenML visualizations."""
     encoded = base64.b64encode(png).decode()
     return f'<figure><img src="data:image/png;base64,{encoded}" alt="{caption}"/><figcaption>{caption}</figcaption></figure>'

@@ -42,6 +42,8 @@ class Sampling:
 
 @dataclass
 class Completion:
+    """An engine's reply to one conversation: its text, token counts and why it stopped."""
+
     text: str
     prompt_tokens: int
     completion_tokens: int
@@ -49,6 +51,8 @@ class Completion:
 
 
 class Engine(Protocol):
+    """What the Batcher and the HTTP layer need of an engine: batched, streamed and measured generation."""
+
     def generate(self, conversations: list[list[dict]], sampling: Sampling) -> list[Completion]:
         """One completion per conversation, in order."""
 
@@ -79,6 +83,8 @@ def trimmed(pieces: Iterator[str]) -> Iterator[str]:
 
 
 class TransformersEngine:
+    """The project's own inference on transformers: CPU or one GPU, the adapter attached."""
+
     name = "transformers"
 
     def __init__(self, model: Any, tokenizer: Any):
@@ -94,10 +100,12 @@ class TransformersEngine:
         return cls(load_for_inference(cfg, base_model, adapter_path, tokenizer), tokenizer)
 
     def measure(self, conversation: list[dict]) -> tuple[int, int | None]:
+        """The conversation's prompt tokens and the model's context window."""
         (ids,), _ = encode_prompts(self.tokenizer, [conversation], 1 << 62)
         return len(ids), context_window(self.model, self.tokenizer)
 
     def generate(self, conversations: list[list[dict]], sampling: Sampling) -> list[Completion]:
+        """One completion per conversation: greedy through generate_batch, else sampled."""
         if sampling.temperature > 0:
             generations = self._generate(conversations, sampling)
         else:
@@ -106,6 +114,7 @@ class TransformersEngine:
         return [_finish(g) for g in generations]
 
     def stream(self, conversation: list[dict], sampling: Sampling) -> Iterator[str | Completion]:
+        """The reply's text as it is generated (in a thread), then its Completion."""
         from transformers import TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -196,6 +205,7 @@ class VllmEngine:
         return cls(llm, LoRARequest("adapter", 1, str(adapter_path)), stops, cfg.chat_template, tokenizer)
 
     def measure(self, conversation: list[dict]) -> tuple[int, int | None]:
+        """The conversation's prompt tokens and vLLM's max_model_len (0 and None without a tokenizer)."""
         if self.tokenizer is None:
             return 0, None
         (ids,), _ = encode_prompts(self.tokenizer, [conversation], 1 << 62)
@@ -203,6 +213,7 @@ class VllmEngine:
         return len(ids), getattr(config, "max_model_len", None)
 
     def generate(self, conversations: list[list[dict]], sampling: Sampling) -> list[Completion]:
+        """One completion per conversation, from vLLM's chat with the adapter's LoRARequest."""
         import vllm
 
         params = vllm.SamplingParams(max_tokens=sampling.max_tokens, temperature=sampling.temperature,
@@ -217,6 +228,7 @@ class VllmEngine:
         return completions
 
     def stream(self, conversation: list[dict], sampling: Sampling) -> Iterator[str | Completion]:
+        """The whole reply as one piece (generated as ``generate`` does), then its Completion."""
         (completion,) = self.generate([conversation], sampling)
         if completion.text:
             yield completion.text
@@ -231,6 +243,8 @@ Done = Callable[[Completion | None, BaseException | None], None]
 
 @dataclass
 class Job:
+    """One request for the Batcher: a conversation, its sampling, and callbacks for the result and pieces."""
+
     conversation: list[dict]
     sampling: Sampling
     on_done: Done  # called once, from the worker thread: (completion, None) or (None, error)
@@ -249,13 +263,16 @@ class Batcher:
         self._thread.start()
 
     def submit(self, job: Job) -> None:
+        """Queue a job for the worker thread; returns at once."""
         self._queue.put(job)
 
     def close(self, timeout: float = 10.0) -> None:
+        """Tell the worker thread to stop after the queued jobs, and wait for it up to ``timeout`` s."""
         self._queue.put(None)
         self._thread.join(timeout)
 
     def stats(self) -> dict[str, Any]:
+        """Batches generated, requests in them and the largest batch, for /health."""
         sizes = dict(self.batch_sizes)
         return {"batches": sum(sizes.values()), "requests": sum(k * v for k, v in sizes.items()),
                 "largest_batch": max(sizes, default=0)}

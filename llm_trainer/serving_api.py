@@ -40,6 +40,8 @@ UNSUPPORTED = {"n": (None, 1), "stop": (None, "", []), "tools": (None, []), "too
 
 @dataclass
 class ServeSettings:
+    """The server's settings: model id, system prompt, API key, token caps and request limits."""
+
     model_id: str
     system_prompt: str = ""
     api_key: str | None = None
@@ -51,6 +53,8 @@ class ServeSettings:
 
 
 class ApiError(Exception):
+    """A request the API refuses: the HTTP status and OpenAI's error fields for the body."""
+
     def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
                  param: str | None = None):
         super().__init__(message)
@@ -58,6 +62,7 @@ class ApiError(Exception):
 
 
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error body: {'error': {message, type, param, code}}."""
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
@@ -145,6 +150,7 @@ def fit_window(engine: Any, conversation: list[dict], sampling: Sampling) -> tup
 
 
 def create_app(batcher: Batcher, settings: ServeSettings) -> Any:
+    """The Starlette app serving /v1/chat/completions, /v1/models and /health over ``batcher``."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.requests import Request

@@ -38,12 +38,15 @@ _DENIED_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_to
 
 @dataclass
 class QueryResult:
+    """A query's rows, or why it has none (an error kind and its detail)."""
+
     rows: list[tuple] | None = None
     error: str | None = None
     detail: str = ""
 
     @property
     def ok(self) -> bool:
+        """Whether the query ran and returned rows within the limits."""
         return self.error is None
 
 
@@ -81,6 +84,7 @@ class Sandbox:
         self.close()
 
     def close(self) -> None:
+        """Close the in-memory database."""
         self.conn.close()
 
     def _past_deadline(self) -> int:
@@ -102,6 +106,7 @@ class Sandbox:
         return None
 
     def run(self, sql: str) -> QueryResult:
+        """Run one read-only query within the deadline and the row and size limits; a failure is a QueryResult error."""
         if self.build_error is not None:
             return QueryResult(error="sql_error", detail=f"context: {self.build_error}")
         if len(sql) > MAX_QUERY_CHARS:

@@ -147,6 +147,7 @@ def tiny_model_folder(tokenizer: Any, cfg: ModelConfig, seed: int) -> Path:
 
 
 def vocab_digest(tokenizer: Any) -> str:
+    """A short hash of the tokenizer's vocabulary, keying the tiny model and corpus caches."""
     return hashlib.sha256(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -9,4 +9,6 @@ TINY_MODEL_NAME = "tiny-llama"
 
 
 class Section(BaseModel):
+    """Base of every config model: an unknown key is an error, and an assignment is validated like the YAML."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)

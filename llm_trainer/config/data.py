@@ -27,6 +27,8 @@ class SplitFractions(Section):
 
 
 class DataConfig(Section):
+    """The ``data`` section: which processor reads which source, how rows are cleaned, split, templated, packed."""
+
     processor: str = Field("reasoning", description="Data processor name (registry) or 'module:Class'.")
     source: str = Field(description="Hub data set id, or a local .jsonl/.json/.parquet/.csv file or folder.")
     split: str = Field("train", description="Split of a Hub data set to read.")

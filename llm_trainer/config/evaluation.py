@@ -23,6 +23,8 @@ class JudgeConfig(Section):
 
 
 class EvaluationConfig(Section):
+    """The ``evaluation`` section: which evaluator scores the test rows, how many, and how answers are judged."""
+
     evaluator: str = "reasoning"
     max_samples: int | None = Field(200, gt=0)
     batch_size: int = Field(8, gt=0)
@@ -88,6 +90,8 @@ class ScoringSpec(Section):
 
 
 class RegistryConfig(Section):
+    """The ``registry`` section: the registered model's name and the metrics that gate its promotion."""
+
     model_name: str | None = Field(None, description="ZenML/MLflow model name; default: the run name.")
     promotion_metric: str = "accuracy"
     promotion_margin: float = Field(0.0, ge=0)

@@ -43,6 +43,8 @@ class TinyModelConfig(Section):
 
 
 class ModelConfig(Section):
+    """The ``model`` section: the base model, how it loads (4-bit, dtype, attention) and its chat template."""
+
     base_model: str = Field(description=f"Hub id, local path, or '{TINY_MODEL_NAME}' (built offline).")
     revision: str | None = None
     trust_remote_code: bool = False
@@ -71,6 +73,7 @@ class ModelConfig(Section):
 
     @property
     def is_tiny(self) -> bool:
+        """Whether the base model is the offline tiny Llama, built from the data instead of downloaded."""
         return self.base_model == TINY_MODEL_NAME
 
 

@@ -20,6 +20,8 @@ class StepResources(Section):
 
 
 class StepResourcesByStep(Section):
+    """The resources asked for the two heavy steps: train and evaluate."""
+
     train: StepResources = StepResources()
     evaluate: StepResources = StepResources()
 

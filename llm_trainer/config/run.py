@@ -18,6 +18,8 @@ from llm_trainer.config.training import TrainingConfig
 
 
 class RunConfig(Section):
+    """The whole experiment YAML, validated: every section, plus checks that span sections."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Experiment name.")
     seed: int = 42
     output_dir: str = "outputs"
@@ -60,14 +62,17 @@ class RunConfig(Section):
         return section_hash(self, *sections)
 
     def train_spec(self) -> TrainSpec:
+        """The train step's input: the sections training reads (and the scoring settings under GRPO)."""
         sections = {name: getattr(self, name) for name in TrainSpec.model_fields if name != "scoring"}
         # Only a trainer that judges answers reads them: editing them must not re-train an SFT run.
         return TrainSpec(**sections, scoring=self.evaluation.scoring() if self.training.trainer == "grpo" else None)
 
     def eval_spec(self) -> EvalSpec:
+        """The evaluate steps' input: the sections evaluation reads."""
         return EvalSpec(**{name: getattr(self, name) for name in EvalSpec.model_fields})
 
     def model_version_spec(self) -> ModelVersionSpec:
+        """The registered model this run's adapter goes to, keyed by the sections that make it."""
         return ModelVersionSpec(
             name=self.registry.model_name or self.name, tags=self.zenml.tags,
             config_key=f"{self.section_hash('data', 'model', 'lora', 'training', 'evaluation', 'registry')}-{self.seed}",
@@ -76,6 +81,7 @@ class RunConfig(Section):
 
 
 def section_hash(spec: BaseModel, *sections: str) -> str:
+    """A 16-hex-digit hash of the named sections of ``spec``, for keys that change when they change."""
     payload = {name: _dumped(getattr(spec, name)) for name in sections}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -98,6 +104,7 @@ class TrainSpec(Section):
     scoring: ScoringSpec | None = None  # the evaluation's judging settings, for GRPO's rewards
 
     def section_hash(self, *sections: str) -> str:
+        """A short hash of some sections, for the run folder's key (as RunConfig.section_hash)."""
         return section_hash(self, *sections)
 
 
@@ -115,6 +122,7 @@ class ModelVersionSpec(Section):
     batch_size: int = 8
 
     def version_name(self, source_fingerprint: str) -> str:
+        """The model version's name: the config key, then the first 8 digits of the data fingerprint."""
         return f"{self.config_key}-{source_fingerprint[:8]}"
 
 

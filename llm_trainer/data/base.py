@@ -32,6 +32,8 @@ FORMATTED_COLUMNS = ("messages", "question", "reference_answer", "dedup_text", "
 
 
 class BaseDataProcessor(ABC):
+    """Base of the data processors: a subclass formats raw rows, and the rest of processing is shared."""
+
     # Columns beyond KEPT_COLUMNS that ``format_batch`` returns and the evaluator needs (e.g. a SQL row's schema).
     extra_columns: tuple[str, ...] = ()
 
@@ -39,6 +41,7 @@ class BaseDataProcessor(ABC):
         self.cfg = cfg
 
     def load(self) -> datasets.Dataset:
+        """The configured source as a Dataset, each row numbered (``row_id``) and its read errors kept."""
         return load_source(self.cfg)
 
     @abstractmethod
@@ -58,6 +61,7 @@ class BaseDataProcessor(ABC):
         return out, [batch.get(name) or [None] * n for name in names]
 
     def preprocess(self, raw: datasets.Dataset) -> tuple[datasets.DatasetDict, dict[str, Any]]:
+        """Raw rows -> train/validation/test splits (cleaned, de-duplicated), and the report."""
         formatted = raw.map(
             self._format_with_keys,
             batched=True,
@@ -96,6 +100,7 @@ class BaseDataProcessor(ABC):
         return processed, report
 
     def tokenize(self, processed: datasets.DatasetDict, tokenizer: Any) -> tuple[datasets.DatasetDict, dict[str, Any]]:
+        """The processed splits tokenized with the chat template (and packed), and the report."""
         return tokenization.tokenize_splits(processed, tokenizer, self.cfg)
 
     def _format_with_keys(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:

@@ -142,9 +142,11 @@ class LengthGroupedSampler(Sampler[int]):
         self.group_size, self.seed, self.epoch = max(group_size, 1), seed, 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Set the epoch whose order ``__iter__`` yields (the Trainer calls it each epoch)."""
         self.epoch = epoch
 
     def order(self) -> np.ndarray:
+        """The row order of the current epoch: length groups shuffled by seed plus epoch."""
         return grouped_order(self.lengths, self.group_size, self.seed + self.epoch)
 
     def __iter__(self):

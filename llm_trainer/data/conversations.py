@@ -55,11 +55,14 @@ def default_system_prompt(cfg: DataConfig) -> str:
 
 
 class ChatDataProcessor(BaseDataProcessor):
+    """``data.processor: chat``: multi-turn conversations (messages, alpaca or sharegpt rows)."""
+
     def __init__(self, cfg: DataConfig):
         super().__init__(cfg)
         self.format = None if cfg.format == "auto" else cfg.format
 
     def preprocess(self, raw: datasets.Dataset) -> tuple[datasets.DatasetDict, dict[str, Any]]:
+        """As the base's, with the rows' format detected first and named in the report."""
         detected = self.cfg.format == "auto"
         if detected:
             self.format = detect_format(raw.column_names)
@@ -92,9 +95,11 @@ class ChatDataProcessor(BaseDataProcessor):
                      if name != self.format and all(row.get(c) is not None for c in needed)), None)
 
     def tokenize(self, processed: datasets.DatasetDict, tokenizer: Any) -> tuple[datasets.DatasetDict, dict[str, Any]]:
+        """As the base's, with every assistant turn of a conversation learnt, not only the last."""
         return tokenization.tokenize_splits(processed, tokenizer, self.cfg, batch_fn=tokenize_multiturn_batch)
 
     def format_batch(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """Rows of the detected format -> chat messages; a malformed conversation is dropped."""
         if self.format is None:  # format_batch called directly, without preprocess
             self.format = detect_format(list(batch))
         out, (load_errors,) = self.begin_batch(batch, "load_error")

@@ -21,11 +21,15 @@ TASK = "task"  # optional source column: the row's task family, for accuracy per
 
 
 class ReasoningDataProcessor(BaseDataProcessor):
+    """``data.processor: reasoning``: question/answer rows such as natural_reasoning's."""
+
     def preprocess(self, raw: datasets.Dataset) -> tuple[datasets.DatasetDict, dict[str, Any]]:
+        """As the base's, with each row's optional ``task`` column carried to its split."""
         processed, report = super().preprocess(raw)
         return _with_task_column(processed, raw), report
 
     def format_batch(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """Question and ``data.target`` -> system/user/assistant messages per row."""
         out, columns = self.begin_batch(batch, "load_error", "question", "reference_answer", "responses")
         for load_error, question, reference, response_list in zip(*columns):
             row = self._format_row(question, reference, response_list) if load_error is None else (load_error,)

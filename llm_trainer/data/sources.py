@@ -61,11 +61,13 @@ def file_format(path: Path) -> str | None:
 
 
 def is_local_source(source: str) -> bool:
+    """Whether ``data.source`` names local files (an existing path, a path-like or a data file name)."""
     path = Path(source).expanduser()
     return path.exists() or source.startswith(("/", "./", "../", "~")) or file_format(path) is not None
 
 
 def local_files(source: str) -> list[Path]:
+    """The data files of a local source (one file, or a folder's), refused in one line if not readable."""
     path = Path(source).expanduser()
     if not path.exists():
         raise DataError(f"data.source: file or folder not found: {source}")
@@ -128,6 +130,7 @@ def source_fingerprint(cfg: DataConfig) -> str:
 
 
 def load_source(cfg: DataConfig) -> datasets.Dataset:
+    """The configured source as a Dataset with a ``row_id`` column (``data.max_samples`` rows at most)."""
     if is_local_source(cfg.source):
         files = local_files(cfg.source)
         dataset = _load_local(files, cfg)

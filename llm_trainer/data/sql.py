@@ -27,10 +27,12 @@ GOLD_MAX_ROWS = 100_000
 
 
 def sql_prompt(context: str, question: str) -> str:
+    """The user turn of a text-to-SQL row: the database schema, then the question."""
     return f"Database schema:\n{context}\n\nQuestion: {question}"
 
 
 def sql_target(sql: str, explanation: str | None) -> str:
+    """The assistant turn of a text-to-SQL row: the SQL in a ```sql fence, after the explanation if any."""
     fenced = f"```sql\n{sql}\n```"
     return f"{explanation}\n\n{fenced}" if explanation else fenced
 
@@ -48,9 +50,12 @@ def transpile_to_sqlite(sql: str, dialect: str) -> str | None:
 
 
 class SqlDataProcessor(BaseDataProcessor):
+    """``data.processor: sql``: text-to-SQL rows whose gold query runs on their schema."""
+
     extra_columns = ("sql_context", "sql_complexity", "gold_transpiled")
 
     def format_batch(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """Text-to-SQL rows -> chat messages and the columns the SQL evaluator reads."""
         out, columns = self.begin_batch(batch, "load_error", "sql_prompt", "sql_context", "sql", "sql_explanation",
                                         "sql_complexity")
         for load_error, question, context, gold, explanation, complexity in zip(*columns):
@@ -120,6 +125,7 @@ class SqlDataProcessor(BaseDataProcessor):
         return gold, False, "gold_query_fails"
 
     def preprocess(self, raw: datasets.Dataset) -> tuple[datasets.DatasetDict, dict[str, Any]]:
+        """As the base's, with the count of gold queries transpiled to SQLite in the report."""
         processed, report = super().preprocess(raw)
         report["gold_transpiled"] = sum(sum(split["gold_transpiled"]) for split in processed.values())
         report["sql_dialect"] = self.cfg.sql_dialect

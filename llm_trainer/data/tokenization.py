@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 
 def render_prompt_and_completion(tokenizer: Any, conversations: list[list[dict]]) -> tuple[list[str], list[str]]:
+    """Each conversation rendered by the chat template, cut into prompt and completion text."""
     if not conversations:
         return [], []
     fulls = tokenizer.apply_chat_template(conversations, tokenize=False)
@@ -80,6 +81,7 @@ def encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
 
 
 def tokenize_batch(batch: dict[str, list], tokenizer: Any, max_seq_length: int, truncate: bool) -> dict[str, list]:
+    """A batch of conversations -> input ids and labels masked on the prompt, truncated if asked."""
     prompts, completions = render_prompt_and_completion(tokenizer, batch["messages"])
     prompt_ids = encode(tokenizer, prompts)
     completion_ids = encode(tokenizer, completions)
@@ -193,6 +195,7 @@ def _require_training_samples(processed: datasets.DatasetDict, result: dict[str,
 
 
 def split_sizes(processed: datasets.DatasetDict, cfg: DataConfig) -> str:
+    """The rows per split and each split's configured fraction, for error messages."""
     return ", ".join(f"{name}: {len(split)} rows at {getattr(cfg.splits, name)}" for name, split in processed.items())
 
 
@@ -213,6 +216,7 @@ def length_histogram(lengths: np.ndarray, max_seq_length: int, bins: int = 32) -
 
 
 def length_stats(lengths: np.ndarray) -> dict[str, float | int]:
+    """Token total and length min/mean/p50/p95/max of a split, for the processing report."""
     if len(lengths) == 0:
         return {"tokens": 0}
     return {

@@ -19,6 +19,8 @@ EVAL_LOSS_CHUNK_SIZE = 256  # labelled tokens per chunk of the evaluation loss (
 
 @dataclass
 class EvalResult:
+    """What an evaluator returns: the metrics, and one row per example for the report."""
+
     metrics: dict[str, float]
     examples: list[dict[str, Any]] = field(default_factory=list)
 
@@ -33,6 +35,7 @@ class Answers:
     seconds: float
 
     def speed(self) -> dict[str, float]:
+        """Generated tokens, generation speed and the share of answers cut at the token cap."""
         generated = sum(g.new_tokens for g in self.generations)
         return {"generated_tokens": generated,
                 "generation_tokens_per_second": round(generated / self.seconds, 1) if self.seconds else 0.0,
@@ -44,6 +47,8 @@ class Answers:
 
 
 class BaseEvaluator(ABC):
+    """Base of the evaluators: a subclass scores the answers; generation and the loss are shared."""
+
     # What ``evaluate`` can return, which the config validator checks registry.promotion_metric and guard_metrics
     # against (through the EVALUATORS registry): every fixed metric name, and templates of the names that depend on
     # the data, where <family> (any <word>) stands for a key of lowercase letters, digits and _.
@@ -119,6 +124,7 @@ class BaseEvaluator(ABC):
 
 
 def build_evaluator(cfg: EvalSpec | RunConfig, base_model: str | None = None) -> BaseEvaluator:
+    """The evaluator that ``evaluation.evaluator`` names, built for ``cfg``."""
     return EVALUATORS.resolve(cfg.evaluation.evaluator)(cfg, base_model)
 
 

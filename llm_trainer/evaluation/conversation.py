@@ -11,10 +11,13 @@ from llm_trainer.evaluation.text_metrics import normalize_answer, rouge_l, token
 
 
 class ChatEvaluator(BaseEvaluator):
+    """``evaluation.evaluator: chat``: overlap of the reply with the reference (token F1, ROUGE-L)."""
+
     metric_names = ("token_f1", "rouge_l", "exact_match", "examples", "turns_in_context", "generated_tokens",
                     "generation_tokens_per_second", "hit_token_cap", "eval_loss", "perplexity", "loss_tokens")
 
     def evaluate(self, model: Any, tokenizer: Any, processed_test: Any, tokenized_test: Any) -> EvalResult:
+        """Token F1, ROUGE-L and exact match of each reply against the reference turn, and the loss."""
         answers = self.answer_test_questions(model, tokenizer, processed_test)
         rows, prompts, generations = answers.rows, answers.prompts, answers.generations
         examples = []

@@ -93,6 +93,8 @@ SET_NAMES = (("\\emptyset", "\\varnothing", "∅", "\\{\\}", "empty set", "the e
 
 @dataclass
 class Extraction:
+    """The answer read out of a model's reply, with how it was found and whether it hedges."""
+
     method: str  # final_line, boxed, answer_is, conclusion, display_math, last_number, last_line, none
     candidates: list[str] = field(default_factory=list)
     sentence: str = ""  # the sentence the answer came from (for phrase and yes/no matching)
@@ -101,6 +103,7 @@ class Extraction:
 
     @property
     def answer(self) -> str:
+        """The first candidate reading of the answer, or '' when none was found."""
         return self.candidates[0] if self.candidates else ""
 
 
@@ -119,6 +122,7 @@ def boxed(text: str) -> str | None:
 
 
 def clean(answer: str) -> str:
+    """An extracted answer without surrounding markdown, math delimiters and trailing punctuation."""
     answer = answer.strip().strip("*_").strip()
     answer = re.sub(r"^\\\(|\\\)$|^\\\[|\\\]$", "", answer).strip()
     answer = answer.rstrip(".,;:!").strip().strip("*_").strip()
@@ -168,6 +172,7 @@ def _protect_math(text: str) -> str:
 
 
 def sentences(text: str) -> list[str]:
+    """The text's sentences, never cut inside inline or display math."""
     return [s.strip() for s in SENTENCE_END.split(_protect_math(text)) if s and s.strip()]
 
 
@@ -325,6 +330,7 @@ def _line_below(lines: list[str], index: int) -> str:
 
 
 def extract(text: str) -> Extraction:
+    """The final answer of a reply: its final-answer line, else a boxed answer, 'the answer is', a conclusion..."""
     if not text or not text.strip():
         return Extraction("none")
     lines = text.splitlines()

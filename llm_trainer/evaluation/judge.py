@@ -23,6 +23,7 @@ def _clip(text: str) -> str:
 
 
 def judge_prompt(question: str, reference: str, candidate: str) -> str:
+    """The grading prompt for one answer, each field clipped to MAX_FIELD_CHARS."""
     return PROMPT.format(question=_clip(question), reference=_clip(reference), candidate=_clip(candidate))
 
 

@@ -153,6 +153,7 @@ class MathVerifier:
         self.timeouts = 0
 
     def compare_many(self, jobs: list[tuple[tuple[str, ...], tuple[str, ...]]]) -> list[str]:
+        """One status per (golds, predictions) job: equal, different, unparsed, timeout, ..."""
         results: list[str | None] = [None] * len(jobs)
         pending = []
         for index, job in enumerate(jobs):
@@ -221,6 +222,7 @@ class MathVerifier:
             self._cache.popitem(last=False)
 
     def close(self) -> None:
+        """Stop the math-verify worker processes, once scoring is done."""
         for process, _, _ in self._pool:
             _stop(process, grace=2)
         self._pool = []

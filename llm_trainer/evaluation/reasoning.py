@@ -14,14 +14,18 @@ from llm_trainer.evaluation.scoring import ScoringSettings, aggregate, score_man
 
 
 class ReasoningEvaluator(BaseEvaluator):
+    """``evaluation.evaluator: reasoning``: final answers judged correct or wrong, long ones by overlap."""
+
     metric_names = reasoning_metric_names()
     metric_families = ("accuracy_task_<family>",)  # per_task_metrics, where the data has a task column
 
     @classmethod
     def metric_names_for(cls, evaluation: EvaluationConfig) -> tuple[str, ...]:
+        """The fixed metric names, with the judge's when ``evaluation.judge`` is set."""
         return reasoning_metric_names(judge=evaluation.judge is not None)  # the judge's metrics with a judge
 
     def evaluate(self, model: Any, tokenizer: Any, processed_test: Any, tokenized_test: Any) -> EvalResult:
+        """Accuracy by answer type and task, judge and benchmark metrics, speed and the loss."""
         cfg = self.cfg.evaluation
         answers = self.answer_test_questions(model, tokenizer, processed_test)
         rows, prompts, generations = answers.rows, answers.prompts, answers.generations

@@ -117,6 +117,7 @@ def per_task_text(columns: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def judges_table(examples: list[dict[str, Any]]) -> str:
+    """HTML table: how many scored examples each judge decided, by answer type and verdict."""
     counts = Counter((e.get("answer_type", "?"), e.get("judge") or "-", e.get("correct")) for e in examples
                      if e.get("scored"))
     rows = "".join(f"<tr><td>{escape(kind)}</td><td>{escape(judge)}</td><td>{_verdict(correct)}</td><td>{n}</td></tr>"
@@ -130,12 +131,14 @@ def _verdict(correct: Any) -> str:
 
 
 def worst_examples(examples: list[dict[str, Any]], limit: int = 10) -> list[dict[str, Any]]:
+    """The scored examples to look at first: wrong ones, lowest overlap first."""
     scored = [e for e in examples if e.get("scored")]
     return sorted(scored, key=lambda e: (e.get("correct") is True, float(e.get("rouge_l") or 0.0),
                                          float(e.get("token_f1") or 0.0)))[:limit]
 
 
 def examples_table(examples: list[dict[str, Any]]) -> str:
+    """HTML table of examples: question, reference, generation, extracted answer and verdict."""
     rows = "".join(
         f"<tr><td>{escape(str(e['question']))}</td><td>{escape(str(e['reference']))}</td>"
         f"<td><pre style='white-space:pre-wrap;margin:0'>{escape(str(e['generation']))}</pre></td>"
@@ -148,6 +151,7 @@ def examples_table(examples: list[dict[str, Any]]) -> str:
 
 
 def evaluation_html(title: str, metrics: dict[str, Any], examples: list[dict[str, Any]]) -> str:
+    """The evaluation step's HTML visualization: metrics, per type and task, judges, worst examples."""
     return (f"<html><head>{STYLE}</head><body><h2>{escape(title)}</h2>{metrics_table({title: metrics})}"
             f"<h3>By answer type</h3>{per_type_table({title: metrics})}{per_task_table({title: metrics})}"
             f"<h3>Who decided</h3>{judges_table(examples)}"
@@ -155,6 +159,7 @@ def evaluation_html(title: str, metrics: dict[str, Any], examples: list[dict[str
 
 
 def promotion_html(decision: dict[str, Any], columns: dict[str, dict[str, Any]]) -> str:
+    """The promotion step's HTML visualization: the decision, its reason and the compared metrics."""
     verdict = "promoted to production" if decision["promote"] else "kept in staging"
     return (f"<html><head>{STYLE}</head><body><h2>Model version {escape(verdict)}</h2>"
             f"<p>{escape(decision['reason'])}</p>{metrics_table(columns)}"

@@ -33,6 +33,8 @@ FAILED_EXTRACTION = ("none", "last_line", "last_number")
 
 @dataclass(frozen=True)
 class ScoringSettings:
+    """How an answer is judged: numeric tolerance, math-verify timeout, when a reference is long."""
+
     numeric_tolerance: float = 0.0  # relative; 0 accepts exact values only (a rounded 0.3333 is not 1/3)
     verify_timeout: int = 3  # seconds per math-verify parse or comparison
     short_max_words: int = 20  # longer references are "long": overlap scores, no verdict

@@ -86,6 +86,7 @@ def gold_facts(gold_sql: str) -> tuple[str | None, bool]:
 
 
 def is_ordered(gold_sql: str) -> bool:
+    """Whether the gold query's outermost ORDER BY makes the row order part of the answer."""
     return gold_facts(gold_sql)[1]
 
 
@@ -106,6 +107,7 @@ def _canonical_rows(rows: list[tuple]) -> list[tuple]:
 
 
 def results_match(predicted: list[tuple], gold: list[tuple], ordered: bool) -> bool:
+    """Whether two query results hold the same rows (in order when ``ordered``), floats rounded."""
     predicted, gold = _canonical_rows(predicted), _canonical_rows(gold)
     if ordered:
         return predicted == gold
@@ -139,6 +141,7 @@ def score_sql(generation: str, gold_sql: str, context: str, timeout_seconds: flo
 
 
 def slug(value: str) -> str:
+    """A metric-name key: lowercase letters and digits joined by _ ('unknown' when empty)."""
     return re.sub(r"[^a-z0-9]+", "_", value.lower()).strip("_") or "unknown"
 
 
@@ -165,10 +168,13 @@ def aggregate_sql(rows: list[dict[str, Any]], complexities: list[str]) -> dict[s
 
 
 class SqlEvaluator(BaseEvaluator):
+    """``evaluation.evaluator: sql``: execution accuracy of predicted queries in the SQL sandbox."""
+
     # The fixed names; the per-complexity ones (execution_accuracy.basic_sql, count.basic_sql, ...) depend on the data.
     metric_names = (*SCORES, *COUNTS, "error_gold_failed", *GENERATION, *LOSS)
 
     def evaluate(self, model: Any, tokenizer: Any, processed_test: Any, tokenized_test: Any) -> EvalResult:
+        """Each predicted query run beside the gold one; accuracy overall and per complexity."""
         cfg = self.cfg.evaluation
         answers = self.answer_test_questions(model, tokenizer, processed_test)
         rows, prompts, generations = answers.rows, answers.prompts, answers.generations

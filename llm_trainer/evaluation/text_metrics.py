@@ -27,6 +27,7 @@ NONE_EXIST = re.compile(r"(?:there (?:is|are|exist|exists) )?no (?:such |real |i
 
 
 def strip_latex(text: str) -> str:
+    """Text without LaTeX markup: fractions as a/b, text and font wrappers unwrapped, spacing and $ dropped."""
     text = FRAC.sub(r"\1/\2", text)
     previous = None
     while previous != text:
@@ -155,6 +156,7 @@ def is_math(text: str) -> bool:
 
 
 def choice_letter(text: str) -> str | None:
+    """The letter of a multiple-choice answer such as '(B)' or 'c.', upper-cased; None if not one."""
     match = CHOICE.match(text.strip())
     return match.group(1).upper() if match else None
 

@@ -39,6 +39,8 @@ class LoraAdapter:
 
 @dataclass
 class TrainResult:
+    """A finished training run: the saved adapter, final metrics, the logged history and the model."""
+
     adapter: LoraAdapter
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -91,6 +93,7 @@ class BaseTrainer(ABC):
         self.base_model = base_model
 
     def base_model_for(self, tokenizer: Any) -> str:
+        """The base model to train on: the one given, else resolved from the config once."""
         if self.base_model is None:
             from llm_trainer.base_model import resolve_base_model
 
@@ -104,4 +107,5 @@ class BaseTrainer(ABC):
 
 
 def build_trainer(cfg: TrainSpec, base_model: str | None = None) -> BaseTrainer:
+    """The trainer that ``training.trainer`` names, built for ``cfg``."""
     return TRAINERS.resolve(cfg.training.trainer)(cfg, base_model)

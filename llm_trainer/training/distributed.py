@@ -40,6 +40,7 @@ LOG_FILE = "workers.log"
 
 
 def free_port() -> int:
+    """A TCP port free on this machine now, for the rendezvous of a single-machine run."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]

@@ -44,6 +44,7 @@ class GrpoTrainer(BaseTrainer):
 
     def train(self, processed: Any, tokenizer: Any, run_dir: Path, on_metrics: MetricsHook | None = None
               ) -> TrainResult:
+        """GRPO on the verifiable train prompts: sample, reward and update the adapter; save it."""
         import torch
         from transformers import set_seed
 

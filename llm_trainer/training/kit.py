@@ -186,6 +186,7 @@ class RunFolderTrainerMixin:
                             "complete checkpoint") from exc
 
     def report_metrics(self, logs: dict[str, float]) -> None:
+        """Hand the numeric values of logged metrics to the metrics hook, on rank 0."""
         if self.on_metrics is not None and self.is_world_process_zero():
             self.on_metrics({k: float(v) for k, v in logs.items() if isinstance(v, int | float)},
                             self.state.global_step)
@@ -195,6 +196,7 @@ class MarkCompleteCheckpoints(TrainerCallback):
     """on_save runs after the Trainer has written the whole checkpoint: mark it usable for resume."""
 
     def on_save(self, args, state, control, **kwargs):
+        """Write the complete-marker into the checkpoint just saved, on rank 0."""
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.exists():

@@ -56,6 +56,7 @@ def use_liger_kernel(setting: bool | str, on_gpu: bool) -> bool:
 
 
 def supports_chunked_loss(config: Any) -> bool:
+    """Whether the model's logits are plain lm_head outputs (no softcapping or scaling)."""
     return not any(getattr(config, name, None) not in (None, 1, 1.0) for name in _LOGIT_TRANSFORMS)
 
 

@@ -26,8 +26,11 @@ from llm_trainer.training.kit import (MarkCompleteCheckpoints, RunFolderTrainerM
 
 
 class QLoraTrainer(BaseTrainer):
+    """``training.trainer: qlora``: supervised fine-tuning of a LoRA adapter on a 4-bit base."""
+
     def train(self, tokenized: Any, tokenizer: Any, run_dir: Path, on_metrics: MetricsHook | None = None
               ) -> TrainResult:
+        """Train on the tokenized blocks (resuming a checkpoint), evaluate, save the adapter."""
         import torch
         from transformers import set_seed
 

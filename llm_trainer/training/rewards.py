@@ -27,6 +27,8 @@ UNVERIFIABLE = (TIMEOUT, TOO_LONG, TOO_COMPLEX)
 
 
 class BaseReward(ABC):
+    """Base of the GRPO rewards: ``score`` gives one float per completion."""
+
     def __init__(self, cfg: Any):
         self.cfg = cfg
 
@@ -45,6 +47,7 @@ class AnswerCorrectReward(BaseReward):
         self.unverifiable = 0
 
     def score(self, completions: list[str], references: list[str], lengths: list[int]) -> list[float]:
+        """1 for each completion the evaluation's judge finds correct, else 0."""
         rows = score_many(completions, references, self.settings)
         self.unverifiable += sum(row["verify_status"] in UNVERIFIABLE for row in rows)
         return [1.0 if row["correct"] else 0.0 for row in rows]
@@ -57,16 +60,22 @@ def scoring_settings(cfg: Any) -> ScoringSettings:
 
 
 class FormatReward(BaseReward):
+    """``format`` reward: 1 when the completion ends with a final-answer line stating an answer."""
+
     def score(self, completions: list[str], references: list[str], lengths: list[int]) -> list[float]:
+        """1 for each completion with a final-answer line that states an answer, else 0."""
         return [float(has_final_answer(text)) for text in completions]
 
 
 def has_final_answer(text: str) -> bool:
+    """Whether the text states its answer on a final-answer line ('Final answer: 8')."""
     extraction = extract(text)
     return extraction.method == "final_line" and bool(extraction.answer)
 
 
 class LengthReward(BaseReward):
+    """``length`` reward: 0 up to the length budget, falling linearly to -1 at the completion limit."""
+
     def __init__(self, cfg: Any):
         super().__init__(cfg)
         grpo = cfg.training.grpo
@@ -74,6 +83,7 @@ class LengthReward(BaseReward):
         self.budget = grpo.length_budget if grpo.length_budget is not None else (3 * self.limit) // 4
 
     def score(self, completions: list[str], references: list[str], lengths: list[int]) -> list[float]:
+        """0 up to the budget, then down to -1 at max_completion_length, per completion length."""
         span = max(1, self.limit - self.budget)
         return [-min(1.0, max(0, n - self.budget) / span) for n in lengths]
 
@@ -121,6 +131,7 @@ class RewardFunction:
 
     @property
     def constant(self) -> bool:
+        """Whether every value scored so far was the same (a reward that teaches nothing)."""
         return self.scored > 0 and self.low == self.high
 
 
