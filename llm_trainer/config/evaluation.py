@@ -17,18 +17,22 @@ class JudgeConfig(Section):
     """A local LLM that judges long and prose references with a one-token yes/no verdict."""
 
     model: str = Field(description=f"Hub id, local path, or '{TINY_MODEL_NAME}' (the run's own tiny base model).")
-    revision: str | None = None
-    load_in_4bit: bool = True
-    batch_size: int = Field(8, gt=0)
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the judge model.")
+    load_in_4bit: bool = Field(True, description="Load the judge in 4-bit NF4.")
+    batch_size: int = Field(8, gt=0, description="Verdicts per forward pass.")
 
 
 class EvaluationConfig(Section):
     """The ``evaluation`` section: which evaluator scores the test rows, how many, and how answers are judged."""
 
-    evaluator: str = "reasoning"
-    max_samples: int | None = Field(200, gt=0)
-    batch_size: int = Field(8, gt=0)
-    max_new_tokens: int = Field(512, gt=0)
+    evaluator: str = Field("reasoning", description="Evaluator name (registry: reasoning, chat, sql) or "
+                           "'module:Class'.")
+    max_samples: int | None = Field(200, gt=0, description="Test rows answered by each model (the first ones); all "
+                                    "when null. The test loss uses the whole split.")
+    batch_size: int = Field(8, gt=0, description="Prompts generated together, and blocks per batch of the test "
+                        "loss.")
+    max_new_tokens: int = Field(512, gt=0, description="Tokens an answer may have; an answer cut there before its "
+                                "final line is scored wrong.")
     numeric_tolerance: float = Field(0.0, ge=0, description="Relative tolerance for numbers; 0 accepts only "
                                      "exact values (a rounded 0.3333 is not 1/3).")
     verify_timeout_seconds: int = Field(3, gt=0, description="Limit for each math-verify parse or comparison; "
@@ -84,17 +88,19 @@ class ScoringSpec(Section):
     ``short_answer_max_words``, carried to trainers that score answers (GRPO's rewards), so that the reward and the
     evaluation judge one answer alike and a change re-trains."""
 
-    numeric_tolerance: float = 0.0
-    verify_timeout_seconds: int = 3
-    short_answer_max_words: int = 20
+    numeric_tolerance: float = Field(0.0, description="evaluation.numeric_tolerance.")
+    verify_timeout_seconds: int = Field(3, description="evaluation.verify_timeout_seconds.")
+    short_answer_max_words: int = Field(20, description="evaluation.short_answer_max_words.")
 
 
 class RegistryConfig(Section):
     """The ``registry`` section: the registered model's name and the metrics that gate its promotion."""
 
     model_name: str | None = Field(None, description="ZenML/MLflow model name; default: the run name.")
-    promotion_metric: str = "accuracy"
-    promotion_margin: float = Field(0.0, ge=0)
+    promotion_metric: str = Field("accuracy", description="Metric on which a new version must beat the base model "
+                                  "and production to be promoted, e.g. accuracy or benchmark.<task>.<metric>.")
+    promotion_margin: float = Field(0.0, ge=0, description="How much the new version must beat them by, more than "
+                                    "(in the metric's units; 0: any gain).")
     guard_metrics: dict[str, float] = Field({}, description="Metric -> the most it may worsen (in its own units: "
                                             "0.02 on accuracy is 2 points) against the base model and production; "
                                             "a guard beyond that blocks promotion, e.g. {accuracy: 0.0}.")

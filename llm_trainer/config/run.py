@@ -20,17 +20,21 @@ from llm_trainer.config.training import TrainingConfig
 class RunConfig(Section):
     """The whole experiment YAML, validated: every section, plus checks that span sections."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Experiment name.")
-    seed: int = 42
-    output_dir: str = "outputs"
-    data: DataConfig
-    model: ModelConfig
-    lora: LoraSettings = LoraSettings()
-    training: TrainingConfig = TrainingConfig()
-    evaluation: EvaluationConfig = EvaluationConfig()
-    registry: RegistryConfig = RegistryConfig()
-    zenml: ZenMLConfig = ZenMLConfig()
-    hardware: HardwareEstimate = HardwareEstimate()
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Experiment name: the MLflow "
+                      "experiment, the run folder under output_dir, the default registered model name.")
+    seed: int = Field(42, description="Seed of LoRA's initialisation, the data order and the tiny model; part "
+                      "of the run folder's key.")
+    output_dir: str = Field("outputs", description="Folder of the run folders: <output_dir>/<name>/<run key>.")
+    data: DataConfig = Field(description="Where the rows come from, and how they are cleaned, split and tokenized.")
+    model: ModelConfig = Field(description="The base model and how it loads.")
+    lora: LoraSettings = Field(LoraSettings(), description="The LoRA adapter (peft's LoraConfig).")
+    training: TrainingConfig = Field(TrainingConfig(), description="The trainer and its TrainingArguments.")
+    evaluation: EvaluationConfig = Field(EvaluationConfig(), description="How the base and the fine-tuned model "
+                                         "are scored.")
+    registry: RegistryConfig = Field(RegistryConfig(), description="The registered model and its promotion gate.")
+    zenml: ZenMLConfig = Field(ZenMLConfig(), description="Where and how the pipelines run.")
+    hardware: HardwareEstimate = Field(HardwareEstimate(), description="The card the run is sized for (overlays in "
+                                       "configs/cards/), for the estimate of training time.")
 
     @model_validator(mode="after")
     def _promotion_metric_exists(self) -> RunConfig:
@@ -94,14 +98,15 @@ class TrainSpec(Section):
     """The sections training reads, and nothing else: the train step's one typed input (so that editing
     evaluation, registry or zenml settings neither re-trains nor changes the run folder)."""
 
-    name: str
-    seed: int
-    output_dir: str
-    data: DataConfig
-    model: ModelConfig
-    lora: LoraSettings
-    training: TrainingConfig
-    scoring: ScoringSpec | None = None  # the evaluation's judging settings, for GRPO's rewards
+    name: str = Field(description="RunConfig.name.")
+    seed: int = Field(description="RunConfig.seed.")
+    output_dir: str = Field(description="RunConfig.output_dir.")
+    data: DataConfig = Field(description="RunConfig.data.")
+    model: ModelConfig = Field(description="RunConfig.model.")
+    lora: LoraSettings = Field(description="RunConfig.lora.")
+    training: TrainingConfig = Field(description="RunConfig.training.")
+    scoring: ScoringSpec | None = Field(None, description="The evaluation's judging settings, for GRPO's rewards "
+                                        "(None for SFT).")
 
     def section_hash(self, *sections: str) -> str:
         """A short hash of some sections, for the run folder's key (as RunConfig.section_hash)."""
@@ -113,13 +118,15 @@ class ModelVersionSpec(Section):
     and the fingerprint of the data that run read: an unchanged run lands on its earlier version, changed data
     (a scheduled run on new data, say) on a new one."""
 
-    name: str
-    config_key: str
-    tags: list[str] = []
-    description: str = ""
-    made_from: TrainSpec | None = None  # the sections that made the adapter: its model card, the served settings
-    max_new_tokens: int = 256  # what the registered (served) model generates per answer, at most
-    batch_size: int = 8
+    name: str = Field(description="The registered model's name: registry.model_name, else the run name.")
+    config_key: str = Field(description="Hash of the sections that make the adapter, and the seed.")
+    tags: list[str] = Field([], description="zenml.tags.")
+    description: str = Field("", description="The model version's description.")
+    made_from: TrainSpec | None = Field(None, description="The sections that made the adapter: its model card, "
+                                        "the served settings.")
+    max_new_tokens: int = Field(256, description="What the registered (served) model generates per answer, at "
+                                "most.")
+    batch_size: int = Field(8, description="Prompts generated together when the registered model answers.")
 
     def version_name(self, source_fingerprint: str) -> str:
         """The model version's name: the config key, then the first 8 digits of the data fingerprint."""
@@ -129,8 +136,8 @@ class ModelVersionSpec(Section):
 class EvalSpec(Section):
     """The sections evaluation reads: the evaluate steps' one typed input."""
 
-    name: str
-    seed: int
-    data: DataConfig
-    model: ModelConfig
-    evaluation: EvaluationConfig
+    name: str = Field(description="RunConfig.name.")
+    seed: int = Field(description="RunConfig.seed.")
+    data: DataConfig = Field(description="RunConfig.data.")
+    model: ModelConfig = Field(description="RunConfig.model.")
+    evaluation: EvaluationConfig = Field(description="RunConfig.evaluation.")

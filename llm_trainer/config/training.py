@@ -53,10 +53,11 @@ class GrpoConfig(Section):
     num_generations: int = Field(8, ge=2, description="Completions sampled per prompt: one group. "
                                  "training.per_device_train_batch_size counts completions.")
     max_completion_length: int = Field(512, gt=0, description="Tokens sampled per completion, at most.")
-    temperature: float = Field(1.0, gt=0)
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the completions.")
     beta: float = Field(0.04, ge=0, description="KL penalty against the starting adapter; 0 loads no reference "
                         "and logs no KL.")
-    loss_type: GRPO_LOSS_TYPES = "dapo"
+    loss_type: GRPO_LOSS_TYPES = Field("dapo", description="TRL's GRPO loss variant: how the per-token losses "
+                                       "are averaged.")
     length_budget: int | None = Field(None, gt=0, description="length reward: 0 up to this many completion "
                                       "tokens, falling linearly to -1 at max_completion_length; default: 3/4 of it.")
     variance_filter_samples: int = Field(0, ge=0, description="Before training, answer each prompt this many times "
@@ -65,7 +66,8 @@ class GrpoConfig(Section):
     variance_filter_max_prompts: int | None = Field(512, gt=0, description="Prompts the variance filter examines, "
                                                     "drawn by the seed; all when null.")
     use_vllm: bool = Field(False, description="Generate with TRL's vLLM integration (a GPU with vllm installed).")
-    vllm_mode: Literal["colocate", "server"] = "colocate"
+    vllm_mode: Literal["colocate", "server"] = Field("colocate", description="With use_vllm: vLLM in the training "
+                                                     "process, or a separate `trl vllm-serve` server.")
 
     @field_validator("rewards")
     @classmethod
@@ -103,23 +105,27 @@ class GrpoConfig(Section):
 class TrainingConfig(Section):
     """transformers.TrainingArguments fields, plus the trainer choice and resume policy."""
 
-    trainer: str = "qlora"
-    learning_rate: float = Field(2e-4, gt=0)
-    lr_scheduler_type: str = "cosine"
+    trainer: str = Field("qlora", description="Trainer name (registry: qlora, grpo) or 'module:Class'.")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate of the adapter.")
+    lr_scheduler_type: str = Field("cosine", description="transformers' schedule after warm-up (cosine, linear, "
+                                   "constant, ...).")
     warmup_steps: float = Field(0.03, ge=0, description="Steps, or a fraction of all steps when < 1.")
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    per_device_train_batch_size: int = Field(4, gt=0)
-    per_device_eval_batch_size: int = Field(4, gt=0)
-    gradient_accumulation_steps: int = Field(4, gt=0)
-    num_train_epochs: float = Field(1.0, gt=0)
+    weight_decay: float = Field(0.0, ge=0, description="The optimizer's weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradients are clipped to this norm.")
+    per_device_train_batch_size: int = Field(4, gt=0, description="Samples (packed blocks; GRPO: completions) per "
+                                             "process per micro-batch.")
+    per_device_eval_batch_size: int = Field(4, gt=0, description="Blocks per batch of the validation loss.")
+    gradient_accumulation_steps: int = Field(4, gt=0, description="Micro-batches per optimizer step.")
+    num_train_epochs: float = Field(1.0, gt=0, description="Passes over the train split (unless max_steps is set).")
     max_steps: int = Field(-1, description="Overrides num_train_epochs when > 0.")
-    optim: str = "paged_adamw_8bit"
-    gradient_checkpointing: bool = True
-    logging_steps: int = Field(10, gt=0)
-    eval_steps: int | None = Field(100, gt=0)
-    save_steps: int = Field(100, gt=0)
-    save_total_limit: int | None = Field(2, gt=0)
+    optim: str = Field("paged_adamw_8bit", description="transformers' optimizer name.")
+    gradient_checkpointing: bool = Field(True, description="Recompute each layer's activations in backward "
+                                         "(non-reentrant) instead of keeping them: less memory, one more forward "
+                                         "pass a step.")
+    logging_steps: int = Field(10, gt=0, description="Steps between logged loss, learning rate and throughput.")
+    eval_steps: int | None = Field(100, gt=0, description="Steps between validation losses; null: save_steps.")
+    save_steps: int = Field(100, gt=0, description="Steps between checkpoints (a re-run resumes from the newest).")
+    save_total_limit: int | None = Field(2, gt=0, description="Checkpoints kept, the newest; all when null.")
     early_stopping_patience: int | None = Field(
         None, gt=0, description="Stop after this many evaluations without improving eval_loss; the best "
                                 "checkpoint is loaded at the end. The evaluation before the first step is no baseline.")
@@ -140,7 +146,8 @@ class TrainingConfig(Section):
         "when liger-kernel is installed. Replaces the chunked loss when on.")
     offload_activations: bool = Field(False, description="Keep activations saved for backward (with gradient "
                                       "checkpointing: each layer's input) in pinned CPU memory until backward.")
-    distributed: DistributedConfig = DistributedConfig()
+    distributed: DistributedConfig = Field(DistributedConfig(), description="Several machines, and FSDP: "
+                                           "accelerate's launcher settings.")
     grpo: GrpoConfig = Field(GrpoConfig(), description="GRPO settings (training.trainer: grpo).")
 
     @field_validator("num_processes")
