@@ -3,7 +3,11 @@ with the valid one it most likely meant)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import get_args
+
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from llm_trainer.config.run import RunConfig
 
@@ -34,16 +38,24 @@ def first_error(error: ValidationError) -> tuple[str, str]:
 
 def config_keys(model: type[BaseModel] | None = None, prefix: str = "") -> list[str]:
     """Every key path of the config (sections and their fields), e.g. 'training.learning_rate'."""
-    from typing import get_args
+    return [path for path, _ in config_fields(model, prefix)]
 
-    keys: list[str] = []
+
+def config_fields(model: type[BaseModel] | None = None, prefix: str = "") -> Iterator[tuple[str, FieldInfo]]:
+    """(key path, pydantic field) of every key of the config, each section before its own keys."""
     for name, field in (model or RunConfig).model_fields.items():
-        keys.append(prefix + name)
-        for candidate in (field.annotation, *get_args(field.annotation)):
-            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-                keys += config_keys(candidate, f"{prefix}{name}.")
-                break
-    return keys
+        yield prefix + name, field
+        section = section_model(field)
+        if section is not None:
+            yield from config_fields(section, f"{prefix}{name}.")
+
+
+def section_model(field: FieldInfo) -> type[BaseModel] | None:
+    """The model of a field that is a section (``judge: JudgeConfig | None`` included), else None."""
+    for candidate in (field.annotation, *get_args(field.annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
 
 
 def nearest_key(path: str) -> str | None:
