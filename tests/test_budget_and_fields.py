@@ -11,7 +11,7 @@ import pytest
 from llm_trainer.serving import Batcher, Sampling
 from llm_trainer.serving_api import ApiError, ServeSettings, create_app, parse_chat_request
 from test_serve import KEY, StandIn, assert_openai_error, call, in_process_server, user
-from test_ux import use_cli
+from helpers.cli import use_cli
 
 QUESTION = "What is 12 + 30?"
 

@@ -11,8 +11,7 @@ import struct
 
 import pytest
 
-from test_reliability_round2 import one_error_line, run_cli
-from test_ux import FP32
+from helpers.cli import FP32, one_error_line, run_cli
 
 WEIGHTS, CONFIG, INFO = "adapter_model.safetensors", "adapter_config.json", "llm_trainer_adapter.json"
 

@@ -11,8 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from test_reliability_round2 import one_error_line, run_cli
-from test_ux import use_cli
+from helpers.cli import one_error_line, run_cli, use_cli
 
 # --- use --merge DIR ----------------------------------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""Code the test modules share (and scripts they run: toy_progress.py, train_once.py)."""
