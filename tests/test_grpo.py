@@ -306,8 +306,8 @@ def _train_once(argv: list[str]) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
 
     class KillingTrainer(GrpoTrainer):
-        def _grpo_callbacks(self):
-            return super()._grpo_callbacks() + ([KillAt()] if kill_at else [])
+        def _callbacks(self):
+            return super()._callbacks() + ([KillAt()] if kill_at else [])
 
     cfg = load_config(GRPO_QUICKSTART, overrides)
     processed = datasets.load_from_disk(str(Path(shared) / "processed"))

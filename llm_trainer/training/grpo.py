@@ -61,8 +61,7 @@ class GrpoTrainer(BaseTrainer):
         rewards, weights = build_rewards(cfg)
         trainer = _TrackingGrpoTrainer(
             model=model, reward_funcs=rewards, args=self._grpo_arguments(run_dir / "checkpoints", weights),
-            train_dataset=prompts, processing_class=tokenizer,
-            callbacks=[MarkCompleteCheckpoints(), _GrpoProgress()])
+            train_dataset=prompts, processing_class=tokenizer, callbacks=self._callbacks())
         trainer.on_metrics, trainer.reward_functions = on_metrics, rewards
         trainer.remove_callback(PrinterCallback)  # dicts of quoted numbers; _GrpoProgress shows the run
         _lora_weights_in_float32(model)
@@ -90,6 +89,9 @@ class GrpoTrainer(BaseTrainer):
         }
         return TrainResult(adapter=LoraAdapter(path=adapter_dir, base_model=base_model), metrics=metrics,
                            history=history, model=model)
+
+    def _callbacks(self) -> list[Any]:
+        return [MarkCompleteCheckpoints(), _GrpoProgress()]
 
     def _grpo_arguments(self, output_dir: Path, reward_weights: list[float]) -> GRPOConfig:
         """The kit's shared arguments (learning rate, steps and batch sizes in completions from ``training``), plus
