@@ -231,6 +231,7 @@ def test_grpo_goes_on_from_the_production_sft_adapter_through_the_train_command(
     result = run_cli("train", "--config", "configs/grpo_quickstart.yaml", "--set", "registry.model_name=quickstart-test",
                      "--set", f"output_dir={os.environ['LLM_TRAINER_HOME']}/outputs", "--set", "training.logging_steps=1",
                      "--set", "training.max_steps=2", "--set", "training.grpo.num_generations=2",
+                     "--set", "training.grpo.variance_filter_samples=0", "--set", "training.gradient_accumulation_steps=1",
                      "--set", "training.per_device_train_batch_size=4", "--set", "training.grpo.max_completion_length=8",
                      "--summary", str(path))
     assert result.returncode == 0, result.stderr[-3000:]

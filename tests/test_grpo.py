@@ -26,6 +26,9 @@ GRPO_STEPS = 20
 GRPO_OVERRIDES = ["data.max_seq_length=256", "training.logging_steps=1", "training.save_steps=5",
                   f"training.max_steps={GRPO_STEPS}", "training.grpo.num_generations=4",
                   "training.per_device_train_batch_size=8", "training.grpo.max_completion_length=48",
+                  # the format reward's dynamics this file measures: no prompt filter, full-temperature samples
+                  "training.gradient_accumulation_steps=1", "training.learning_rate=3e-3",
+                  "training.grpo.variance_filter_samples=0", "training.grpo.temperature=1.0",
                   'training.grpo.rewards={format: 1.0, "test_grpo:FlakyReward": 0.0, "test_grpo:ConstantReward": 0.0}']
 
 
@@ -258,7 +261,7 @@ def test_grpo_settings_are_checked_before_training(tmp_path):
     from llm_trainer.training.grpo import GrpoTrainer, verifiable_prompts
     from llm_trainer.training.kit import attach_lora
 
-    with pytest.raises(ConfigError, match="multiple of num_generations"):
+    with pytest.raises(ConfigError, match=r"\(16 completions\) must be a multiple of grpo.num_generations \(3\)"):
         load_config(GRPO_QUICKSTART, ["training.grpo.num_generations=3"])
     with pytest.raises(ConfigError, match="training.grpo.rewards: unknown name 'exact'"):
         load_config(GRPO_QUICKSTART, ["training.grpo.rewards={exact: 1.0}"])

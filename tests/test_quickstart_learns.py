@@ -35,16 +35,26 @@ def family_accuracy(metrics: dict, families) -> tuple[float, int]:
     return correct / total, total
 
 
-def test_the_quickstart_learns_the_short_tasks_and_promotes_on_accuracy(tmp_path):
-    summary = tmp_path / "summary.json"
+def run_quickstart(config: str, summary, timeout: int = 1200) -> subprocess.CompletedProcess:
+    """The Makefile's command; only where it writes and the registered name differ (the test store is shared)."""
     home = os.environ["LLM_TRAINER_HOME"]
-    # The Makefile's command; only where it writes and the registered name differ (the test store is shared).
-    result = subprocess.run(
-        [sys.executable, "run_pipeline.py", "--config", "configs/quickstart.yaml", "--set", f"output_dir={home}/qs",
+    return subprocess.run(
+        [sys.executable, "run_pipeline.py", "--config", config, "--set", f"output_dir={home}/qs",
          "--set", "registry.model_name=quickstart-learns", "--summary", str(summary)],
-        cwd=ROOT, capture_output=True, text=True, timeout=1200)
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory):
+    """`make quickstart` once for this module: its output and summary (the GRPO test goes on from its adapter)."""
+    summary = tmp_path_factory.mktemp("quickstart") / "summary.json"
+    result = run_quickstart("configs/quickstart.yaml", summary)
     assert result.returncode == 0, result.stderr[-4000:]
-    steps = json.loads(summary.read_text())["steps"]
+    return result, json.loads(summary.read_text())["steps"]
+
+
+def test_the_quickstart_learns_the_short_tasks_and_promotes_on_accuracy(quickstart):
+    result, steps = quickstart
     base, tuned = steps["evaluate_base"], steps["evaluate_finetuned"]
 
     base_learnable, rows = family_accuracy(base, LEARNABLE_TASKS)
@@ -75,3 +85,25 @@ def test_the_quickstart_learns_the_short_tasks_and_promotes_on_accuracy(tmp_path
     assert int(learnable_row[0]) == rows and int(table["the twelve arithmetic and word-problem ones"][0]) == hard_rows
     stated = float(re.match(r"([\d.]+)%", learnable_row[2]).group(1)) / 100
     assert abs(stated - tuned_learnable) <= 0.15, (stated, tuned_learnable)
+
+
+def test_grpo_on_the_correctness_reward_keeps_the_sft_answers_and_the_gate_holds(quickstart, tmp_path):
+    """configs/grpo_quickstart.yaml end to end from the quickstart's promoted SFT adapter: the reward (the evaluation's
+    judge) rises on the prompts the variance filter keeps, test accuracy does not fall below the SFT adapter's beyond
+    the sweep's spread (README, "SFT then GRPO"), and the gate's decision follows the accuracy and the guard."""
+    _, sft_steps = quickstart
+    summary = tmp_path / "grpo.json"
+    result = run_quickstart("configs/grpo_quickstart.yaml", summary)
+    assert result.returncode == 0, result.stderr[-4000:]
+    steps = json.loads(summary.read_text())["steps"]
+    sft, grpo, train = sft_steps["evaluate_finetuned"], steps["evaluate_finetuned"], steps["train_model"]
+    assert 0 < train["grpo_variance_filter_kept"] < train["grpo_variance_filter_examined"] == 512
+    assert train["last_rewards/answer_correct/mean"] >= train["first_rewards/answer_correct/mean"] - 0.1
+    sft_learnable, rows = family_accuracy(sft, LEARNABLE_TASKS)
+    grpo_learnable, _ = family_accuracy(grpo, LEARNABLE_TASKS)
+    assert grpo_learnable >= sft_learnable - 0.10, (sft_learnable, grpo_learnable)  # 4 of 41 rows
+    assert grpo["accuracy"] >= sft["accuracy"] - 0.05, (sft["accuracy"], grpo["accuracy"])
+    assert grpo["extraction_failed"] <= sft["extraction_failed"] + 0.02
+    decision = steps["register_model"]
+    assert decision["metric"] == "accuracy" and decision["production"] == pytest.approx(sft["accuracy"])
+    assert decision["promote"] is (grpo["accuracy"] > sft["accuracy"] and not decision["guards_failed"])

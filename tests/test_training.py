@@ -161,7 +161,7 @@ def test_failed_adapter_save_is_one_clear_error_and_keeps_the_previous_adapter(t
 
     from llm_trainer.errors import UserError
     from llm_trainer.training import build_trainer
-    from llm_trainer.training import qlora
+    from llm_trainer.training import kit
 
     cfg, tokenized, tokenizer = prepared(["training.max_steps=2", "model.load_in_4bit=false"])
     first = build_trainer(cfg).train(tokenized, tokenizer, tmp_path)
@@ -170,7 +170,7 @@ def test_failed_adapter_save_is_one_clear_error_and_keeps_the_previous_adapter(t
     def disk_full(target, save, replace=False):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(qlora, "write_dir_atomically", disk_full)
+    monkeypatch.setattr(kit, "write_dir_atomically", disk_full)
     with pytest.raises(UserError, match=r"cannot save the adapter to .*adapter: No space left on device; the "
                                          r"previous adapter there \(if any\) is untouched"):
         build_trainer(cfg.model_copy(update={"seed": 7})).train(tokenized, tokenizer, tmp_path)
