@@ -261,7 +261,7 @@ def test_grpo_settings_are_checked_before_training(tmp_path):
     from llm_trainer.training.grpo import GrpoTrainer, verifiable_prompts
     from llm_trainer.training.kit import attach_lora
 
-    with pytest.raises(ConfigError, match=r"\(16 completions\) must be a multiple of grpo.num_generations \(3\)"):
+    with pytest.raises(ConfigError, match=r"\(32 completions\) must be a multiple of grpo.num_generations \(3\)"):
         load_config(GRPO_QUICKSTART, ["training.grpo.num_generations=3"])
     with pytest.raises(ConfigError, match="training.grpo.rewards: unknown name 'exact'"):
         load_config(GRPO_QUICKSTART, ["training.grpo.rewards={exact: 1.0}"])
