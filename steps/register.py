@@ -97,12 +97,12 @@ def _production_metrics(model_name: str, exclude_id: Any) -> dict[str, Any] | No
 
 def _register_in_mlflow(name: str, zenml_version_id: str, adapter: LoraAdapter, metrics: dict[str, Any],
                        promote: bool, settings: Any = None, card: str | None = None) -> str | None:
-    """The adapter as an MLflow pyfunc model (steps/mlflow_pyfunc.py; ``settings``: a ChatModelSettings, by
+    """The adapter as an MLflow pyfunc model (publishing/mlflow_pyfunc.py; ``settings``: a ChatModelSettings, by
     default the adapter's base model with default generation settings) with
     its model card as README.md, registered as the MLflow model version of this ZenML model version, with the
     base model and metrics as tags. Exactly one per ZenML version: a re-run after a kill finds the one it made by
     its tag (created with it, atomically) instead of adding another, and brings the alias in line with the stage."""
-    from steps.mlflow_pyfunc import log_chat_model
+    from publishing.mlflow_pyfunc import log_chat_model
 
     if mlflow.active_run() is None:
         return None
@@ -142,7 +142,7 @@ def _chat_model_settings(spec: ModelVersionSpec, adapter: LoraAdapter) -> Any:
     """What the registered model serves with: the model section and system prompt the adapter was made with, and
     the evaluation's generation settings; without those (a spec built by hand), the adapter's base defaults."""
     from llm_trainer.config import ModelConfig
-    from steps.mlflow_pyfunc import ChatModelSettings
+    from publishing.mlflow_pyfunc import ChatModelSettings
 
     if spec.made_from is None:
         return ChatModelSettings(ModelConfig(base_model=adapter.base_model), "", spec.max_new_tokens, spec.batch_size)

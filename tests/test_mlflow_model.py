@@ -34,7 +34,7 @@ def registry(adapter, tiny_fp32, tmp_path_factory):
     """The adapter registered as the register step registers it, promoted: (tracking URI, settings)."""
     import mlflow
 
-    from steps.mlflow_pyfunc import ChatModelSettings
+    from publishing.mlflow_pyfunc import ChatModelSettings
     from steps.register import _register_in_mlflow
 
     store = tmp_path_factory.mktemp("mlflow")

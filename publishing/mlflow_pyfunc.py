@@ -1,7 +1,7 @@
 """The adapter as an MLflow pyfunc model: what ``register_model`` logs and registers (a helper, not a step).
 
-The logged model holds the model code (``steps/mlflow_chat_model.py``), the library (``llm_trainer``), the adapter
-folder and, for a local base model folder (the tiny model), the base model itself, so that
+The logged model holds the model code (``publishing/mlflow_chat_model.py``), the library (``llm_trainer``), the
+adapter folder and, for a local base model folder (the tiny model), the base model itself, so that
 ``mlflow.pyfunc.load_model("models:/<name>@production")`` and ``mlflow models serve`` work on another machine with
 the pinned requirements installed. A Hub base model is referenced by id and revision (it is downloaded there).
 """
