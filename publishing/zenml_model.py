@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zenml import get_step_context, log_metadata
+from zenml import get_step_context, link_artifact_to_model, log_metadata
 from zenml.client import Client
 from zenml.enums import ModelStages
 
@@ -13,11 +13,8 @@ from llm_trainer.promotion import PromotionDecision
 
 
 def model_version_for_run(spec: ModelVersionSpec, name: str) -> Any:
-    """The version ``name`` of the model, created (with the model) if this is its first run; the artifacts this
-    pipeline run has made so far are linked to it (lineage from the version back to the data)."""
-    from zenml.model.utils import link_artifact_version_to_model_version
-    from zenml.models import ModelVersionPipelineRunFilter, ModelVersionPipelineRunRequest
-
+    """The version ``name`` of the model, created (with the model) if this is its first run; this pipeline run and
+    the artifacts it has made so far are linked to it (lineage from the version back to the data)."""
     client = Client()
     try:
         client.get_model(spec.name)
@@ -28,23 +25,31 @@ def model_version_for_run(spec: ModelVersionSpec, name: str) -> Any:
     except KeyError:
         version = client.create_model_version(spec.name, name=name, description=spec.description, tags=spec.tags)
     run_id = get_step_context().pipeline_run.id
-    if run_id not in {link.pipeline_run.id for link in client.zen_store.list_model_version_pipeline_run_links(
-            ModelVersionPipelineRunFilter(model_version_id=version.id, size=1000)).items}:
-        client.zen_store.create_model_version_pipeline_run_link(
-            ModelVersionPipelineRunRequest(model_version=version.id, pipeline_run=run_id))
-    linked = {a.id for a in _linked_artifacts(version)}
+    _link_run(client, version, run_id)
+    model = version.to_model_class()
+    linked = {link.artifact_version.id for link in client.list_model_version_artifact_links(
+        model_version_id=version.id, size=1000).items}
     for step_run in client.get_pipeline_run(run_id).steps.values():
         for artifacts in step_run.outputs.values():
             for artifact in artifacts:
                 if artifact.id not in linked:
-                    link_artifact_version_to_model_version(artifact, version)
+                    link_artifact_to_model(artifact, model)
                     linked.add(artifact.id)
     return version
 
 
-def _linked_artifacts(version: Any) -> list[Any]:
-    return [link.artifact_version for link in Client().list_model_version_artifact_links(
-        model_version_id=version.id, size=1000).items]
+def _link_run(client: Client, version: Any, run_id: Any) -> None:
+    """Lists the pipeline run among the version's runs, once (a re-run after a kill finds it there).
+
+    Through ZenML's store, not its public API, because none serves: ZenML links a run to a model version itself
+    only for the version named by the pipeline's or a step's ``model:``, which is fixed when the run starts, and
+    this version is named from the fingerprint of the data the run read (a step's output); the Client can list
+    these links but has no call that creates one."""
+    from zenml.models import ModelVersionPipelineRunRequest
+
+    if not client.list_model_version_pipeline_run_links(model_version_id=version.id, pipeline_run_id=run_id).total:
+        client.zen_store.create_model_version_pipeline_run_link(
+            ModelVersionPipelineRunRequest(model_version=version.id, pipeline_run=run_id))
 
 
 def production_metrics(model_name: str, exclude_id: Any) -> dict[str, Any] | None:
