@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from runner.commands import COMMANDS
 from runner.models_cli import add_arguments as add_models_arguments
 from runner.serve import add_arguments as add_serve_arguments
 
@@ -19,16 +20,6 @@ Every bad config or data source is one line on stderr and exit status 2 (``--deb
 traceback). The config and the data source are checked before ZenML or torch load.
 """
 
-COMMANDS = {
-    "process": "load -> preprocess -> tokenize",
-    "train": "process (cached when unchanged) -> QLoRA training, tracked in MLflow",
-    "evaluate": "process (cached) -> evaluate the base model, or --adapter / --model-version",
-    "full": "process -> train -> evaluate base and fine-tuned -> register and promote (default)",
-    "use": "chat (--interactive), answer --prompt or --input FILE, or --merge DIR, with an adapter",
-    "serve": "an OpenAI-compatible API (/v1/chat/completions, /v1/models) for an adapter, on 127.0.0.1 by default",
-    "models": "list a model's registered versions; promote or stage one by hand; push one to the Hub",
-    "stack": "set up (once) and show the ZenML stack and MLflow store the pipelines run on",
-}
 PIPELINE_COMMANDS = ("process", "train", "evaluate", "full")
 
 
@@ -77,8 +68,8 @@ def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
     subparsers: dict[str, argparse.ArgumentParser] = {}
 
     def add(name: str, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
-        subparsers[name] = commands.add_parser(name, parents=parents, help=COMMANDS[name],
-                                               description=COMMANDS[name])
+        subparsers[name] = commands.add_parser(name, parents=parents, help=COMMANDS[name].help,
+                                               description=COMMANDS[name].help)
         return subparsers[name]
 
     for name in PIPELINE_COMMANDS:
