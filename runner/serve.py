@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from llm_trainer.paths import PROJECT_ROOT
-from runner.arguments import port as _port
-from runner.arguments import positive as _positive
+from runner.argument_types import port as _port
+from runner.argument_types import positive as _positive
 
 API_KEY_ENV = "LLM_TRAINER_API_KEY"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

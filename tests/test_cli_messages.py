@@ -10,10 +10,9 @@ from helpers.cli import cli
 
 
 def test_each_command_has_its_own_options():
-    import run_pipeline
+    from runner.arguments import build_parsers, parse_args
 
-    parser = run_pipeline.build_parser()
-    commands = parser._subparsers._group_actions[0].choices
+    _, commands = build_parsers()
     options = {name: set(sub._option_string_actions) for name, sub in commands.items()}
     assert "--prompt" in options["use"] and "--prompt" not in options["process"]
     assert "--temperature" in options["use"] and "--temperature" not in options["serve"]
@@ -21,9 +20,9 @@ def test_each_command_has_its_own_options():
     assert "--schedule" in options["train"] and "--schedule" not in options["use"]
     assert "--adapter" in options["evaluate"] and "--adapter" not in options["train"]
     assert options["stack"] == {"-h", "--help", "--debug", "--verbose"}
-    assert run_pipeline.parse_args(["--config", "c.yaml"]).command == "full"  # the default command
+    assert parse_args(["--config", "c.yaml"]).command == "full"  # the default command
     with pytest.raises(SystemExit) as exit_:
-        run_pipeline.parse_args(["use", "--config", "c.yaml", "--adapter", "a", "--prompt", "x", "--top-p", "0.5"])
+        parse_args(["use", "--config", "c.yaml", "--adapter", "a", "--prompt", "x", "--top-p", "0.5"])
     assert exit_.value.code == 2  # --top-p without sampling
 
 

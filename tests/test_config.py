@@ -106,7 +106,8 @@ def test_registry_accepts_import_paths_and_registered_classes():
 
 
 def test_library_never_imports_zenml_mlflow_or_the_layers_above_it():
-    above = {"zenml", "mlflow", "steps", "pipelines", "runner", "materializers", "run_pipeline", "bench"}
+    above = {"zenml", "mlflow", "steps", "pipelines", "runner", "publishing", "materializers", "run_pipeline",
+             "bench"}
     offenders = []
     for path in (ROOT / "llm_trainer").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):

@@ -43,7 +43,7 @@ def test_a_model_in_the_local_cache_needs_no_hub(tmp_path, monkeypatch):
 def test_a_hub_failure_inside_a_step_is_one_line(monkeypatch, capsys):
     import httpx2
 
-    import run_pipeline
+    from runner import cli
 
     def tokenize_step(args):
         try:
@@ -51,8 +51,8 @@ def test_a_hub_failure_inside_a_step_is_one_line(monkeypatch, capsys):
         except httpx2.ConnectError as exc:
             raise RuntimeError("Failed to run step 'tokenize'") from exc
 
-    monkeypatch.setattr(run_pipeline, "run_command", tokenize_step)
-    assert run_pipeline.main(["process", "--config", "configs/quickstart.yaml"]) == 2
+    monkeypatch.setattr(cli, "run_command", tokenize_step)
+    assert cli.main(["process", "--config", "configs/quickstart.yaml"]) == 2
     assert capsys.readouterr().err.startswith("error: cannot reach the Hugging Face Hub at ")
 
 

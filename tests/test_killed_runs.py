@@ -27,7 +27,7 @@ MLFLOW_POINTS = [("mlflow", "log_artifacts"), ("client", "create_registered_mode
 def test_registration_killed_at_each_point_leaves_one_mlflow_version(tmp_path, monkeypatch, where, call):
     import mlflow
 
-    from steps.register import _register_in_mlflow
+    from publishing.mlflow_registry import register_in_mlflow
     from llm_trainer.training import LoraAdapter
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -40,7 +40,7 @@ def test_registration_killed_at_each_point_leaves_one_mlflow_version(tmp_path, m
 
     def register(zenml_version: str, promote: bool) -> str:
         with mlflow.start_run(experiment_id=experiment):
-            return _register_in_mlflow("m", zenml_version, adapter, {"eval_loss": 1.0}, promote)
+            return register_in_mlflow("m", zenml_version, adapter, {"eval_loss": 1.0}, promote)
 
     owner = mlflow if where == "mlflow" else mlflow.MlflowClient
     real = getattr(owner, call)

@@ -1,8 +1,8 @@
 """The registered MLflow version is an MLflow model: it loads by alias, answers, and `mlflow models serve` serves it.
 
-The registration is the register step's own helper (steps.register._register_in_mlflow) on a tiny LoRA adapter in
-a temporary MLflow store, so no training run is needed. The served model runs in another folder with an empty
-project home and without the project on its path: the base model folder and the library travel with the model.
+The registration is the register step's own helper (publishing.mlflow_registry.register_in_mlflow) on a tiny LoRA
+adapter in a temporary MLflow store, so no training run is needed. The served model runs in another folder with an
+empty project home and without the project on its path: the base model folder and the library travel with the model.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def registry(adapter, tiny_fp32, tmp_path_factory):
     """The adapter registered as the register step registers it, promoted: (tracking URI, settings)."""
     import mlflow
 
-    from steps.mlflow_pyfunc import ChatModelSettings
-    from steps.register import _register_in_mlflow
+    from publishing.mlflow_pyfunc import ChatModelSettings
+    from publishing.mlflow_registry import register_in_mlflow
 
     store = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{store / 'mlflow.db'}"
@@ -45,8 +45,8 @@ def registry(adapter, tiny_fp32, tmp_path_factory):
     cfg = tiny_fp32.cfg
     settings = ChatModelSettings(cfg.model, cfg.data.system_prompt, MAX_NEW, 4)
     with mlflow.start_run(experiment_id=experiment):
-        assert _register_in_mlflow(NAME, "zenml-version-1", adapter, {"eval_loss": 1.0}, True, settings) == "1"
-        assert _register_in_mlflow(NAME, "zenml-version-1", adapter, {"eval_loss": 1.0}, True, settings) == "1"
+        assert register_in_mlflow(NAME, "zenml-version-1", adapter, {"eval_loss": 1.0}, True, settings) == "1"
+        assert register_in_mlflow(NAME, "zenml-version-1", adapter, {"eval_loss": 1.0}, True, settings) == "1"
     yield uri, settings
     mlflow.set_tracking_uri("")
 
@@ -159,21 +159,22 @@ def test_mlflow_models_serve_answers_invocations_on_another_machine(registry, re
 
 
 def test_the_register_step_serves_with_the_settings_and_card_the_adapter_was_made_with(make_config):
-    import steps.register as register
     from llm_trainer.config import ModelVersionSpec
     from llm_trainer.training import LoraAdapter
+    from publishing.mlflow_pyfunc import chat_model_settings
+    from publishing.mlflow_registry import model_card
 
     cfg = make_config(model={"load_in_4bit": False, "dtype": "float32"}, data={"system_prompt": "Think."},
                       evaluation={"max_new_tokens": 40, "batch_size": 3})
     spec = cfg.model_version_spec()
-    settings = register._chat_model_settings(spec, LoraAdapter(path=Path("unused"), base_model="/some/base"))
+    settings = chat_model_settings(spec, LoraAdapter(path=Path("unused"), base_model="/some/base"))
     assert settings.model == cfg.model and settings.model.load_in_4bit is False
     assert (settings.system_prompt, settings.max_new_tokens, settings.batch_size) == ("Think.", 40, 3)
-    card = register._model_card(spec, {"accuracy": 0.5, "eval_loss": 1.2}, {"accuracy": 0.25, "model": "base"},
-                                "0123456789abcdef", "3 (production)")
+    card = model_card(spec, {"accuracy": 0.5, "eval_loss": 1.2}, {"accuracy": 0.25, "model": "base"},
+                      "0123456789abcdef", "3 (production)")
     assert "01234567" in card and "3 (production)" in card and "0.5" in card and "0.25" in card
 
     bare = ModelVersionSpec(name="m", config_key="k")  # built by hand: the adapter's base, defaults, no card
-    settings = register._chat_model_settings(bare, LoraAdapter(path=Path("unused"), base_model="tiny-llama"))
+    settings = chat_model_settings(bare, LoraAdapter(path=Path("unused"), base_model="tiny-llama"))
     assert settings.model.base_model == "tiny-llama" and settings.system_prompt == ""
-    assert register._model_card(bare, {}, {}, "0123456789abcdef", "1") is None
+    assert model_card(bare, {}, {}, "0123456789abcdef", "1") is None

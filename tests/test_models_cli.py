@@ -43,13 +43,13 @@ def registered():
 
 
 def models(*action: str) -> str:
-    import run_pipeline
     from llm_trainer.config import load_config
+    from runner.arguments import parse_args
     from runner.models_cli import run_models
 
-    args = run_pipeline.parse_args(["models", "--config", str(ROOT / "configs" / "quickstart.yaml"),
-                                    "--set", f"registry.model_name={NAME}",
-                                    "--set", "registry.promotion_metric=eval_loss", *action])  # listed first
+    args = parse_args(["models", "--config", str(ROOT / "configs" / "quickstart.yaml"),
+                       "--set", f"registry.model_name={NAME}",
+                       "--set", "registry.promotion_metric=eval_loss", *action])  # listed first
     cfg = load_config(args.config, args.overrides)
     return run_models(cfg, args)
 

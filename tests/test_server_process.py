@@ -22,15 +22,15 @@ FP32 = ["--set", "model.load_in_4bit=false", "--set", "model.dtype=float32"]
 
 
 def test_a_port_out_of_range_is_refused(capsys):
-    import run_pipeline
+    from runner.arguments import parse_args
 
     base = ["serve", "--config", "configs/quickstart.yaml", "--adapter", "a"]
     for port in ("70000", "-1", "http"):
         with pytest.raises(SystemExit) as caught:
-            run_pipeline.parse_args([*base, "--port", port])
+            parse_args([*base, "--port", port])
         assert caught.value.code == 2
         assert "argument --port: " in capsys.readouterr().err.strip().splitlines()[-1]
-    assert run_pipeline.parse_args([*base, "--port", "65535"]).port == 65535
+    assert parse_args([*base, "--port", "65535"]).port == 65535
 
 
 def wait_for(predicate, timeout: float, what: str, poll: float = 0.2):

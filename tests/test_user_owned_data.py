@@ -188,7 +188,7 @@ def test_a_full_disk_at_the_run_folder_lock_is_one_line(tmp_path, make_config):
 
 
 def test_a_full_disk_anywhere_is_one_line(monkeypatch, capsys):
-    import run_pipeline
+    from runner import cli
 
     def write_in_a_step(args):
         try:
@@ -196,7 +196,7 @@ def test_a_full_disk_anywhere_is_one_line(monkeypatch, capsys):
         except OSError as exc:
             raise RuntimeError("Failed to run step 'train_model'") from exc
 
-    monkeypatch.setattr(run_pipeline, "run_command", write_in_a_step)
-    assert run_pipeline.main(["train", "--config", "configs/quickstart.yaml"]) == 2
+    monkeypatch.setattr(cli, "run_command", write_in_a_step)
+    assert cli.main(["train", "--config", "configs/quickstart.yaml"]) == 2
     assert capsys.readouterr().err == ("error: cannot write /outputs/quickstart/loss_curve.png: No space left on "
                                        "device\n")

@@ -1,7 +1,7 @@
 """The registered MLflow model's code (an MLflow "model from code" file, stored inside each logged model).
 
-Not a step: ``steps/mlflow_pyfunc.py`` logs it. MLflow runs this file when the model loads; the library it
-imports travels with the model (``code_paths``), and so do the adapter and, for a local base such as the tiny
+Not a step: ``publishing/mlflow_pyfunc.py`` logs it. MLflow runs this file when the model loads; the library
+it imports travels with the model (``code_paths``), and so do the adapter and, for a local base such as the tiny
 model, the base model folder (``artifacts``). ``predict`` takes a DataFrame (or dict) with a ``prompt`` column
 (text) or a ``messages`` column (a chat: a list of {role, content}), one per row, and returns one answer per
 row: greedy, batched, with the training run's system prompt put first when a row gives none.

@@ -1,7 +1,7 @@
 """The adapter as an MLflow pyfunc model: what ``register_model`` logs and registers (a helper, not a step).
 
-The logged model holds the model code (``steps/mlflow_chat_model.py``), the library (``llm_trainer``), the adapter
-folder and, for a local base model folder (the tiny model), the base model itself, so that
+The logged model holds the model code (``publishing/mlflow_chat_model.py``), the library (``llm_trainer``), the
+adapter folder and, for a local base model folder (the tiny model), the base model itself, so that
 ``mlflow.pyfunc.load_model("models:/<name>@production")`` and ``mlflow models serve`` work on another machine with
 the pinned requirements installed. A Hub base model is referenced by id and revision (it is downloaded there).
 """
@@ -21,7 +21,7 @@ from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import Array, Object, Property
 
 import llm_trainer
-from llm_trainer.config import ModelConfig
+from llm_trainer.config import ModelConfig, ModelVersionSpec
 from llm_trainer.training import LoraAdapter
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,15 @@ class ChatModelSettings:
     system_prompt: str = ""
     max_new_tokens: int = 256
     batch_size: int = 8
+
+
+def chat_model_settings(spec: ModelVersionSpec, adapter: LoraAdapter) -> ChatModelSettings:
+    """What the registered model serves with: the model section and system prompt the adapter was made with, and
+    the evaluation's generation settings; without those (a spec built by hand), the adapter's base defaults."""
+    if spec.made_from is None:
+        return ChatModelSettings(ModelConfig(base_model=adapter.base_model), "", spec.max_new_tokens, spec.batch_size)
+    return ChatModelSettings(spec.made_from.model, spec.made_from.data.system_prompt, spec.max_new_tokens,
+                             spec.batch_size)
 
 
 def signature(max_new_tokens: int) -> ModelSignature:
