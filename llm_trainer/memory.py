@@ -125,7 +125,7 @@ def loss_bytes(d: ModelDims, tokens: int, *, chunk: int | None, training: bool, 
     copy (``ForCausalLMLoss`` upcasts; none when already fp32) and the log-softmax in cross-entropy. In
     training the Trainer drops the outputs before backward, which holds the log-softmax (saved), its gradient
     and the logits' fp32 gradient: 12 bytes, above the forward's 10 in bf16.
-    Chunked (llm_trainer.training.losses): the same per chunk of ``chunk`` rows, except that training keeps the
+    Chunked (llm_trainer.losses): the same per chunk of ``chunk`` rows, except that training keeps the
     fp32 logits (the compute-dtype ones are freed), plus the hidden states' gradient buffer (``hidden_bytes``: fp32
     in QLoRA training)."""
     rows = tokens if chunk is None else min(chunk, tokens)

@@ -11,7 +11,7 @@ import torch
 
 from llm_trainer.data.collate import PackedBlockCollator, PaddedCollator
 from llm_trainer.errors import UserError
-from llm_trainer.training import losses
+from llm_trainer import losses
 
 PEFT_TARGETS = {"all-linear": "all-linear",  # the output layer frozen (peft leaves lm_head out of all-linear)
                 "with lm_head": ["q_proj", "v_proj", "down_proj", "lm_head"]}  # and adapted: its LoRA gets grads

@@ -32,7 +32,7 @@ def measure() -> dict[str, int]:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from llm_trainer.training.losses import chunked_causal_lm_loss
+    from llm_trainer.losses import chunked_causal_lm_loss
 
     def status(key: str) -> int:
         line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(key))
@@ -98,7 +98,7 @@ def test_evaluation_loss_never_makes_the_whole_logits_and_equals_the_plain_loss(
 
     from llm_trainer.data import build_processor
     from llm_trainer.evaluation.base import build_evaluator
-    from llm_trainer.training import losses
+    from llm_trainer import losses
 
     tokenized, _ = build_processor(tiny_fp32.cfg.data).tokenize(tiny_fp32.processed, tiny_fp32.tokenizer)
     test = tokenized["test"].select(range(min(6, len(tokenized["test"]))))
@@ -176,7 +176,7 @@ def test_each_card_overlay_fits_its_training_and_sizes_its_evaluation_batch_by_t
 
 
 def test_the_chunked_loss_threshold_matches_the_trainers():
-    from llm_trainer.training.losses import CHUNKED_LOSS_MIN_VOCAB
+    from llm_trainer.losses import CHUNKED_LOSS_MIN_VOCAB
 
     assert CHUNKED_LOSS_MIN_VOCAB == 32_000  # memory.job_for repeats it (without importing torch)
 

@@ -95,7 +95,7 @@ class BaseEvaluator(ABC):
         from llm_trainer.data.collate import collator_for
         from llm_trainer.data.tokenization import IGNORE_INDEX
 
-        from llm_trainer.training import losses
+        from llm_trainer import losses
 
         if len(tokenized_test) == 0:
             return {}

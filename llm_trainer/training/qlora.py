@@ -18,7 +18,7 @@ from llm_trainer.data.collate import LengthGroupedSampler, collator_for, compute
 from llm_trainer.data.packing import sample_lengths
 from llm_trainer.data.tokenization import IGNORE_INDEX
 from llm_trainer.progress import TrainingProgress
-from llm_trainer.training import losses
+from llm_trainer import losses
 from llm_trainer.training.base import BaseTrainer, LoraAdapter, MetricsHook, TrainResult
 from llm_trainer.training.kit import (MarkCompleteCheckpoints, RunFolderTrainerMixin, load_policy, one_gpu_per_process,
                                       peak_memory_mb, resume_checkpoint, save_adapter, shared_arguments,
@@ -133,7 +133,7 @@ class QLoraTrainer(BaseTrainer):
 
 class _TrackingTrainer(RunFolderTrainerMixin, Trainer):
     """Counts trained (label) tokens and reports throughput and metrics at every log; computes the loss in
-    chunks from the last hidden states when configured (llm_trainer.training.losses)."""
+    chunks from the last hidden states when configured (llm_trainer.losses)."""
 
     train_sampler: Any = None
     trained_tokens = 0
