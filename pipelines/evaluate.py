@@ -4,7 +4,7 @@ from llm_trainer.config import RunConfig
 from pipelines.process import process_pipeline
 from steps import evaluate_model, load_adapter
 from steps.check_splits import check_splits
-from steps.names import CHECK_SPLITS, EVALUATE_BASE, EVALUATE_FINETUNED
+from steps.names import CHECK_SPLITS, EVALUATE_BASE, EVALUATE_FINETUNED, LOAD_ADAPTER
 
 
 @pipeline
@@ -19,6 +19,6 @@ def evaluate_pipeline(config: RunConfig, adapter_path: str | None = None):
         evaluate_model(processed_dataset, tokenized_dataset, tokenizer, base_model, spec=spec, label="base",
                        id=EVALUATE_BASE, after=CHECK_SPLITS)
     else:
-        adapter = load_adapter(adapter_path=adapter_path)
+        adapter = load_adapter(adapter_path=adapter_path, id=LOAD_ADAPTER)
         evaluate_model(processed_dataset, tokenized_dataset, tokenizer, base_model, spec=spec, label="fine-tuned",
                        adapter=adapter, id=EVALUATE_FINETUNED, after=CHECK_SPLITS)

@@ -3,6 +3,7 @@ from zenml import pipeline
 from llm_trainer.config import RunConfig
 from pipelines.process import process_pipeline
 from steps import train_model
+from steps.names import TRAIN
 
 
 @pipeline
@@ -11,5 +12,5 @@ def train_pipeline(config: RunConfig):
     processed_dataset, tokenized_dataset, tokenizer, base_model, _ = process_pipeline(
         data=config.data, model=config.model, seed=config.seed)
     adapter, training_metrics, _ = train_model(processed_dataset, tokenized_dataset, tokenizer, base_model,
-                                               spec=config.train_spec())
+                                               spec=config.train_spec(), id=TRAIN)
     return adapter, training_metrics
