@@ -122,7 +122,7 @@ def test_grpo_reads_the_shared_training_keys(tmp_path):
     ("training.eval_steps=5", "training.eval_steps: not read by trainer grpo"),
     ("training.chunked_loss=true", "training.chunked_loss: not read by trainer grpo"),
     ("training.distributed.fsdp=true", "training.distributed.fsdp: not read by trainer grpo"),
-    ("training.per_device_train_batch_size=12", r"\(12 completions\) must be a multiple of grpo.num_generations \(8\)"),
+    ("training.per_device_train_batch_size=18", r"\(36 completions\) must be a multiple of grpo.num_generations \(8\)"),
 ])
 def test_keys_grpo_would_ignore_are_refused_in_one_line(override, message):
     from llm_trainer.errors import ConfigError
@@ -180,8 +180,8 @@ def test_the_variance_filter_keeps_only_prompts_whose_answers_score_differently(
     assert [p[0]["content"] for p in kept["prompt"]] == ["sometimes"]
     assert (counts["grpo_variance_filter_examined"], counts["grpo_variance_filter_kept"],
             counts["grpo_variance_filter_constant"]) == (4, 1, 3)
-    assert seen == {"sampling": {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0}, "asked": 12,
-                    "budget": cfg.training.grpo.max_completion_length}
+    assert seen == {"sampling": {"do_sample": True, "temperature": 0.5, "top_p": 1.0, "top_k": 0}, "asked": 12,
+                    "budget": cfg.training.grpo.max_completion_length}  # sampled as the quickstart's GRPO samples
     assert model.training is True  # back in training mode for GRPO
     answers["sometimes"] = ["Final answer: 1"] * 3
     with pytest.raises(DataError, match="all 3 sampled answers were the same for each of the 4 prompts"):
