@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_trainer.adapter_folder import ADAPTER_INFO_FILE, check_adapter_folder  # noqa: F401 - trainers import it here
+from llm_trainer.adapter_folder import ADAPTER_INFO_FILE, check_adapter_folder  # noqa: F401 - the adapter materializer imports it here
 from llm_trainer.config import TrainSpec
 from llm_trainer.registry import TRAINERS
 
