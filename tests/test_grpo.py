@@ -287,6 +287,7 @@ def test_grpo_quickstart_uses_the_quickstart_base_model_and_data():
 
     sft, grpo = load_config(QUICKSTART), load_config(GRPO_QUICKSTART)
     assert grpo.data == sft.data and grpo.seed == sft.seed
+    assert grpo.evaluation == sft.evaluation  # production (the SFT version) was scored on the same test rows
     assert grpo.model.model_copy(update={"init_adapter": None}) == sft.model
     assert grpo.training.trainer == "grpo" and grpo.model.init_adapter == "production"
 
