@@ -1,6 +1,7 @@
-"""GRPO after the quickstart's SFT: test accuracy of the SFT adapter against GRPO variants over several seeds.
+"""GRPO (or DPO) after the quickstart's SFT: test accuracy of the SFT adapter against variants over several seeds.
 
     python bench/grpo_sweep.py --variants shipped --seeds 42 1 2 --out bench/grpo_sweep.json
+    python bench/grpo_sweep.py --config configs/dpo_quickstart.yaml --seeds 42 1 2
 
 Trains the quickstart's SFT adapter once (configs/quickstart.yaml; its run folder is reused), evaluates it on the
 quickstart's own test rows with the quickstart's evaluation settings, then for each variant and seed goes on from it
@@ -42,6 +43,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", nargs="+", default=["shipped"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 1, 2])
+    parser.add_argument("--config", default=str(ROOT / "configs" / "grpo_quickstart.yaml"),
+                        help="the config that goes on from the SFT adapter (GRPO or DPO)")
     parser.add_argument("--set", nargs="*", default=[], help="extra overrides for every GRPO run")
     parser.add_argument("--work", default="/tmp/grpo-sweep", help="run folders (the SFT run is reused from here)")
     parser.add_argument("--out", default=None)
@@ -78,21 +81,22 @@ def main() -> None:
         for seed in args.seeds:
             overrides = [*VARIANTS.get(variant, variant.split(";")), *args.set, f"seed={seed}",
                          f"model.init_adapter={sft.adapter.path}"]
-            cfg = load_config(ROOT / "configs" / "grpo_quickstart.yaml", overrides)
+            cfg = load_config(args.config, overrides)
             started = time.time()
             key = hashlib.sha256("|".join(overrides).encode()).hexdigest()[:12]  # a finished run is reused
-            grpo = run_training(cfg, tokenized, tokenizer, work / f"grpo-{key}", base_model=base_model,
+            grpo = run_training(cfg, tokenized, tokenizer, work / f"{cfg.training.trainer}-{key}", base_model=base_model,
                                 processed=processed)
             seconds = round(time.time() - started, 1)
             scores = evaluate(grpo.adapter.path)
-            curve = [round(h["reward"], 3) for h in grpo.history if "reward" in h]
+            curve_key = "reward" if cfg.training.trainer == "grpo" else "rewards/margins"
+            curve = [round(h[curve_key], 3) for h in grpo.history if curve_key in h and "loss" in h]
             run = {"variant": variant, "seed": seed, "train_s": seconds, **scores,
                    "gain": round(scores["accuracy"] - sft_scores["accuracy"], 4),
                    "learnable_gain": round(scores["learnable"] - sft_scores["learnable"], 4),
                    "reward_curve": curve, "kept_rows": grpo.metrics.get("grpo_rows"),
-                   **{k: v for k, v in grpo.metrics.items() if k.startswith("grpo_rows_")}}
+                   **{k: v for k, v in grpo.metrics.items() if k.startswith(("grpo_rows_", "pairs", "dpo_", "held_out"))}}
             results["runs"].append(run)
-            print("grpo", json.dumps(run), flush=True)
+            print(cfg.training.trainer, json.dumps(run), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
 

@@ -57,7 +57,8 @@ PROCESSORS = Registry("data.processor", {"reasoning": "llm_trainer.data.reasonin
                                          "sql": "llm_trainer.data.sql:SqlDataProcessor",
                                          "chat": "llm_trainer.data.conversations:ChatDataProcessor"})
 TRAINERS = Registry("training.trainer", {"qlora": "llm_trainer.training.qlora:QLoraTrainer",
-                                         "grpo": "llm_trainer.training.grpo:GrpoTrainer"})
+                                         "grpo": "llm_trainer.training.grpo:GrpoTrainer",
+                                         "dpo": "llm_trainer.training.dpo:DpoTrainer"})
 REWARDS = Registry("grpo.rewards", {"answer_correct": "llm_trainer.training.rewards:AnswerCorrectReward",
                                     "format": "llm_trainer.training.rewards:FormatReward",
                                     "length": "llm_trainer.training.rewards:LengthReward"})

@@ -69,7 +69,9 @@ class RunConfig(Section):
         """The train step's input: the sections training reads (and the scoring settings under GRPO)."""
         sections = {name: getattr(self, name) for name in TrainSpec.model_fields if name != "scoring"}
         # Only a trainer that judges answers reads them: editing them must not re-train an SFT run.
-        return TrainSpec(**sections, scoring=self.evaluation.scoring() if self.training.trainer == "grpo" else None)
+        t = self.training
+        judges = t.trainer == "grpo" or (t.trainer == "dpo" and t.dpo.pairs == "verifier")
+        return TrainSpec(**sections, scoring=self.evaluation.scoring() if judges else None)
 
     def eval_spec(self) -> EvalSpec:
         """The evaluate steps' input: the sections evaluation reads."""

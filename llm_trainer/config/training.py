@@ -102,10 +102,55 @@ class GrpoConfig(Section):
         return self
 
 
+# TRL 1.16 DPOTrainer's losses that compare the policy with a reference (the starting adapter): sigmoid (DPO), ipo,
+# hinge (SLiC), robust (label smoothing), and sigmoid_norm (length-normalised DPO). TRL's reference-free losses
+# (ORPO, CPO/SimPO) are separate experimental trainers in TRL 1.16, not loss types of DPOTrainer.
+DPO_LOSS_TYPES = Literal["sigmoid", "ipo", "hinge", "robust", "sigmoid_norm"]
+# training.* keys DPO does not read (the loss is TRL's; no validation loss on packed blocks, no early stopping)
+NOT_READ_BY_DPO = ("early_stopping_patience", "early_stopping_threshold", "max_eval_blocks", "chunked_loss",
+                   "loss_chunk_size", "use_liger_kernel", "offload_activations")
+
+
+class DpoConfig(Section):
+    """TRL DPOConfig fields for ``training.trainer: dpo`` (``training.dpo``), and how the preference pairs are made.
+    Learning rate, steps, batch sizes (in pairs), schedule and checkpointing come from ``training`` as for SFT."""
+
+    beta: float = Field(0.1, gt=0, description="How far the policy may move from the reference (the starting "
+                        "adapter): higher keeps it closer. For ipo, the regularisation tau.")
+    loss_type: DPO_LOSS_TYPES = Field("sigmoid", description="TRL's preference loss: sigmoid (DPO), ipo, hinge, "
+                                      "robust or sigmoid_norm.")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="robust: the share of preference labels assumed "
+                                   "flipped.")
+    max_prompt_length: int = Field(512, gt=0, description="Pairs whose prompt is longer (in tokens) are dropped and "
+                                   "counted, not truncated.")
+    max_length: int = Field(1024, gt=0, description="Pairs whose prompt plus longer answer is longer (in tokens) are "
+                            "dropped and counted, not truncated.")
+    pairs: Literal["data", "verifier"] = Field(
+        "data", description="data: the processed rows are preference pairs (data.processor: preference). verifier: "
+        "the processed rows are questions with reference answers; the starting adapter answers each train question "
+        "pairs_samples times and the verifier's correct and wrong answers make the pairs (on-policy).")
+    verifier: str = Field("answer_correct", description="pairs verifier: the reward (registry: answer_correct, or "
+                          "'module:Class') whose score of 1 marks an answer correct and 0 wrong.")
+    pairs_samples: int = Field(8, ge=2, description="pairs verifier: answers sampled per train question.")
+    pairs_per_question: int = Field(2, ge=1, description="pairs verifier: pairs kept per question at most, each "
+                                    "with a different correct and a different wrong answer.")
+    pairs_temperature: float = Field(1.0, gt=0, description="pairs verifier: the sampling temperature.")
+    pairs_max_new_tokens: int = Field(256, gt=0, description="pairs verifier: tokens per sampled answer, at most.")
+    pairs_max_questions: int | None = Field(1024, gt=0, description="pairs verifier: train questions answered "
+                                            "(drawn by the seed); all when null.")
+    validation_share: float = Field(0.1, ge=0, lt=1, description="Share of the pairs (by question) held out to "
+                                    "measure reward accuracy and margin after training.")
+
+    @field_validator("verifier")
+    @classmethod
+    def _known_verifier(cls, value: str) -> str:
+        return REWARDS.check(value)
+
+
 class TrainingConfig(Section):
     """transformers.TrainingArguments fields, plus the trainer choice and resume policy."""
 
-    trainer: str = Field("qlora", description="Trainer name (registry: qlora, grpo) or 'module:Class'.")
+    trainer: str = Field("qlora", description="Trainer name (registry: qlora, grpo, dpo) or 'module:Class'.")
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate of the adapter.")
     lr_scheduler_type: str = Field("cosine", description="transformers' schedule after warm-up (cosine, linear, "
                                    "constant, ...).")
@@ -149,6 +194,7 @@ class TrainingConfig(Section):
     distributed: DistributedConfig = Field(DistributedConfig(), description="Several machines, and FSDP: "
                                            "accelerate's launcher settings.")
     grpo: GrpoConfig = Field(GrpoConfig(), description="GRPO settings (training.trainer: grpo).")
+    dpo: DpoConfig = Field(DpoConfig(), description="DPO settings (training.trainer: dpo).")
 
     @field_validator("num_processes")
     @classmethod
@@ -175,11 +221,20 @@ class TrainingConfig(Section):
     def _settings_the_trainer_reads(self) -> TrainingConfig:
         """Every key set must reach the trainer: a key the chosen trainer would ignore is refused in one line. "Set"
         is "not its default", which survives a round trip through a dict (ZenML re-validates the step's spec)."""
-        if self.trainer == "qlora" and self.grpo != GrpoConfig():
-            raise ValueError("training.grpo is read by trainer grpo only; remove it or set training.trainer: grpo")
+        for name, default in (("grpo", GrpoConfig()), ("dpo", DpoConfig())):
+            if self.trainer != name and self.trainer in TRAINERS.names() and getattr(self, name) != default:
+                raise ValueError(f"training.{name} is read by trainer {name} only; remove it or set training.trainer: "
+                                 f"{name}")
+        fields = type(self).model_fields
+        if self.trainer == "dpo":
+            ignored = [f"training.{key}" for key in NOT_READ_BY_DPO if getattr(self, key) != fields[key].default]
+            if self.distributed.fsdp:
+                ignored.append("training.distributed.fsdp")
+            if ignored:
+                raise ValueError(f"{', '.join(ignored)}: not read by trainer dpo; remove them from the DPO config")
+            return self
         if self.trainer != "grpo":
             return self
-        fields = type(self).model_fields
         ignored = [f"training.{key}" for key in SFT_ONLY if getattr(self, key) != fields[key].default]
         if self.distributed.fsdp:
             ignored.append("training.distributed.fsdp")

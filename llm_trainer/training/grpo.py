@@ -18,22 +18,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from transformers import PrinterCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from llm_trainer.errors import ConfigError, DataError, UserError
-from llm_trainer.evaluation.answer_types import VERIFIABLE, answer_type
+from llm_trainer.errors import ConfigError
 from llm_trainer.inference import encode_prompts, stop_token_ids
 from llm_trainer.progress import TrainingProgress
 from llm_trainer.training.base import BaseTrainer, LoraAdapter, MetricsHook, TrainResult
-from llm_trainer.training.kit import (MarkCompleteCheckpoints, RunFolderTrainerMixin, load_policy, one_gpu_per_process,
-                                      peak_memory_mb, resume_checkpoint, save_adapter, shared_arguments)
+from llm_trainer.training.kit import (MarkCompleteCheckpoints, RunFolderTrainerMixin, load_policy,
+                                      lora_weights_in_float32, one_gpu_per_process, peak_memory_mb, resume_checkpoint,
+                                      save_adapter, shared_arguments, verifiable_prompts)
 from llm_trainer.training.reward_variance import prompts_with_reward_variance
-from llm_trainer.training.rewards import RewardFunction, build_rewards, report_constant_rewards, scoring_settings
+from llm_trainer.training.rewards import RewardFunction, build_rewards, report_constant_rewards
 
 logger = logging.getLogger(__name__)
-PROMPT_COLUMNS = ("messages", "reference_answer")
 
 
 class GrpoTrainer(BaseTrainer):
@@ -64,7 +62,7 @@ class GrpoTrainer(BaseTrainer):
             train_dataset=prompts, processing_class=tokenizer, callbacks=self._callbacks())
         trainer.on_metrics, trainer.reward_functions = on_metrics, rewards
         trainer.remove_callback(PrinterCallback)  # dicts of quoted numbers; _GrpoProgress shows the run
-        _lora_weights_in_float32(model)
+        lora_weights_in_float32(model)
         trainable, total = model.get_nb_trainable_parameters()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
@@ -121,28 +119,6 @@ class GrpoTrainer(BaseTrainer):
         ))
 
 
-def verifiable_prompts(processed: Any, cfg: Any) -> tuple[Any, dict[str, int]]:
-    """The train rows whose reference answer can be verified (single word or short), as TRL's prompt data set:
-    ``prompt`` (the chat turns before the answer) and ``reference_answer``; and how many rows were left out."""
-    split = processed["train"] if hasattr(processed, "keys") else processed
-    missing = [c for c in PROMPT_COLUMNS if c not in split.column_names]
-    if missing:
-        raise UserError(f"training.trainer grpo: trains on processed rows ({', '.join(PROMPT_COLUMNS)}), but the "
-                        f"train split has no {', '.join(missing)} (columns: {', '.join(split.column_names)}); "
-                        "pass the processed splits, not the tokenized ones")
-    short_max = scoring_settings(cfg).short_max_words  # the reward's (and the evaluation's) line for "long"
-    references = list(split["reference_answer"])  # through the indices mapping of a selected split
-    keep = np.flatnonzero(np.isin([answer_type(r, short_max) for r in references], VERIFIABLE))
-    counts = {"grpo_rows": len(keep), "grpo_rows_without_verifiable_reference": len(references) - len(keep)}
-    if not len(keep):
-        raise DataError(f"training.trainer grpo: none of the {len(references)} train rows has a verifiable "
-                        f"(single-word or short) reference answer to reward")
-    rows = split.select(keep).select_columns(list(PROMPT_COLUMNS))
-    prompts = rows.map(lambda batch: {"prompt": [m[:-1] for m in batch["messages"]]}, batched=True,
-                       remove_columns=["messages"], desc="GRPO prompts")
-    return prompts, counts
-
-
 class _TrackingGrpoTrainer(RunFolderTrainerMixin, GRPOTrainer):
     """Prompts through the project's own prompt encoding; reward failures counted; metrics to the hook."""
 
@@ -181,17 +157,6 @@ class _GrpoProgress(TrainingProgress):
         if self.reward is not None:
             text += f" | reward {self.reward:.3f}"
         return text + (f" | {float(self.length):.0f} tokens/answer" if self.length is not None else "")
-
-
-def _lora_weights_in_float32(model: Any) -> None:
-    """TRL stores a 4-bit model's trainable LoRA weights in bfloat16; the project's LoRA path keeps them in
-    float32 (as QLoraTrainer does), so an adapter goes on from SFT without losing precision. Before the optimizer
-    exists, so it holds these tensors."""
-    import torch
-
-    for parameter in model.parameters():
-        if parameter.requires_grad and parameter.dtype != torch.float32:
-            parameter.data = parameter.data.float()
 
 
 def _reward_counts(rewards: list[RewardFunction]) -> dict[str, int]:

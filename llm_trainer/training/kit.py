@@ -17,16 +17,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from transformers import TrainerCallback
 
 from llm_trainer.adapter_folder import ADAPTER_INFO_FILE, ADAPTER_WEIGHTS
-from llm_trainer.errors import ConfigError, UserError
+from llm_trainer.errors import ConfigError, DataError, UserError
+from llm_trainer.evaluation.answer_types import VERIFIABLE, answer_type
 from llm_trainer.fsutil import is_inside, storage_failure, write_dir_atomically
 from llm_trainer.modeling import compute_dtype, load_model, lora_config
 from llm_trainer.model_card import card_from_config, write_model_card
 from llm_trainer.training.base import LoraAdapter, MetricsHook
 
 COMPLETE_MARKER = "CHECKPOINT_COMPLETE"
+PROMPT_COLUMNS = ("messages", "reference_answer")
 logger = logging.getLogger(__name__)
 
 
@@ -223,3 +226,38 @@ def sum_over_ranks(value: int) -> int:
     total = torch.tensor([value], dtype=torch.long, device="cuda" if torch.cuda.is_available() else "cpu")
     dist.all_reduce(total)
     return int(total.item())
+
+
+def verifiable_prompts(processed: Any, cfg: Any, trainer: str = "grpo") -> tuple[Any, dict[str, int]]:
+    """The train rows whose reference answer can be verified (single word or short), as TRL's prompt data set:
+    ``prompt`` (the chat turns before the answer) and ``reference_answer``; and how many rows were left out."""
+    split = processed["train"] if hasattr(processed, "keys") else processed
+    missing = [c for c in PROMPT_COLUMNS if c not in split.column_names]
+    if missing:
+        raise UserError(f"training.trainer {trainer}: trains on processed rows ({', '.join(PROMPT_COLUMNS)}), but the "
+                        f"train split has no {', '.join(missing)} (columns: {', '.join(split.column_names)}); "
+                        "pass the processed splits, not the tokenized ones")
+    from llm_trainer.training.rewards import scoring_settings
+
+    short_max = scoring_settings(cfg).short_max_words  # the reward's (and the evaluation's) line for "long"
+    references = list(split["reference_answer"])  # through the indices mapping of a selected split
+    keep = np.flatnonzero(np.isin([answer_type(r, short_max) for r in references], VERIFIABLE))
+    counts = {f"{trainer}_rows": len(keep), f"{trainer}_rows_without_verifiable_reference": len(references) - len(keep)}
+    if not len(keep):
+        raise DataError(f"training.trainer {trainer}: none of the {len(references)} train rows has a verifiable "
+                        f"(single-word or short) reference answer to reward")
+    rows = split.select(keep).select_columns(list(PROMPT_COLUMNS))
+    prompts = rows.map(lambda batch: {"prompt": [m[:-1] for m in batch["messages"]]}, batched=True,
+                       remove_columns=["messages"], desc="prompts")
+    return prompts, counts
+
+
+def lora_weights_in_float32(model: Any) -> None:
+    """TRL stores a 4-bit model's trainable LoRA weights in bfloat16 (GRPO, DPO); the project's LoRA path keeps them in
+    float32 (as QLoraTrainer does), so an adapter goes on from SFT without losing precision. Before the optimizer
+    exists, so it holds these tensors."""
+    import torch
+
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()

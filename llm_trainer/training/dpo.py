@@ -1,0 +1,217 @@
+"""DpoTrainer: direct preference optimisation on TRL's DPOTrainer, on the same 4-bit base + LoRA path as SFT.
+
+Reads top to bottom: load the policy (the trainer kit: the base, 4-bit unless ``model.load_in_4bit: false``, with a
+fresh adapter or ``model.init_adapter``, e.g. the SFT version to go on from), get the preference pairs (the
+processed rows when they are pairs, ``data.processor: preference``; else, with ``training.dpo.pairs: verifier``,
+pairs the starting adapter's own sampled answers make, judged by the verifier: llm_trainer.training.pairs), drop
+pairs over the length limits (counted), train, measure reward accuracy and margin on the held-out pairs, and save
+the adapter atomically.
+
+The reference model is the starting adapter: TRL copies a trained adapter's LoRA weights into a frozen "ref"
+adapter on the same base (a fresh adapter's reference is the base with the adapter disabled), so the base model is
+in memory once. Prompts are the row's chat turns before the answer through the tokenizer's chat template, as in
+SFT, evaluation and GRPO; only the answer tokens are scored.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from transformers import PrinterCallback
+from trl import DPOConfig, DPOTrainer
+
+from llm_trainer.errors import DataError, UserError
+from llm_trainer.fsutil import write_dir_atomically
+from llm_trainer.progress import TrainingProgress
+from llm_trainer.training.base import BaseTrainer, LoraAdapter, MetricsHook, TrainResult
+from llm_trainer.training.kit import (MarkCompleteCheckpoints, RunFolderTrainerMixin, load_policy,
+                                      lora_weights_in_float32, one_gpu_per_process, peak_memory_mb, resume_checkpoint,
+                                      save_adapter, shared_arguments)
+
+PAIRS_FOLDER = "pairs"  # the run's pairs (verifier-built ones cost a generation pass): reused on resume
+TRACKED = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+
+
+class DpoTrainer(BaseTrainer):
+    """``training.trainer: dpo``. Trains on processed rows: preference pairs, or questions to build pairs from."""
+
+    inputs = "processed"
+
+    def train(self, processed: Any, tokenizer: Any, run_dir: Path, on_metrics: MetricsHook | None = None
+              ) -> TrainResult:
+        """DPO on the pairs (built first when configured); held-out pair metrics; save the adapter."""
+        import torch
+        from transformers import set_seed
+
+        cfg = self.cfg
+        set_seed(cfg.seed)
+        run_dir = Path(run_dir)
+        base_model = self.base_model_for(tokenizer)
+        model = load_policy(cfg, base_model)
+        train_pairs, held_out, counts = self._pairs(processed, model, tokenizer, run_dir)
+        trainer = _TrackingDpoTrainer(
+            model=model, ref_model=None, args=self._dpo_arguments(run_dir / "checkpoints"),
+            train_dataset=train_pairs, processing_class=tokenizer,
+            callbacks=[MarkCompleteCheckpoints(), _DpoProgress()])
+        trainer.on_metrics = on_metrics
+        trainer.remove_callback(PrinterCallback)
+        lora_weights_in_float32(model)
+        trainable, total = model.get_nb_trainable_parameters()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        started = time.time()
+        trainer.train(resume_from_checkpoint=resume_checkpoint(cfg.training, run_dir / "checkpoints"))
+        wall_time = time.time() - started
+        held_out_metrics = trainer.evaluate(eval_dataset=held_out) if held_out is not None and len(held_out) else {}
+        adapter_dir = save_adapter(trainer, model, tokenizer, cfg, base_model, run_dir, selected_adapters=["default"])
+        history = list(trainer.state.log_history)
+        logged = [h for h in history if "loss" in h and "rewards/margins" in h]
+        metrics = {
+            **counts,
+            "dpo_train_pairs": len(train_pairs),
+            "dpo_held_out_pairs": len(held_out) if held_out is not None else 0,
+            "global_step": trainer.state.global_step,
+            "wall_time_s": round(wall_time, 2),
+            "peak_memory_mb": peak_memory_mb(),
+            "trainable_params": int(trainable),
+            "total_params": int(total),
+            **({f"first_{k}": logged[0][k] for k in ("loss", *TRACKED)} if logged else {}),
+            **({f"last_{k}": logged[-1][k] for k in ("loss", *TRACKED)} if logged else {}),
+            **{f"held_out_{k.removeprefix('eval_')}": v for k, v in held_out_metrics.items()
+               if k.removeprefix("eval_") in (*TRACKED, "loss")},
+        }
+        return TrainResult(adapter=LoraAdapter(path=adapter_dir, base_model=base_model), metrics=metrics,
+                           history=history, model=model)
+
+    def _pairs(self, processed: Any, model: Any, tokenizer: Any, run_dir: Path) -> tuple[Any, Any, dict[str, float]]:
+        """(train pairs, held-out pairs, counts): the data's pairs, or verifier-built ones (saved in the run folder
+        and reused by a resumed run), each without the pairs over the length limits."""
+        import datasets
+
+        d = self.cfg.training.dpo
+        split = processed["train"] if hasattr(processed, "keys") else processed
+        if {"chosen", "rejected"} <= set(split.column_names):
+            pairs, counts = preference_rows(split), {"dpo_pairs_read": len(split)}
+            validation = processed.get("validation") if hasattr(processed, "get") else None
+            held_out = preference_rows(validation) if validation is not None and len(validation) else None
+        elif d.pairs == "verifier":
+            folder, record = run_dir / PAIRS_FOLDER, run_dir / PAIRS_FOLDER / "counts.json"
+            if record.is_file():
+                pairs, counts = datasets.load_from_disk(str(folder / "rows")), json.loads(record.read_text())
+            else:
+                from llm_trainer.training.pairs import build_pairs
+
+                pairs, counts = build_pairs(model, tokenizer, processed, self.cfg)
+
+                def save(staging: str) -> None:
+                    pairs.save_to_disk(str(Path(staging) / "rows"))
+                    (Path(staging) / "counts.json").write_text(json.dumps(counts))
+
+                write_dir_atomically(folder, save, replace=True)
+            pairs, held_out = split_by_prompt(pairs, d.validation_share)
+        else:
+            raise UserError("training.trainer dpo: the train rows are no preference pairs (no chosen and rejected "
+                            f"columns; columns: {', '.join(split.column_names)}); use data.processor: preference, or "
+                            "set training.dpo.pairs: verifier to build pairs from the questions with the verifier")
+        pairs, too_long = within_lengths(pairs, tokenizer, d.max_prompt_length, d.max_length)
+        counts = {**counts, "dpo_pairs_too_long": too_long}
+        if held_out is not None:
+            held_out, held_out_too_long = within_lengths(held_out, tokenizer, d.max_prompt_length, d.max_length)
+            counts["dpo_pairs_too_long"] += held_out_too_long
+        if not len(pairs):
+            raise DataError(f"training.trainer dpo: no train pair is left ({too_long} longer than "
+                            f"training.dpo.max_prompt_length {d.max_prompt_length} or max_length {d.max_length})")
+        return pairs, held_out, counts
+
+    def _dpo_arguments(self, output_dir: Path) -> DPOConfig:
+        """The kit's shared arguments (batch sizes in pairs), plus DPO's own (``training.dpo``)."""
+        d, t = self.cfg.training.dpo, self.cfg.training
+        return one_gpu_per_process(DPOConfig(
+            **shared_arguments(self.cfg, output_dir),
+            per_device_eval_batch_size=t.per_device_eval_batch_size,
+            beta=d.beta,
+            loss_type=[d.loss_type],
+            label_smoothing=d.label_smoothing,
+            max_length=d.max_length,
+            eval_strategy="no",
+            gradient_checkpointing=t.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        ))
+
+
+def preference_rows(split: Any) -> Any:
+    """Processed preference rows (``messages`` ending with the chosen answer, ``chosen`` and ``rejected`` texts) as
+    TRL's conversational pairs; rows already in that shape pass through."""
+    if "messages" not in split.column_names or (len(split) and isinstance(split[0]["chosen"], list)):
+        return split
+    keep = [c for c in ("messages", "chosen", "rejected", "reference_answer") if c in split.column_names]
+
+    def to_pairs(batch: dict[str, list]) -> dict[str, list]:
+        return {"prompt": [m[:-1] for m in batch["messages"]],
+                "chosen": [[{"role": "assistant", "content": c}] for c in batch["chosen"]],
+                "rejected": [[{"role": "assistant", "content": r}] for r in batch["rejected"]]}
+
+    return split.select_columns(keep).map(to_pairs, batched=True, remove_columns=["messages"], desc="DPO pairs")
+
+
+def split_by_prompt(pairs: Any, share: float) -> tuple[Any, Any]:
+    """(train, held out): about ``share`` of the questions' pairs held out, by a stable hash of the prompt, so the
+    pairs of one question stay on one side."""
+    if share <= 0:
+        return pairs, None
+    unit = np.array([zlib.crc32(json.dumps(p, sort_keys=True).encode()) / 2**32 for p in pairs["prompt"]])
+    held = unit < share
+    if held.all() or not held.any():  # too few questions to hold any out
+        return pairs, None
+    return pairs.select(np.flatnonzero(~held)), pairs.select(np.flatnonzero(held))
+
+
+def within_lengths(pairs: Any, tokenizer: Any, max_prompt: int, max_length: int) -> tuple[Any, int]:
+    """The pairs whose prompt fits ``max_prompt`` tokens and whose prompt plus longer answer fits ``max_length``
+    (TRL would cut them, training on answers without their end); and how many were dropped."""
+    prompts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True) for p in pairs["prompt"]]
+    answers = [max(len(tokenizer(c[0]["content"], add_special_tokens=False)["input_ids"]),
+                   len(tokenizer(r[0]["content"], add_special_tokens=False)["input_ids"]))
+               for c, r in zip(pairs["chosen"], pairs["rejected"])]
+    lengths = np.array([len(_ids(p)) for p in prompts])
+    fits = (lengths <= max_prompt) & (lengths + np.array(answers) + 1 <= max_length)  # + the end-of-turn token
+    return pairs.select(np.flatnonzero(fits)), int((~fits).sum())
+
+
+def _ids(encoded: Any) -> list[int]:
+    """apply_chat_template's token ids (a list, or a BatchEncoding in newer transformers)."""
+    return encoded["input_ids"] if hasattr(encoded, "keys") else encoded
+
+
+class _TrackingDpoTrainer(RunFolderTrainerMixin, DPOTrainer):
+    """Metrics to the project's hook; no Hub model card in the checkpoints."""
+
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        """TRL writes a Hub model card into the checkpoints folder at every save; the run folder has none."""
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        super().log(logs, start_time)  # adds TRL's rewards/* means since the last log to ``logs``
+        self.report_metrics(logs)
+
+
+class _DpoProgress(TrainingProgress):
+    """The progress line (step, elapsed, ETA, loss) with the reward margin and accuracy."""
+
+    margin: float | None = None
+    accuracy: float | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "rewards/margins" in logs:
+            self.margin, self.accuracy = float(logs["rewards/margins"]), logs.get("rewards/accuracies")
+        super().on_log(args, state, control, logs=logs, **kwargs)
+
+    def line(self, state: Any) -> str:
+        text = super().line(state)
+        if self.margin is not None:
+            text += f" | margin {self.margin:.3f}"
+        return text + (f" | pair accuracy {float(self.accuracy):.2f}" if self.accuracy is not None else "")

@@ -1,0 +1,109 @@
+"""Preference pairs built by the project's own verifier: on-policy data for DPO.
+
+The model answers each train question ``pairs_samples`` times (sampled at ``pairs_temperature``); the verifier
+(``training.dpo.verifier``, a registered reward such as ``answer_correct``: the evaluation's own judge) scores every
+answer against the row's reference; each question with at least one correct and one wrong answer gives up to
+``pairs_per_question`` pairs of a verified-correct (chosen) and a wrong (rejected) answer, each answer used once.
+Questions with no correct answer, no wrong answer, or no answer at all (every sample empty or without a final
+answer) are counted, not silently lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from llm_trainer.inference import decoding, generate_batch
+from llm_trainer.registry import REWARDS
+from llm_trainer.training.kit import verifiable_prompts
+from llm_trainer.training.rewards import RewardFunction, has_final_answer
+
+logger = logging.getLogger(__name__)
+PAIR_COLUMNS = ("prompt", "chosen", "rejected", "reference_answer")
+GENERATION_BATCH = 64  # answers generated at once
+
+
+def sample_and_score(model: Any, tokenizer: Any, questions: Any, cfg: Any) -> tuple[list[list[str]], np.ndarray]:
+    """``pairs_samples`` sampled answers to each question (TRL's prompt rows: ``prompt``, ``reference_answer``) and
+    their verifier scores, shaped (questions, samples)."""
+    d = cfg.training.dpo
+    k = d.pairs_samples
+    conversations = [prompt for prompt in questions["prompt"] for _ in range(k)]
+    references = [reference for reference in questions["reference_answer"] for _ in range(k)]
+    was_training = model.training
+    model.eval()
+    try:
+        answers = generate_batch(model, tokenizer, conversations, d.pairs_max_new_tokens, GENERATION_BATCH,
+                                 sampling=decoding(d.pairs_temperature))
+    finally:
+        model.train(was_training)
+    texts = [a.text for a in answers]
+    verifier = RewardFunction(d.verifier.rpartition(":")[2], REWARDS.resolve(d.verifier)(cfg))
+    scores = np.asarray(verifier(prompts=conversations, completions=texts,
+                                 completion_ids=[[0] * a.new_tokens for a in answers], reference_answer=references))
+    return [texts[i * k:(i + 1) * k] for i in range(len(questions))], scores.reshape(len(questions), k)
+
+
+def make_pairs(answers: list[list[str]], scores: np.ndarray, per_question: int, seed: int
+               ) -> tuple[list[tuple[int, str, str]], dict[str, int]]:
+    """(question index, chosen, rejected) for each question with correct (score >= 1) and wrong (score <= 0)
+    answers: up to ``per_question`` pairs, each distinct answer used once, drawn by the seed; and the counts."""
+    rng = np.random.default_rng(seed)
+    pairs: list[tuple[int, str, str]] = []
+    counts = {"pairs_questions": len(answers), "pairs_no_answer": 0, "pairs_no_correct": 0, "pairs_no_wrong": 0}
+    for index, (texts, row) in enumerate(zip(answers, scores)):
+        if not any(text.strip() and has_final_answer(text) for text in texts):
+            counts["pairs_no_answer"] += 1
+            continue
+        right = list(dict.fromkeys(t for t, s in zip(texts, row) if s >= 1.0 and t.strip()))
+        wrong = list(dict.fromkeys(t for t, s in zip(texts, row) if s <= 0.0 and t.strip()))
+        if not right:
+            counts["pairs_no_correct"] += 1
+            continue
+        if not wrong:
+            counts["pairs_no_wrong"] += 1
+            continue
+        n = min(per_question, len(right), len(wrong))
+        for chosen, rejected in zip(rng.permutation(right)[:n], rng.permutation(wrong)[:n]):
+            pairs.append((index, str(chosen), str(rejected)))
+    counts["pairs"] = len(pairs)
+    counts["pairs_questions_used"] = len({index for index, _, _ in pairs})
+    return pairs, counts
+
+
+def build_pairs(model: Any, tokenizer: Any, processed: Any, cfg: Any) -> tuple[Any, dict[str, float]]:
+    """Verifier-built pairs from the train questions of ``processed`` (rows with a verifiable reference, at most
+    ``pairs_max_questions`` drawn by the seed), as a Dataset of conversational ``prompt``, ``chosen`` and
+    ``rejected`` (TRL's preference shape) plus ``reference_answer``; and the counts."""
+    import datasets
+
+    from llm_trainer.errors import DataError
+
+    d = cfg.training.dpo
+    started = time.time()
+    questions, counts = verifiable_prompts(processed, cfg, trainer="dpo")
+    questions = questions.shuffle(seed=cfg.seed)
+    if d.pairs_max_questions is not None:
+        questions = questions.select(range(min(d.pairs_max_questions, len(questions))))
+    answers, scores = sample_and_score(model, tokenizer, questions, cfg)
+    pairs, pair_counts = make_pairs(answers, scores, d.pairs_per_question, cfg.seed)
+    counts.update(pair_counts, pairs_sampled_accuracy=round(float((scores >= 1.0).mean()), 4),
+                  pairs_seconds=round(time.time() - started, 1))
+    logger.warning("DPO pairs: %d pairs from %d of %d questions (%d with no correct answer, %d with no wrong one, "
+                   "%d with no answer), sampled accuracy %.1f%%, in %.0f s", counts["pairs"],
+                   counts["pairs_questions_used"], len(answers), counts["pairs_no_correct"], counts["pairs_no_wrong"],
+                   counts["pairs_no_answer"], 100 * counts["pairs_sampled_accuracy"], counts["pairs_seconds"])
+    if not pairs:
+        raise DataError(f"training.dpo.pairs verifier: none of the {len(answers)} questions gave both a correct and a "
+                        f"wrong answer in {d.pairs_samples} samples ({counts['pairs_no_correct']} had no correct "
+                        f"one, {counts['pairs_no_wrong']} no wrong one); start from an adapter that answers some "
+                        "right, or raise pairs_samples or pairs_temperature")
+    prompts, references = questions["prompt"], questions["reference_answer"]
+    rows = {"prompt": [prompts[i] for i, _, _ in pairs],
+            "chosen": [[{"role": "assistant", "content": c}] for _, c, _ in pairs],
+            "rejected": [[{"role": "assistant", "content": r}] for _, _, r in pairs],
+            "reference_answer": [references[i] for i, _, _ in pairs]}
+    return datasets.Dataset.from_dict(rows), counts
