@@ -55,7 +55,8 @@ def _is_import_path(value: str) -> bool:
 
 PROCESSORS = Registry("data.processor", {"reasoning": "llm_trainer.data.reasoning:ReasoningDataProcessor",
                                          "sql": "llm_trainer.data.sql:SqlDataProcessor",
-                                         "chat": "llm_trainer.data.conversations:ChatDataProcessor"})
+                                         "chat": "llm_trainer.data.conversations:ChatDataProcessor",
+                                         "preference": "llm_trainer.data.preference:PreferenceDataProcessor"})
 TRAINERS = Registry("training.trainer", {"qlora": "llm_trainer.training.qlora:QLoraTrainer",
                                          "grpo": "llm_trainer.training.grpo:GrpoTrainer",
                                          "dpo": "llm_trainer.training.dpo:DpoTrainer"})

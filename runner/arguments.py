@@ -83,6 +83,10 @@ def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
     sampling.add_argument("--max-new-tokens", type=_number(int, 1), metavar="N",
                           help="tokens per answer at most (default: the config's evaluation.max_new_tokens)")
     add_serve_arguments(add("serve", [common, config, which]))
+    pairs = add("pairs", [common, config, which])
+    pairs.add_argument("--output", metavar="PAIRS.jsonl", required=True, help="where the pairs go (pairs_chat "
+                       "shape: data.processor: preference reads it)")
+    pairs.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     add("stack", [common])
     add_models_arguments(add("models", [common, config]))
     return parser, subparsers

@@ -96,6 +96,17 @@ def serve_command(args: argparse.Namespace) -> int:
     return serve(cfg, with_base_model_here(cfg, adapter, args) if adapter is not None else None, args)
 
 
+def pairs_command(args: argparse.Namespace) -> int:
+    from runner.pairs import check_output, write_pairs
+
+    cfg = load_config(args.config, args.overrides)
+    check_output(Path(args.output), args.overwrite)
+    adapter, label = prepare(cfg, args)
+    if adapter is None:
+        raise UserError("pairs needs --adapter PATH or --model-version VERSION: the model whose answers are paired")
+    return write_pairs(cfg, with_base_model_here(cfg, adapter, args), Path(args.output), label)
+
+
 def models_command(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     configure_environment(local_data_and_model=True)
@@ -139,6 +150,8 @@ COMMANDS = {
                    "chat (--interactive), answer --prompt or --input FILE, or --merge DIR, with an adapter"),
     "serve": Command(serve_command, "an OpenAI-compatible API (/v1/chat/completions, /v1/models) for an adapter, "
                                     "on 127.0.0.1 by default"),
+    "pairs": Command(pairs_command, "preference pairs for DPO: a version answers the train questions several times, "
+                                    "the verifier judges, a correct and a wrong answer make a pair (--output FILE)"),
     "stack": Command(stack_command, "set up (once) and show the ZenML stack and MLflow store the pipelines run on"),
     "models": Command(models_command,
                       "list a model's registered versions; promote or stage one by hand; push one to the Hub"),

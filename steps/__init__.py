@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from llm_trainer.lazy import lazy_names
 
-_MODULES = {"prepare_base_model": "steps.base_model", "evaluate_model": "steps.evaluate",
+_MODULES = {"prepare_base_model": "steps.base_model", "build_pairs": "steps.build_pairs", "evaluate_model": "steps.evaluate",
             "fingerprint_source": "steps.fingerprint_source", "load_adapter": "steps.load_adapter",
             "load_data": "steps.load_data", "preprocess": "steps.preprocess", "tokenize": "steps.tokenize",
             "register_model": "steps.register", "train_model": "steps.train"}

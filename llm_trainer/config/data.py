@@ -62,8 +62,9 @@ class DataConfig(Section):
     splits: SplitFractions = Field(SplitFractions(), description="Train/validation/test fractions; a row's split "
                                    "comes from a stable hash of its question, so it keeps it as the data grows.")
     # The chat processor (llm_trainer/data/conversations.py).
-    format: Literal["auto", "messages", "alpaca", "sharegpt"] = Field(
-        "auto", description="chat: the rows' shape; auto detects it from the columns and names it in the report.")
+    format: Literal["auto", "messages", "alpaca", "sharegpt", "pairs_text", "pairs_chat", "pairs_conversation"] = Field(
+        "auto", description="chat (messages, alpaca, sharegpt) and preference (pairs_text, pairs_chat, "
+        "pairs_conversation): the rows' shape; auto detects it from the columns and names it in the report.")
     alternating_turns: bool = Field(True, description="chat: drop conversations with two user (or assistant) "
                                     "turns in a row, which most chat templates forbid.")
     # The SQL processor (llm_trainer/data/sql.py).

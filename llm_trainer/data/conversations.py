@@ -59,6 +59,9 @@ class ChatDataProcessor(BaseDataProcessor):
 
     def __init__(self, cfg: DataConfig):
         super().__init__(cfg)
+        if cfg.format not in ("auto", *FORMAT_COLUMNS):
+            raise ConfigError(f"data.format: '{cfg.format}' is a preference shape; the chat processor reads "
+                              f"{', '.join(FORMAT_COLUMNS)} (or auto)")
         self.format = None if cfg.format == "auto" else cfg.format
 
     def preprocess(self, raw: datasets.Dataset) -> tuple[datasets.DatasetDict, dict[str, Any]]:

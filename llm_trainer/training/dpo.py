@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +56,7 @@ class DpoTrainer(BaseTrainer):
         trainer = _TrackingDpoTrainer(
             model=model, ref_model=None, args=self._dpo_arguments(run_dir / "checkpoints"),
             train_dataset=train_pairs, processing_class=tokenizer,
-            callbacks=[MarkCompleteCheckpoints(), _DpoProgress()])
+            callbacks=self._callbacks())
         trainer.on_metrics = on_metrics
         trainer.remove_callback(PrinterCallback)
         lora_weights_in_float32(model)
@@ -95,29 +94,18 @@ class DpoTrainer(BaseTrainer):
 
         d = self.cfg.training.dpo
         split = processed["train"] if hasattr(processed, "keys") else processed
-        if {"chosen", "rejected"} <= set(split.column_names):
-            pairs, counts = preference_rows(split), {"dpo_pairs_read": len(split)}
-            validation = processed.get("validation") if hasattr(processed, "get") else None
-            held_out = preference_rows(validation) if validation is not None and len(validation) else None
-        elif d.pairs == "verifier":
-            folder, record = run_dir / PAIRS_FOLDER, run_dir / PAIRS_FOLDER / "counts.json"
-            if record.is_file():
-                pairs, counts = datasets.load_from_disk(str(folder / "rows")), json.loads(record.read_text())
-            else:
-                from llm_trainer.training.pairs import build_pairs
-
-                pairs, counts = build_pairs(model, tokenizer, processed, self.cfg)
-
-                def save(staging: str) -> None:
-                    pairs.save_to_disk(str(Path(staging) / "rows"))
-                    (Path(staging) / "counts.json").write_text(json.dumps(counts))
-
-                write_dir_atomically(folder, save, replace=True)
-            pairs, held_out = split_by_prompt(pairs, d.validation_share)
+        if d.pairs == "verifier" and not {"chosen", "rejected"} <= set(split.column_names):
+            processed, counts = self._verifier_pairs(processed, model, tokenizer, run_dir)
+            split = processed["train"]
+        elif {"chosen", "rejected"} <= set(split.column_names):
+            counts = {"dpo_pairs_read": len(split)}
         else:
             raise UserError("training.trainer dpo: the train rows are no preference pairs (no chosen and rejected "
                             f"columns; columns: {', '.join(split.column_names)}); use data.processor: preference, or "
                             "set training.dpo.pairs: verifier to build pairs from the questions with the verifier")
+        pairs = preference_rows(split)
+        validation = processed.get("validation") if hasattr(processed, "get") else None
+        held_out = preference_rows(validation) if validation is not None and len(validation) else None
         pairs, too_long = within_lengths(pairs, tokenizer, d.max_prompt_length, d.max_length)
         counts = {**counts, "dpo_pairs_too_long": too_long}
         if held_out is not None:
@@ -127,6 +115,30 @@ class DpoTrainer(BaseTrainer):
             raise DataError(f"training.trainer dpo: no train pair is left ({too_long} longer than "
                             f"training.dpo.max_prompt_length {d.max_prompt_length} or max_length {d.max_length})")
         return pairs, held_out, counts
+
+    def _callbacks(self) -> list[Any]:
+        return [MarkCompleteCheckpoints(), _DpoProgress()]
+
+    def _verifier_pairs(self, processed: Any, model: Any, tokenizer: Any, run_dir: Path
+                        ) -> tuple[Any, dict[str, float]]:
+        """Pairs the starting model's own answers make (llm_trainer.training.pairs), as train and validation
+        splits; saved in the run folder, so that a resumed run trains on the same pairs without sampling again."""
+        import datasets
+
+        from llm_trainer.training.pairs import build_pairs, pair_splits
+
+        folder = run_dir / PAIRS_FOLDER
+        if (folder / "counts.json").is_file():
+            return datasets.load_from_disk(str(folder / "rows")), json.loads((folder / "counts.json").read_text())
+        pairs, counts = build_pairs(model, tokenizer, processed, self.cfg)
+        splits = pair_splits(pairs, self.cfg.training.dpo.validation_share)
+
+        def save(staging: str) -> None:
+            splits.save_to_disk(str(Path(staging) / "rows"))
+            (Path(staging) / "counts.json").write_text(json.dumps(counts))
+
+        write_dir_atomically(folder, save, replace=True)
+        return splits, counts
 
     def _dpo_arguments(self, output_dir: Path) -> DPOConfig:
         """The kit's shared arguments (batch sizes in pairs), plus DPO's own (``training.dpo``)."""
@@ -157,18 +169,6 @@ def preference_rows(split: Any) -> Any:
                 "rejected": [[{"role": "assistant", "content": r}] for r in batch["rejected"]]}
 
     return split.select_columns(keep).map(to_pairs, batched=True, remove_columns=["messages"], desc="DPO pairs")
-
-
-def split_by_prompt(pairs: Any, share: float) -> tuple[Any, Any]:
-    """(train, held out): about ``share`` of the questions' pairs held out, by a stable hash of the prompt, so the
-    pairs of one question stay on one side."""
-    if share <= 0:
-        return pairs, None
-    unit = np.array([zlib.crc32(json.dumps(p, sort_keys=True).encode()) / 2**32 for p in pairs["prompt"]])
-    held = unit < share
-    if held.all() or not held.any():  # too few questions to hold any out
-        return pairs, None
-    return pairs.select(np.flatnonzero(~held)), pairs.select(np.flatnonzero(held))
 
 
 def within_lengths(pairs: Any, tokenizer: Any, max_prompt: int, max_length: int) -> tuple[Any, int]:

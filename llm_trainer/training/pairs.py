@@ -10,8 +10,10 @@ answer) are counted, not silently lost.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+import zlib
 from typing import Any
 
 import numpy as np
@@ -107,3 +109,44 @@ def build_pairs(model: Any, tokenizer: Any, processed: Any, cfg: Any) -> tuple[A
             "rejected": [[{"role": "assistant", "content": r}] for _, _, r in pairs],
             "reference_answer": [references[i] for i, _, _ in pairs]}
     return datasets.Dataset.from_dict(rows), counts
+
+
+def pairs_from_adapter(spec: Any, processed: Any, tokenizer: Any, base_model: str, adapter_path: str | None
+                       ) -> tuple[Any, dict[str, float]]:
+    """Verifier-built pairs from a saved adapter (None: the base model), loaded for inference, split into train
+    and held-out pairs by question (``training.dpo.validation_share``): the pairs step's and command's work."""
+    from llm_trainer.inference import load_for_inference
+    from llm_trainer.modeling import free_accelerator_memory
+
+    from transformers import set_seed
+
+    set_seed(spec.seed)  # the samples, and so the pairs, follow the seed
+    model = load_for_inference(spec.model, base_model, adapter_path, tokenizer)
+    try:
+        pairs, counts = build_pairs(model, tokenizer, processed, spec)
+    finally:
+        del model
+        free_accelerator_memory()
+    return pair_splits(pairs, spec.training.dpo.validation_share), counts
+
+
+def pair_splits(pairs: Any, share: float) -> Any:
+    """A DatasetDict of train and validation pairs: about ``share`` of the questions held out, by a stable hash of
+    the prompt, so that the pairs of one question stay on one side (none held out when too few questions)."""
+    import datasets
+
+    unit = np.array([zlib.crc32(json.dumps(p, sort_keys=True).encode()) / 2**32 for p in pairs["prompt"]])
+    held = unit < share
+    if held.all() or not held.any():
+        held[:] = False
+    return datasets.DatasetDict({"train": pairs.select(np.flatnonzero(~held)),
+                                 "validation": pairs.select(np.flatnonzero(held))})
+
+
+def write_pairs_jsonl(pairs: Any, path: str) -> int:
+    """The pairs as JSON lines in the preference processor's pairs_chat shape (``data.processor: preference``
+    reads them back); the number of lines."""
+    with open(path, "w", encoding="utf-8") as out:
+        for row in pairs:
+            out.write(json.dumps({k: row[k] for k in PAIR_COLUMNS}, ensure_ascii=False) + "\n")
+    return len(pairs)

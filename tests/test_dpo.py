@@ -1,0 +1,240 @@
+"""DPO on the tiny model, on CPU: pairs built by the verifier from the SFT adapter's own answers, only the LoRA
+weights move, the reference is the starting adapter (no second base model), the reward margins are tracked, and a run
+killed with -9 resumes on the same pairs and retraces the uninterrupted run.
+
+Run as a script, this file is the resume test's training process:
+    python tests/test_dpo.py RUN_DIR OUT_JSON KILL_AT_STEP SHARED_DIR BASE_MODEL OVERRIDE...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICKSTART = ROOT / "configs" / "quickstart.yaml"
+DPO_QUICKSTART = ROOT / "configs" / "dpo_quickstart.yaml"
+SFT_OVERRIDES = ["data.max_seq_length=256", "training.max_steps=30", "training.learning_rate=5e-3",
+                 "training.eval_steps=100", "training.save_steps=100"]
+DPO_STEPS = 10
+DPO_OVERRIDES = ["data.max_seq_length=256", "training.logging_steps=1", "training.save_steps=5",
+                 f"training.max_steps={DPO_STEPS}", "training.per_device_train_batch_size=4",
+                 "training.learning_rate=2e-3", "training.dpo.pairs_max_questions=96",
+                 "training.dpo.pairs_samples=4", "training.dpo.pairs_max_new_tokens=48",
+                 "training.dpo.validation_share=0.2"]
+
+
+def _prepare():
+    from llm_trainer.base_model import prepare_tokenizer
+    from llm_trainer.config import load_config
+    from llm_trainer.data import build_processor
+
+    cfg = load_config(QUICKSTART, SFT_OVERRIDES)
+    processor = build_processor(cfg.data)
+    processed, _ = processor.preprocess(processor.load())
+    tokenizer = prepare_tokenizer(cfg.model, processed["train"])
+    return cfg, processor, processed, tokenizer
+
+
+@pytest.fixture(scope="module")
+def dpo_run(tmp_path_factory):
+    """A 30-step SFT run of the quickstart, then 10 DPO steps of dpo_quickstart.yaml going on from its adapter, on
+    pairs its own answers make, through run_training; records the tracked metrics."""
+    from llm_trainer.config import load_config
+    from llm_trainer.training import build_trainer, run_training
+
+    folder = tmp_path_factory.mktemp("dpo")
+    sft_cfg, processor, processed, tokenizer = _prepare()
+    tokenized, _ = processor.tokenize(processed, tokenizer)
+    sft = build_trainer(sft_cfg).train(tokenized, tokenizer, folder / "sft")
+    overrides = [*DPO_OVERRIDES, f"model.init_adapter={sft.adapter.path}"]
+    cfg = load_config(DPO_QUICKSTART, overrides)
+    logged = []
+    result = run_training(cfg, tokenized, tokenizer, folder / "dpo", keep_model=True, processed=processed,
+                          on_metrics=lambda metrics, step: logged.append((step, metrics)))
+    shared = folder / "shared"  # what the resume test's processes load instead of processing again
+    processed.save_to_disk(str(shared / "processed"))
+    tokenizer.save_pretrained(str(shared / "tokenizer"))
+    return {"cfg": cfg, "overrides": overrides, "sft": sft, "result": result, "logged": logged, "shared": shared,
+            "processed": processed, "tokenizer": tokenizer, "folder": folder}
+
+
+def test_pairs_come_from_the_verifier_and_every_question_is_counted(dpo_run):
+    m = dpo_run["result"].metrics
+    assert m["pairs_questions"] == 96
+    assert m["pairs_no_answer"] + m["pairs_no_correct"] + m["pairs_no_wrong"] + m["pairs_questions_used"] == 96
+    assert 0 < m["pairs"] <= 2 * m["pairs_questions_used"]  # pairs_per_question 2
+    assert m["dpo_train_pairs"] + m["dpo_held_out_pairs"] + m["dpo_pairs_too_long"] == m["pairs"]
+    assert m["dpo_held_out_pairs"] > 0
+    from datasets import load_from_disk
+    from llm_trainer.evaluation.scoring import score
+
+    rows = load_from_disk(str(dpo_run["folder"] / "dpo" / "pairs" / "rows" / "train"))
+    for row in rows.select(range(min(20, len(rows)))):  # the verifier's verdicts, checked with the judge itself
+        assert score(row["chosen"][0]["content"], row["reference_answer"])["correct"]
+        assert not score(row["rejected"][0]["content"], row["reference_answer"])["correct"]
+        assert row["chosen"] != row["rejected"]
+
+
+def test_reward_margins_are_tracked_at_every_logging_step(dpo_run):
+    steps = [(step, metrics) for step, metrics in dpo_run["logged"] if "loss" in metrics]
+    assert [step for step, _ in steps] == list(range(1, DPO_STEPS + 1))
+    for _, metrics in steps:
+        for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "learning_rate"):
+            assert np.isfinite(metrics[key]), key
+    m = dpo_run["result"].metrics
+    # The first step's policy is the reference: no margin yet; training opens one.
+    assert m["first_rewards/margins"] == pytest.approx(0.0, abs=1e-3)
+    assert m["last_rewards/margins"] > m["first_rewards/margins"]
+    assert {"held_out_rewards/accuracies", "held_out_rewards/margins"} <= set(m)
+
+
+def test_only_lora_weights_change_and_the_reference_is_the_starting_adapter(dpo_run):
+    from safetensors.torch import load_file
+
+    result, sft = dpo_run["result"], dpo_run["sft"]
+    model = result.model
+    # TRL's frozen reference is a second adapter on the same base, not a second model
+    assert set(model.peft_config) == {"default", "ref"}
+    before = load_file(str(sft.adapter.path / "adapter_model.safetensors"))
+    after = load_file(str(result.adapter.path / "adapter_model.safetensors"))
+    assert set(before) == set(after)  # the saved adapter is the trained one only, not the "ref" copy
+    assert any(not np.allclose(before[k].numpy(), after[k].numpy()) for k in before)
+    compared = 0
+    for name, parameter in model.named_parameters():
+        if ".ref." in name:  # the reference stays the SFT adapter; peft saves keys without the adapter's name
+            assert np.allclose(parameter.detach().float().numpy(), before[name.replace(".ref.", ".")].float().numpy())
+            compared += 1
+        if "lora_" not in name or ".ref." in name:
+            assert not parameter.requires_grad, name
+    assert compared == len(before)
+
+
+def test_resume_after_sigkill_retraces_the_uninterrupted_run(dpo_run, tmp_path):
+    """Killed at step 7 (checkpoint at 5), the re-run reuses the saved pairs, resumes at step 6 and logs the
+    uninterrupted run's losses and margins for steps 6-10."""
+    base_model = dpo_run["result"].adapter.base_model
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    run_dir = tmp_path / "run"
+
+    def run(kill_at):
+        return subprocess.run([sys.executable, __file__, str(run_dir), str(tmp_path / "out.json"), str(kill_at),
+                               str(dpo_run["shared"]), base_model, *dpo_run["overrides"]],
+                              capture_output=True, text=True, timeout=600, env=env)
+
+    crashed = run(7)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-5"]
+    pairs_written = (run_dir / "pairs" / "counts.json").stat().st_mtime
+    resumed = run(0)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (run_dir / "pairs" / "counts.json").stat().st_mtime == pairs_written  # not sampled again
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert [step for step, metrics in out["logged"] if "loss" in metrics] == list(range(6, DPO_STEPS + 1))
+    straight = dpo_run["result"].history
+    for key in ("loss", "rewards/margins"):
+        expected = {h["step"]: h[key] for h in straight if key in h and "loss" in h}
+        got = {h["step"]: h[key] for h in out["history"] if key in h and "loss" in h}
+        assert sorted(got) == sorted(expected) == list(range(1, DPO_STEPS + 1)), key
+        for step, value in got.items():
+            assert value == pytest.approx(expected[step], rel=1e-4, abs=1e-6), (key, step)
+
+
+def test_make_pairs_counts_questions_by_outcome():
+    from llm_trainer.training.pairs import make_pairs
+
+    answers = [["Final answer: 4", "Final answer: 5", "Final answer: 4", "Final answer: 6"],  # 2 right, 2 wrong
+               ["Final answer: 1", "Final answer: 1", "Final answer: 1", "Final answer: 1"],  # all right
+               ["Final answer: 9", "Final answer: 8", "Final answer: 7", "Final answer: 7"],  # all wrong
+               ["", "no idea", "  ", "maybe"]]  # no final answer at all
+    scores = np.array([[1, 0, 1, 0], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]], dtype=float)
+    pairs, counts = make_pairs(answers, scores, per_question=2, seed=0)
+    assert counts == {"pairs_questions": 4, "pairs_no_answer": 1, "pairs_no_correct": 1, "pairs_no_wrong": 1,
+                      "pairs": 1, "pairs_questions_used": 1}  # the two right answers are the same text: one pair
+    assert pairs[0][0] == 0 and pairs[0][1] == "Final answer: 4" and pairs[0][2] in ("Final answer: 5",
+                                                                                    "Final answer: 6")
+    pairs, counts = make_pairs([["Final answer: 4", "Final answer: 04", "Final answer: 5", "Final answer: 6"]],
+                               np.array([[1, 1, 0, 0]], dtype=float), per_question=2, seed=0)
+    assert counts["pairs"] == 2 and len({p[1] for p in pairs}) == 2 and len({p[2] for p in pairs}) == 2
+
+
+def test_dpo_settings_are_checked_before_training():
+    from llm_trainer.config import load_config
+    from llm_trainer.errors import ConfigError
+
+    def refused(*overrides, config=DPO_QUICKSTART):
+        with pytest.raises(ConfigError) as error:
+            load_config(config, list(overrides))
+        return str(error.value)
+
+    assert "training.dpo is read by trainer dpo only" in refused("training.dpo.beta=0.5", config=QUICKSTART)
+    assert "training.chunked_loss: not read by trainer dpo" in refused("training.chunked_loss=true")
+    assert "loss_type" in refused("training.dpo.loss_type=orpo")
+    assert "unknown name 'nope'" in refused("training.dpo.verifier=nope")
+    assert "beta" in refused("training.dpo.beta=0")
+    cfg = load_config(DPO_QUICKSTART)
+    assert cfg.train_spec().scoring is not None  # the verifier judges as the evaluation does
+    assert load_config(DPO_QUICKSTART, ["training.dpo.pairs=data"]).train_spec().scoring is None
+
+
+def test_dpo_quickstart_uses_the_quickstart_base_model_data_and_test_rows():
+    from llm_trainer.config import load_config
+
+    quickstart, dpo = load_config(QUICKSTART), load_config(DPO_QUICKSTART)
+    assert dpo.data == quickstart.data and dpo.evaluation == quickstart.evaluation
+    assert dpo.model.model_dump(exclude={"init_adapter"}) == quickstart.model.model_dump(exclude={"init_adapter"})
+    assert dpo.model.init_adapter == "production" and dpo.registry.model_name == quickstart.name
+
+
+def test_preference_rows_without_pairs_are_refused_in_one_line(dpo_run):
+    from datasets import DatasetDict
+
+    from llm_trainer.config import load_config
+    from llm_trainer.errors import UserError
+    from llm_trainer.training.dpo import DpoTrainer
+
+    cfg = load_config(DPO_QUICKSTART, [*dpo_run["overrides"], "training.dpo.pairs=data"])
+    trainer = DpoTrainer(cfg.train_spec(), dpo_run["result"].adapter.base_model)
+    with pytest.raises(UserError, match="no preference pairs"):
+        trainer._pairs(DatasetDict({"train": dpo_run["processed"]["train"]}), None, dpo_run["tokenizer"],
+                       Path("/nonexistent"))
+
+
+def _main() -> None:
+    """The resume test's training process: DPO from the shared processed rows, killed at a step (0: never)."""
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer, TrainerCallback
+
+    from llm_trainer.config import load_config
+    from llm_trainer.training.dpo import DpoTrainer
+
+    run_dir, out, kill_at, shared, base_model = (Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]),
+                                                 Path(sys.argv[4]), sys.argv[5])
+    cfg = load_config(DPO_QUICKSTART, sys.argv[6:])
+
+    class KillAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    class KillingTrainer(DpoTrainer):
+        def _callbacks(self):
+            return super()._callbacks() + [KillAt()]
+
+    logged = []
+    result = KillingTrainer(cfg.train_spec(), base_model).train(
+        load_from_disk(str(shared / "processed")), AutoTokenizer.from_pretrained(str(shared / "tokenizer")), run_dir,
+        on_metrics=lambda metrics, step: logged.append((step, metrics)))
+    out.write_text(json.dumps({"metrics": result.metrics, "history": result.history, "logged": logged}))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    _main()
