@@ -29,6 +29,7 @@ AVERAGE = "SELECT AVG(salary) FROM employees"
     ("We select the salary from employees.\nSELECT AVG(salary) FROM employees", AVERAGE),
     ("Let me create a query that averages:\nSELECT AVG(salary) FROM employees\nIt is the mean.", AVERAGE),
     ("The query is SELECT a FROM t WHERE b = 'x;y'; then prose", "SELECT a FROM t WHERE b = 'x;y'"),
+    ("First I select the rows; then I average them.\nSELECT AVG(salary) FROM employees", AVERAGE),
     ("I cannot answer that.", ""),
 ])
 def test_prose_after_unfenced_sql_is_left_out(generation, expected):
@@ -51,6 +52,7 @@ BEFORE_OR_AFTER = {
     "attach_before": (f"ATTACH DATABASE 'other.db' AS p; {COUNT}", "denied"),
     "pragma_line_before": (f"PRAGMA table_info(employees);\n{COUNT}", "denied"),
     "vacuum_before": (f"VACUUM; {COUNT}", "multiple_statements"),
+    "attach_in_prose_before": (f"Sure! attach database 'x.db' AS p;\n{COUNT}", "denied"),
     "delete_after": (f"{COUNT}; DELETE FROM employees", "multiple_statements"),
     "select_after": ("SELECT 5; DELETE FROM employees", "multiple_statements"),
     "drop_after_blank_line": (f"{COUNT};\n\nDROP TABLE employees;", "multiple_statements"),
@@ -75,9 +77,9 @@ def test_hostile_unfenced_answers_are_counted_not_skipped():
     verdicts = [score_sql(generation, COUNT, CONTEXT) for generation, _ in BEFORE_OR_AFTER.values()]
     verdicts.append(score_sql(f"Here you go:\n{COUNT}\nThat counts them.", COUNT, CONTEXT))
     metrics = aggregate_sql(verdicts, ["unfenced"] * len(verdicts))
-    assert metrics["examples"] == 8 and metrics["no_sql_found"] == 0
-    assert metrics["execution_accuracy"] == pytest.approx(1 / 8)
-    assert metrics["error_denied"] == 2 and metrics["error_multiple_statements"] == 4 and metrics["error_sql_error"] == 1
+    assert metrics["examples"] == 9 and metrics["no_sql_found"] == 0
+    assert metrics["execution_accuracy"] == pytest.approx(1 / 9)
+    assert metrics["error_denied"] == 3 and metrics["error_multiple_statements"] == 4 and metrics["error_sql_error"] == 1
 
 
 def test_a_fenced_query_with_prose_around_it_stays_right():

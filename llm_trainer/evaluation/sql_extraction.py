@@ -126,13 +126,25 @@ def _next_statement_start(text: str, end: int) -> int | None:
 
 
 def _statement_before(text: str, start: int) -> int:
-    """``start``, or where the statement ended by a ';' just before it begins (one sqlglot could not parse)."""
+    """``start``, or where the statement ended by a ';' just before it begins: its keyword in upper case, or a
+    statement other than a query in any case (one sqlglot does not know, as ``VACUUM;``, is caught here)."""
     before = text[:start].rstrip()
     if not before.endswith(";"):
         return start
     line_start = before.rfind("\n", 0, len(before) - 1) + 1
-    keyword = _KEYWORD.search(text, line_start, start)
-    return keyword.start() if keyword else start
+    for keyword in _KEYWORD.finditer(text, line_start, start):  # "I'll select the rows;" is prose, not SQL
+        if keyword.group(0).isupper() or _parses_as_a_command(text, keyword.start()):
+            return keyword.start()
+    return start
+
+
+def _parses_as_a_command(text: str, start: int) -> bool:
+    """Whether a statement other than a query (ATTACH, PRAGMA, DELETE...) starts at ``start``."""
+    from sqlglot import exp
+
+    end = statement_end(text, start)
+    parsed = _parse(text[start:end]) if end is not None else None
+    return bool(parsed) and not isinstance(parsed[0], exp.Query | exp.Values)
 
 
 def _first_statement(text: str) -> str:
