@@ -141,7 +141,8 @@ COMMANDS = {
                                     "on 127.0.0.1 by default"),
     "stack": Command(stack_command, "set up (once) and show the ZenML stack and MLflow store the pipelines run on"),
     "models": Command(models_command,
-                      "list a model's registered versions or compare them; promote or stage one by hand; push one to the Hub"),
+                      "list a model's registered versions or compare them; promote or stage one by hand; push one "
+                      "to the Hub"),
 }
 
 
