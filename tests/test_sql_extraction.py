@@ -13,7 +13,8 @@ import pytest
 
 CONTEXT = ("CREATE TABLE employees (id INTEGER, name TEXT, salary REAL, hired DATE, seen DATETIME); "
            "INSERT INTO employees VALUES (1, 'Ana', 10.0, '2020-01-02', '2020-01-02 08:30:15'), "
-           "(2, 'Ben', 20.0, '2021-05-17', '2021-05-17 13:45:30'), (3, 'Cy', 30.0, '2021-11-30', '2021-11-30 23:00:00');")
+           "(2, 'Ben', 20.0, '2021-05-17', '2021-05-17 13:45:30'), "
+           "(3, 'Cy', 30.0, '2021-11-30', '2021-11-30 23:00:00');")
 COUNT = "SELECT COUNT(*) FROM employees"
 AVERAGE = "SELECT AVG(salary) FROM employees"
 
@@ -79,7 +80,8 @@ def test_hostile_unfenced_answers_are_counted_not_skipped():
     metrics = aggregate_sql(verdicts, ["unfenced"] * len(verdicts))
     assert metrics["examples"] == 9 and metrics["no_sql_found"] == 0
     assert metrics["execution_accuracy"] == pytest.approx(1 / 9)
-    assert metrics["error_denied"] == 3 and metrics["error_multiple_statements"] == 4 and metrics["error_sql_error"] == 1
+    assert metrics["error_denied"] == 3 and metrics["error_multiple_statements"] == 4
+    assert metrics["error_sql_error"] == 1
 
 
 def test_a_fenced_query_with_prose_around_it_stays_right():
@@ -150,7 +152,8 @@ def test_gold_queries_with_date_functions_are_kept_or_dropped_with_the_missing_f
     from llm_trainer.data import build_processor
     from llm_trainer.evaluation.sql import score_sql
 
-    mysql = build_processor(make_config(data={"processor": "sql", "source": "unused.jsonl", "sql_dialect": "mysql"}).data)
+    mysql_config = make_config(data={"processor": "sql", "source": "unused.jsonl", "sql_dialect": "mysql"})
+    mysql = build_processor(mysql_config.data)
     kept = mysql.format_batch(date_row())
     assert kept["drop_reason"] == [None] and kept["gold_transpiled"] == [True]
     gold = kept["reference_answer"][0]
