@@ -52,25 +52,35 @@ def _link_run(client: Client, version: Any, run_id: Any) -> None:
             ModelVersionPipelineRunRequest(model_version=version.id, pipeline_run=run_id))
 
 
-def production_metrics(model_name: str, exclude_id: Any) -> dict[str, Any] | None:
-    """The evaluation metrics of the model's production version, if it has one other than ``exclude_id``."""
+def production_version(model_name: str, exclude_id: Any) -> Any:
+    """The model's production version, if it has one other than ``exclude_id`` (else None)."""
     try:
         current = Client().get_model_version(model_name, ModelStages.PRODUCTION)
     except KeyError:
         return None
-    if current.id == exclude_id:
-        return None
-    return current.run_metadata.get("evaluation_metrics")
+    return None if current.id == exclude_id else current
+
+
+def production_metrics(model_name: str, exclude_id: Any) -> dict[str, Any] | None:
+    """The evaluation metrics of the model's production version, if it has one other than ``exclude_id``."""
+    current = production_version(model_name, exclude_id)
+    return None if current is None else current.run_metadata.get("evaluation_metrics")
 
 
 def record_decision(version: Any, decision: PromotionDecision, metrics: dict[str, Any], base_metrics: dict[str, Any],
-                    base_model: str, source_fingerprint: str) -> None:
-    """The version's metrics (numbers only), the base model's, what it was made from and the promotion decision as
-    its metadata; its stage: production if promoted (the previous production version is archived), else staging."""
-    log_metadata(metadata={"evaluation_metrics": metrics, "base_model_metrics":
-                           {k: v for k, v in base_metrics.items() if isinstance(v, int | float)},
-                           "base_model": base_model, "source_fingerprint": source_fingerprint,
-                           "promotion": decision.as_dict()}, model_version_id=version.id)
+                    base_model: str, source_fingerprint: str, trainer: str | None = None,
+                    production_before: int | None = None) -> None:
+    """The version's metrics (numbers only), the base model's, what it was made from (base model, data, trainer)
+    and the promotion decision as its metadata, and, when it is promoted, the production version it replaces; its
+    stage: production if promoted (the previous production version is archived), else staging."""
+    metadata = {"evaluation_metrics": metrics, "base_model_metrics":
+                {k: v for k, v in base_metrics.items() if isinstance(v, int | float)},
+                "base_model": base_model, "source_fingerprint": source_fingerprint, "promotion": decision.as_dict()}
+    if trainer:
+        metadata["trainer"] = trainer
+    if decision.promote and production_before is not None:
+        metadata["production_before"] = int(production_before)
+    log_metadata(metadata=metadata, model_version_id=version.id)
     Client().update_model_version(model_name_or_id=version.model.id, version_name_or_id=version.id, force=True,
                                   stage=ModelStages.PRODUCTION if decision.promote else ModelStages.STAGING)
 

@@ -154,7 +154,8 @@ COMMANDS = {
                                     "the verifier judges, a correct and a wrong answer make a pair (--output FILE)"),
     "stack": Command(stack_command, "set up (once) and show the ZenML stack and MLflow store the pipelines run on"),
     "models": Command(models_command,
-                      "list a model's registered versions; promote or stage one by hand; push one to the Hub"),
+                      "list a model's registered versions or compare them; promote or stage one by hand; push one "
+                      "to the Hub"),
 }
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from llm_trainer.config import RunConfig
 from llm_trainer.errors import UserError
 from llm_trainer.training import LoraAdapter
+from publishing.zenml_versions import data_fingerprint, stage_of  # noqa: F401 (imported from here too)
 
 
 def model_name(cfg: RunConfig) -> str:
@@ -61,11 +61,6 @@ def existing_versions(name: str) -> str:
     return f"it has: {listed}"
 
 
-def stage_of(version: Any) -> str | None:
-    stage = getattr(version.stage, "value", version.stage)
-    return None if stage in (None, "None", "none") else str(stage)
-
-
 def adapter_of_version(name: str, version: str) -> LoraAdapter:
     return _adapter_of(find_version(name, version))
 
@@ -76,13 +71,3 @@ def _adapter_of(model_version: Any) -> LoraAdapter:
         raise UserError(f"--model-version: version {model_version.number} of '{model_version.model.name}' has no "
                         "adapter artifact")
     return artifact.load()
-
-
-def data_fingerprint(version: Any) -> str | None:
-    """The fingerprint (8 characters) of the data a version was trained on: recorded by the register step, or
-    the end of the version's name (``<config hash>-<seed>-<fingerprint>``)."""
-    recorded = (version.run_metadata or {}).get("source_fingerprint")
-    if recorded:
-        return str(recorded)[:8]
-    found = re.search(r"-([0-9a-f]{8})$", version.name or "")
-    return found.group(1) if found else None

@@ -4,9 +4,12 @@
     run_pipeline.py models --config configs/quickstart.yaml promote 3          # version 3 -> production
     run_pipeline.py models --config configs/quickstart.yaml stage 3 archived   # or staging
     run_pipeline.py models --config configs/quickstart.yaml push 3 --repo user/name [--private]
+    run_pipeline.py models --config configs/quickstart.yaml compare [--output versions.png]
 
 A stage change is made in ZenML (the previous production version is archived) and in MLflow (the registered
-model's `production` alias follows) together. ZenML's own Models page needs ZenML Pro; this needs nothing.
+model's `production` alias follows) together; a promotion records which version it replaced, which `compare`
+shows (with the stage, data, base model, trainer and the gate's metrics beside the base model's, per version).
+ZenML's own Models page needs ZenML Pro; this needs nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     stage = actions.add_parser("stage", help="move version N to staging or archived (a roll-back)")
     stage.add_argument("number", type=int, metavar="N")
     stage.add_argument("stage", choices=("staging", "archived"))
+    compare = actions.add_parser("compare", help="the versions side by side: stage, data, base model, trainer, the "
+                                 "gate's metrics beside the base model's, accuracy per type or task, and which "
+                                 "version production replaced")
+    compare.add_argument("--output", metavar="FILE.png", help="also draw the metrics per version as a PNG")
     push = actions.add_parser("push", help="upload version N's adapter, tokenizer and model card to the Hub")
     push.add_argument("number", type=int, metavar="N")
     push.add_argument("--repo", required=True, metavar="USER/NAME", help="the Hub model repository")
@@ -44,6 +51,8 @@ def run_models(cfg: RunConfig, args: argparse.Namespace) -> int:
     action = args.action or "list"
     if action == "list":
         print(versions_table(name, cfg.registry.promotion_metric))
+    elif action == "compare":
+        print(compare_versions(cfg, name, args.output))
     elif action == "promote":
         print(set_stage(name, args.number, "production"))
     elif action == "stage":
@@ -58,11 +67,7 @@ def run_models(cfg: RunConfig, args: argparse.Namespace) -> int:
 def version_rows(name: str, promotion_metric: str = "accuracy") -> list[dict[str, Any]]:
     from zenml.client import Client
 
-    try:
-        Client().get_model(name)
-    except KeyError:
-        raise UserError(f"models: no model named '{name}' is registered yet (the full pipeline registers one; "
-                        "registry.model_name, else the config's name, names it)") from None
+    existing_versions_or_raise(name)
     versions = Client().list_model_versions(model=name, size=1000, sort_by="asc:number", hydrate=True)
     metrics_shown = (promotion_metric, *(m for m in KEY_METRICS if m != promotion_metric))
     rows = []
@@ -93,16 +98,66 @@ def versions_table(name: str, promotion_metric: str = "accuracy") -> str:
     return "\n".join(lines)
 
 
+def compare_versions(cfg: RunConfig, name: str, output: str | None = None) -> str:
+    """The versions side by side (llm_trainer/version_compare.py), and the PNG at ``output`` if given."""
+    from pathlib import Path
+
+    from llm_trainer.version_compare import compare_png, compare_text
+    from publishing.zenml_versions import version_records
+
+    records = version_records(name)
+    if not records:
+        existing_versions_or_raise(name)
+    metric, guards = cfg.registry.promotion_metric, list(cfg.registry.guard_metrics)
+    text = compare_text(name, records, metric, guards)
+    if output and records:
+        path = Path(output)
+        if path.suffix.lower() != ".png":
+            raise UserError(f"models compare --output: '{output}' must end in .png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(compare_png(name, records, metric, guards))
+        text += f"\nchart: {path}"
+    return text
+
+
+def existing_versions_or_raise(name: str) -> None:
+    """A UserError when no model ``name`` is registered (a model without versions is fine)."""
+    from zenml.client import Client
+
+    try:
+        Client().get_model(name)
+    except KeyError:
+        raise UserError(f"models: no model named '{name}' is registered yet (the full pipeline registers one; "
+                        "registry.model_name, else the config's name, names it)") from None
+
+
 def set_stage(name: str, number: int, stage: str) -> str:
     """Version ``number`` to ``stage`` in ZenML (force: a production version there is archived) and the MLflow
     `production` alias with it: set on this version's MLflow version, or removed if it pointed there."""
     from zenml.client import Client
 
     version = find_version(name, str(number), what=f"models {'promote' if stage == 'production' else 'stage'}")
+    if stage == "production":
+        _record_replaced(name, version)
     Client().update_model_version(model_name_or_id=name, version_name_or_id=version.id, stage=stage, force=True)
     mlflow_version = (version.run_metadata or {}).get("mlflow_model_version")
     note = _sync_mlflow_alias(name, str(mlflow_version) if mlflow_version else None, stage)
     return f"model '{name}' version {number}: {stage}; {note}"
+
+
+def _record_replaced(name: str, version: Any) -> None:
+    """On the version about to become production: the one it replaces there (what `compare` shows, and where
+    `models promote` rolls back to)."""
+    from zenml import log_metadata
+    from zenml.client import Client
+    from zenml.enums import ModelStages
+
+    try:
+        current = Client().get_model_version(name, ModelStages.PRODUCTION)
+    except KeyError:
+        return
+    if current.id != version.id:
+        log_metadata(metadata={"production_before": int(current.number)}, model_version_id=version.id)
 
 
 def _sync_mlflow_alias(name: str, mlflow_version: str | None, stage: str) -> str:

@@ -76,6 +76,9 @@ def test_full_run_evaluates_both_models_and_promotes(promoted):
     comparison = pipeline_run.steps["register_model"].outputs["promotion_report"][0].load()
     assert "promoted to production" in comparison and "base" in comparison and "fine-tuned" in comparison
     assert f"{tuned['eval_loss']:.4g}" in comparison and f"{base['eval_loss']:.4g}" in comparison
+    versions = pipeline_run.steps["register_model"].outputs["versions_comparison"][0].load()
+    assert f"<td>{tuned['eval_loss']:.4g} (base {base['eval_loss']:.4g})</td>" in versions  # models compare as HTML
+    assert "<td>production</td>" in versions and "<td>qlora</td>" in versions and "data:image/png" in versions
     for step_run in pipeline_run.steps.values():  # evaluation tables, reports and decisions too: no pickle
         for versions in step_run.outputs.values():
             for artifact in versions:

@@ -6,17 +6,21 @@ target is the SQL in a ```sql fence, optionally preceded by the explanation (``d
 
 Every kept row is executable: its context builds an in-memory SQLite database and its gold query runs there (in
 the same sandbox that runs model output). A gold query SQLite rejects is transpiled from ``data.sql_dialect`` with
-sqlglot and tried again; the rows that needed it are counted in the report (``gold_transpiled``).
+sqlglot (MySQL and PostgreSQL date functions rewritten with SQLite's strftime, see sql_transpile.py) and tried
+again; the rows that needed it are counted in the report (``gold_transpiled``). A gold query that still calls a
+function SQLite lacks is dropped as ``gold_no_such_function: NAME``, other failures as ``gold_query_fails``.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import datasets
 
 from llm_trainer.config import DataConfig
 from llm_trainer.data.base import TOO_LONG, BaseDataProcessor
+from llm_trainer.data.sql_transpile import transpile_to_sqlite
 from llm_trainer.data.text import clean_text, dedup_key
 from llm_trainer.sql_sandbox import Sandbox
 
@@ -24,6 +28,7 @@ DEFAULT_SYSTEM_PROMPT = ("You translate questions into SQLite queries. Answer wi
                          "code block.")
 GOLD_TIMEOUT_SECONDS = 2.0
 GOLD_MAX_ROWS = 100_000
+_NO_SUCH_FUNCTION = re.compile(r"no such function: (\w+)")
 
 
 def sql_prompt(context: str, question: str) -> str:
@@ -37,16 +42,11 @@ def sql_target(sql: str, explanation: str | None) -> str:
     return f"{explanation}\n\n{fenced}" if explanation else fenced
 
 
-def transpile_to_sqlite(sql: str, dialect: str) -> str | None:
-    """``sql`` rendered as SQLite by sqlglot, or None when it cannot."""
-    import sqlglot
-    from sqlglot.errors import SqlglotError
-
-    try:
-        statements = sqlglot.transpile(sql, read=dialect, write="sqlite")
-    except (SqlglotError, RecursionError, ValueError):
-        return None
-    return ";\n".join(statements) if statements else None
+def gold_failure_reason(detail: str) -> str:
+    """The drop reason of a gold query SQLite rejects: ``gold_no_such_function: YEAR`` names a function SQLite
+    lacks (after transpiling), anything else is ``gold_query_fails``."""
+    function = _NO_SUCH_FUNCTION.search(detail)
+    return f"gold_no_such_function: {function.group(1).upper()}" if function else "gold_query_fails"
 
 
 class SqlDataProcessor(BaseDataProcessor):
@@ -118,11 +118,15 @@ class SqlDataProcessor(BaseDataProcessor):
             return gold, False, None
         if self.cfg.sql_dialect != "sqlite" and result.error == "sql_error":
             transpiled = transpile_to_sqlite(gold, self.cfg.sql_dialect)
-            if transpiled is not None and transpiled != gold and sandbox.run(transpiled).ok:
-                return transpiled, True, None
+            if transpiled is not None and transpiled != gold:
+                retried = sandbox.run(transpiled)
+                if retried.ok:
+                    return transpiled, True, None
+                if retried.error == "sql_error":
+                    result = retried  # the function the transpiled query still lacks, if that is why
         if result.error in ("denied", "multiple_statements"):
             return gold, False, "gold_not_a_single_select"
-        return gold, False, "gold_query_fails"
+        return gold, False, gold_failure_reason(result.detail)
 
     def preprocess(self, raw: datasets.Dataset) -> tuple[datasets.DatasetDict, dict[str, Any]]:
         """As the base's, with the count of gold queries transpiled to SQLite in the report."""

@@ -1,8 +1,8 @@
 """SqlEvaluator: text-to-SQL judged by running the SQL.
 
-For each test row the generation's SQL (a ```sql fence, or else the first statement) and the gold query run in a
-fresh in-memory SQLite database built from the row's context (``sql_sandbox``: model output is hostile input). The
-prediction is right when the result multisets are equal; order counts only when the gold query has ORDER BY.
+For each test row the generation's SQL (a ```sql fence, or else the unfenced statements: sql_extraction.py) and
+the gold query run in a fresh in-memory SQLite database built from the row's context (``sql_sandbox``: model output
+is hostile input). The prediction is right when the result multisets are equal; order counts only when the gold query has ORDER BY.
 Metrics: execution accuracy, exact match of sqlglot-normalised SQL and the share of valid SQL (SQLite runs it
 without an error), overall and per ``sql_complexity``; failures are counted by reason.
 """
@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from llm_trainer.evaluation.base import BaseEvaluator, EvalResult
+from llm_trainer.evaluation.sql_extraction import extract_sql  # noqa: F401 (imported from here too)
 from llm_trainer.sql_sandbox import ERRORS, MAX_QUERY_CHARS, Sandbox
 
 SCORES = ("execution_accuracy", "exact_match", "valid_sql")
@@ -22,36 +23,7 @@ COUNTS = ("examples", "no_sql_found", *(f"error_{reason}" for reason in ERRORS))
 GENERATION = ("generated_tokens", "generation_tokens_per_second", "hit_token_cap")
 LOSS = ("eval_loss", "perplexity", "loss_tokens")
 
-_FENCE = re.compile(r"```[ \t]*(?:sql|sqlite)?[ \t]*\n?(.*?)(?:```|$)", re.DOTALL | re.IGNORECASE)
-_STATEMENT_START = re.compile(r"\b(SELECT|WITH)\b", re.IGNORECASE)
 _ORDER_BY = re.compile(r"\border\s+by\b", re.IGNORECASE)
-
-
-def extract_sql(generation: str) -> str:
-    """The SQL in a ```sql fence, or else the first statement from the first SELECT/WITH to its ';' ("" if none)."""
-    fence = _FENCE.search(generation)
-    if fence and fence.group(1).strip():
-        return fence.group(1).strip()
-    start = _STATEMENT_START.search(generation)
-    if start is None:
-        return ""
-    return _first_statement(generation[start.start():]).strip()
-
-
-def _first_statement(text: str) -> str:
-    """Up to the first ';' outside quotes (or a blank line, where prose usually resumes)."""
-    quote = None
-    for i, char in enumerate(text):
-        if quote:
-            if char == quote:
-                quote = None
-        elif char in "'\"`":
-            quote = char
-        elif char == ";":
-            return text[:i]
-        elif char == "\n" and text[i + 1:i + 2] == "\n":
-            return text[:i]
-    return text
 
 
 def _parse_one(sql: str) -> Any:
