@@ -207,6 +207,34 @@ def test_preference_rows_without_pairs_are_refused_in_one_line(dpo_run):
                        Path("/nonexistent"))
 
 
+def test_the_pairs_command_writes_pairs_the_preference_processor_reads(dpo_run, tmp_path):
+    """`pairs --adapter SFT` answers, judges and pairs; the file is the preference processor's pairs_chat shape; a
+    second run does not overwrite it without --overwrite."""
+    from helpers.cli import cli
+
+    from llm_trainer.config import DataConfig
+    from llm_trainer.data import build_processor
+
+    output = tmp_path / "pairs.jsonl"
+    args = ["pairs", "--config", str(DPO_QUICKSTART), "--set", "training.dpo.pairs_max_questions=48",
+            "--set", "training.dpo.pairs_samples=4", "--set", "training.dpo.pairs_max_new_tokens=48",
+            "--adapter", str(dpo_run["sft"].adapter.path), "--output", str(output)]
+    done = cli(*args, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = json.loads(done.stdout[done.stdout.index("{"):])
+    lines = output.read_text().splitlines()
+    assert len(lines) == counts["pairs"] > 0
+    assert counts["pairs_questions"] == 48
+    processor = build_processor(DataConfig(processor="preference", source=str(output),
+                                           splits={"train": 1.0, "validation": 0.0, "test": 0.0}))
+    processed, report = processor.preprocess(processor.load())
+    assert report["format"] == "pairs_chat" and report["rows_kept"] + sum(report["dropped"].values()) == len(lines)
+    assert set(report["dropped"]) <= {"duplicate"}  # the verifier's pairs are well formed
+    again = cli(*args)
+    assert again.returncode == 2 and "pass --overwrite to replace it" in again.stderr
+    assert output.read_text().splitlines() == lines
+
+
 def _main() -> None:
     """The resume test's training process: DPO from the shared processed rows, killed at a step (0: never)."""
     from datasets import load_from_disk

@@ -121,6 +121,9 @@ class DpoConfig(Section):
                                       "robust or sigmoid_norm.")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="robust: the share of preference labels assumed "
                                    "flipped.")
+    sft_weight: float = Field(0.0, ge=0, description="Weight of a supervised loss on the chosen answers added to the "
+                              "preference loss (RPO, as TRL's loss_type sft): keeps the chosen answers likely, where DPO "
+                              "alone can lower both answers' likelihood and lose accuracy on reasoning. 0: off.")
     max_prompt_length: int = Field(512, gt=0, description="Pairs whose prompt is longer (in tokens) are dropped and "
                                    "counted, not truncated.")
     max_length: int = Field(1024, gt=0, description="Pairs whose prompt plus longer answer is longer (in tokens) are "
