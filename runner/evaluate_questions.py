@@ -25,10 +25,15 @@ SHOWN = ("accuracy", "accuracy_verifiable", "token_f1", "rouge_l", "exact_match"
 
 
 def check_questions_args(args: argparse.Namespace) -> None:
-    """--questions goes without the pipeline's --schedule and --no-cache."""
+    """Before anything loads: --questions goes without the pipeline's --schedule and --no-cache, with an adapter
+    or a version, and names a file."""
     for flag, given in (("--schedule", args.schedule), ("--no-cache", args.no_cache)):
         if given:
             raise UserError(f"--questions runs no pipeline: {flag} does not go with it")
+    if not (args.adapter or args.model_version):
+        raise UserError("evaluate --questions needs --adapter PATH or --model-version VERSION")
+    if not Path(args.questions).is_file():
+        raise UserError(f"--questions {args.questions}: no such file")
 
 
 def evaluate_questions(cfg: RunConfig, adapter: Any, label: str | None, args: argparse.Namespace) -> int:

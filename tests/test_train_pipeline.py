@@ -101,7 +101,7 @@ def test_mlflow_run_records_system_metrics_and_tokens_per_second_at_each_logging
     for name in ("system/cpu_percent", "system/process_cpu_percent", "system/host_memory_used_mb",
                  "system/host_memory_percent", "system/process_rss_mb", "train_tokens_per_second"):
         history = client.get_metric_history(run.info.run_id, name)
-        assert sorted(m.step for m in history if m.step in steps) == steps, name
+        assert set(steps) <= {m.step for m in history}, name  # tokens/s also at the end, with the run's figures
     rss = [m.value for m in client.get_metric_history(run.info.run_id, "system/process_rss_mb")]
     assert all(50 < v < 24 * 1024 for v in rss), rss  # MB, not KB or bytes
     gpu = client.get_metric_history(run.info.run_id, "system/gpu_memory_allocated_mb")
