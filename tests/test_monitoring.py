@@ -205,7 +205,8 @@ def test_serve_capture_then_evaluate_the_captured_questions(tiny_adapter, tmp_pa
     summary = tmp_path / "summary.json"
     result = subprocess.run(
         [sys.executable, "run_pipeline.py", "evaluate", "--config", "configs/quickstart.yaml", *FP32,
-         "--set", "evaluation.evaluator=chat", "--set", "evaluation.batch_size=1", "--adapter",
+         "--set", "evaluation.evaluator=chat", "--set", "registry.promotion_metric=exact_match",
+         "--set", "evaluation.batch_size=1", "--adapter",
          str(tiny_adapter.path), "--questions", str(capture), "--summary", str(summary)],
         cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     assert result.returncode == 0, result.stderr[-3000:]
