@@ -158,6 +158,17 @@ def test_system_figures_mfu_and_the_memory_panel():
     assert card_peak_tflops(device_name="Some Card") is None and card_peak_tflops(50.0, "NVIDIA H100") == 50.0
     assert model_flops_utilization(1000, 6e9, 60.0) == pytest.approx(0.1)
     assert model_flops_utilization(1000, 6e9, None) is None
+    from types import SimpleNamespace
+
+    from transformers import LlamaConfig
+
+    from llm_trainer.memory import LLAMA3_8B, train_flops_per_token as count
+    from llm_trainer.system_metrics import train_flops_per_token
+
+    llama3 = LlamaConfig(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                         intermediate_size=14336, vocab_size=128_256)
+    assert train_flops_per_token(SimpleNamespace(config=llama3), 2048, True) == count(LLAMA3_8B, 2048, True)
+    assert train_flops_per_token(SimpleNamespace(config=None), 2048, True) is None
     history = [{"step": s, "loss": 2.0 / s, "system/process_rss_mb": 900.0 + s} for s in (1, 2, 3)]
     plain, with_memory = loss_curve_png([{k: v for k, v in h.items() if k != "system/process_rss_mb"}
                                          for h in history]), loss_curve_png(history)
