@@ -74,6 +74,7 @@ def loss_curve_png(history: list[dict[str, Any]], title: str = "loss") -> bytes:
         for key, points in memory.items():
             memory_axes.plot(*zip(*points), label=MEMORY_SERIES[key], marker=".")
         memory_axes.set(xlabel="optimizer step", ylabel="MB", title="memory")
+        memory_axes.set_ylim(bottom=0)
         memory_axes.grid(alpha=0.3)
         memory_axes.legend(fontsize="small")
     else:
