@@ -50,13 +50,35 @@ def _png(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
+# The memory curves drawn next to the loss (llm_trainer/system_metrics.py's figures), with their legend labels.
+MEMORY_SERIES = {"system/process_rss_mb": "host memory (process)", "system/gpu_memory_allocated_mb": "GPU allocated",
+                 "system/gpu_memory_reserved_mb": "GPU reserved", "system/gpu_memory_peak_mb": "GPU peak reserved"}
+
+
+def memory_series(history: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """The logged memory figures (MB) by step, for those the run logged."""
+    series = {key: [(h["step"], h[key]) for h in history if key in h and "step" in h] for key in MEMORY_SERIES}
+    return {key: points for key, points in series.items() if points}
+
+
 def loss_curve_png(history: list[dict[str, Any]], title: str = "loss") -> bytes:
     """Training loss per logging step and validation loss per evaluation, as a PNG; with GRPO, also the mean
-    reward per logging step (overall and per reward function) on a second axis."""
+    reward per logging step (overall and per reward function) on a second axis. Where the run logged memory
+    figures, a second panel beside the loss draws them (host memory, and GPU allocated/reserved/peak)."""
     plt = _pyplot()
     train = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
     evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h and "step" in h]
-    figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
+    memory = memory_series(history)
+    if memory:
+        figure, (axes, memory_axes) = plt.subplots(1, 2, figsize=(12, 4), dpi=100)
+        for key, points in memory.items():
+            memory_axes.plot(*zip(*points), label=MEMORY_SERIES[key], marker=".")
+        memory_axes.set(xlabel="optimizer step", ylabel="MB", title="memory")
+        memory_axes.set_ylim(bottom=0)
+        memory_axes.grid(alpha=0.3)
+        memory_axes.legend(fontsize="small")
+    else:
+        figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
     if train:
         axes.plot(*zip(*train), label="train loss", color="tab:blue")
     if evals:

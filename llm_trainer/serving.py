@@ -249,13 +249,16 @@ class Job:
     sampling: Sampling
     on_done: Done  # called once, from the worker thread: (completion, None) or (None, error)
     on_piece: Callable[[str], None] | None = None  # streamed text; None: not streamed
+    on_start: Callable[[int], None] | None = None  # called from the worker as its batch starts: the batch's size
 
 
 class Batcher:
     """One worker thread owns the engine; ``submit`` never blocks (the caller bounds how many jobs wait)."""
 
-    def __init__(self, engine: Engine, max_batch: int = 8, wait_ms: float = 10.0):
+    def __init__(self, engine: Engine, max_batch: int = 8, wait_ms: float = 10.0,
+                 on_batch: Callable[[int], None] | None = None):
         self.engine, self.max_batch, self.wait = engine, max(1, max_batch), max(0.0, wait_ms) / 1000
+        self.on_batch = on_batch  # called with each batch's size as it starts (the server's batch-size metric)
         self.batch_sizes: collections.Counter[int] = collections.Counter()  # generated batches by size
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._held: collections.deque[Job | None] = collections.deque()  # taken while collecting, run next
@@ -308,8 +311,14 @@ class Batcher:
             batch.append(job)
         return batch
 
-    def _generate(self, group: list[Job]) -> None:
+    def _started(self, group: list[Job]) -> None:
         self.batch_sizes[len(group)] += 1
+        _call(self.on_batch, len(group))
+        for job in group:
+            _call(job.on_start, len(group))
+
+    def _generate(self, group: list[Job]) -> None:
+        self._started(group)
         try:
             completions = self.engine.generate([job.conversation for job in group], group[0].sampling)
         except Exception as exc:  # noqa: BLE001 - every waiting request gets the error; the worker goes on
@@ -321,7 +330,7 @@ class Batcher:
             _call(job.on_done, completion, None)
 
     def _stream(self, job: Job) -> None:
-        self.batch_sizes[1] += 1
+        self._started([job])
         completion = None
         try:
             for item in self.engine.stream(job.conversation, job.sampling):

@@ -6,6 +6,10 @@
                                 ending with data: [DONE]); fields it cannot honour are a 400 naming the field
     GET  /v1/models             the served model's id
     GET  /health                {"status": "ok", ...}; no key needed
+    GET  /metrics               Prometheus' text format (serving_metrics.py); no key needed
+
+Every chat request is counted in /metrics, logged as one JSON line (``settings.request_log``) and, with a capture
+file, its conversation and answer appended there (never its headers).
 
 Every error is OpenAI's body, ``{"error": {"message", "type", "code"}}``, never a traceback: 400 bad JSON or
 fields or a prompt that alone fills the context window, 401 missing or wrong key (when one is set), 404 unknown model or path, 413 body over the cap, 429 when
@@ -19,12 +23,12 @@ import hmac
 import json
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from llm_trainer.serving import Batcher, Completion, Job, Sampling
+from llm_trainer.serving_metrics import CaptureFile, RequestRecord, ServerMetrics, capture_row, request_log_line
 
 logger = logging.getLogger(__name__)
 ROLES = {"system", "developer", "user", "assistant"}
@@ -50,6 +54,9 @@ class ServeSettings:
     max_body_bytes: int = 1 << 20
     max_pending: int = 32
     queue_timeout: float = 10.0
+    request_log: Callable[[str], None] | None = None  # takes one JSON line per chat request; None: no log
+    log_text: bool = False  # the log lines carry the conversation and the answer too
+    capture: CaptureFile | None = None  # answered requests' conversations and answers, for evaluate --questions
 
 
 class ApiError(Exception):
@@ -149,16 +156,61 @@ def fit_window(engine: Any, conversation: list[dict], sampling: Sampling) -> tup
         f"-token prompt: the reply gets at most {room} tokens (finish_reason 'length' when it reaches them)"]
 
 
+class ObservedRequests:
+    """ASGI middleware: each chat request gets a RequestRecord (``request.state.record``) that the handler fills
+    in; when its response has been sent (or the connection dropped) the record goes to ``finish``."""
+
+    def __init__(self, app: Any, path: str, finish: Callable[[RequestRecord], None]):
+        self.app, self.path, self.finish = app, path, finish
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        """Run the app; for the chat path, note the response's status and finish the record at the end."""
+        if scope["type"] != "http" or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        record = RequestRecord()
+        scope.setdefault("state", {})["record"] = record
+
+        async def sending(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            record.finished = time.monotonic()
+            try:
+                self.finish(record)
+            except Exception:  # noqa: BLE001 - a full disk under the capture must not fail the request
+                logger.exception("recording request %s failed", record.id)
+
+
 def create_app(batcher: Batcher, settings: ServeSettings) -> Any:
-    """The Starlette app serving /v1/chat/completions, /v1/models and /health over ``batcher``."""
+    """The Starlette app serving /v1/chat/completions, /v1/models, /health and /metrics over ``batcher`` (whose
+    ``on_batch`` it sets, for the batch-size histogram)."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
     from starlette.requests import Request
-    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.responses import JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
 
     slots: dict[str, asyncio.Semaphore] = {}  # made on the server's event loop, at the first request
     created = int(time.time())
+    metrics = ServerMetrics(settings.model_id, getattr(batcher.engine, "name", type(batcher.engine).__name__),
+                            batcher.max_batch)
+    batcher.on_batch = metrics.batch_size.observe
+
+    def finish(record: RequestRecord) -> None:
+        metrics.observe(record)
+        if settings.request_log is not None:
+            settings.request_log(request_log_line(record, settings.model_id, settings.log_text))
+        if settings.capture is not None and record.status == 200 and record.answer is not None:
+            settings.capture.write(capture_row(record, settings.model_id))
+
+    def record_of(request: Request) -> RequestRecord:
+        return request.scope.get("state", {}).get("record") or RequestRecord()
 
     def error(status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
               param: str | None = None, headers: dict | None = None) -> JSONResponse:
@@ -200,14 +252,16 @@ def create_app(batcher: Batcher, settings: ServeSettings) -> Any:
         semaphore = slots["pending"]
         if not semaphore.locked():  # a free slot: take it now (wait_for with a zero timeout would not)
             await semaphore.acquire()
-            return
-        try:
-            await asyncio.wait_for(semaphore.acquire(), settings.queue_timeout)
-        except TimeoutError:
-            raise ApiError(429, f"the server is busy ({settings.max_pending} requests queued or generating); "
-                           "retry later", type_="rate_limit_error", code="rate_limit_exceeded") from None
+        else:
+            try:
+                await asyncio.wait_for(semaphore.acquire(), settings.queue_timeout)
+            except TimeoutError:
+                raise ApiError(429, f"the server is busy ({settings.max_pending} requests queued or generating); "
+                               "retry later", type_="rate_limit_error", code="rate_limit_exceeded") from None
+        metrics.in_flight.inc()
 
-    def submit(conversation: list[dict], sampling: Sampling, on_piece: Any = None) -> asyncio.Future:
+    def submit(conversation: list[dict], sampling: Sampling, record: RequestRecord, on_piece: Any = None
+               ) -> asyncio.Future:
         """Hand a job to the batcher; the future settles (and the slot frees) when the worker is done with it."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
@@ -215,20 +269,34 @@ def create_app(batcher: Batcher, settings: ServeSettings) -> Any:
 
         def settle(completion: Completion | None, exc: BaseException | None) -> None:
             semaphore.release()
+            metrics.in_flight.dec()
             if not future.done():
                 future.set_exception(exc) if exc else future.set_result(completion)
 
+        def started(size: int) -> None:  # in the worker thread
+            record.generation_started, record.batch_size = time.monotonic(), size
+            metrics.queue_depth.dec()
+
         job = Job(conversation, sampling, lambda c, e: loop.call_soon_threadsafe(settle, c, e),
-                  None if on_piece is None else lambda piece: loop.call_soon_threadsafe(on_piece, piece))
+                  None if on_piece is None else lambda piece: loop.call_soon_threadsafe(on_piece, piece), started)
+        metrics.queue_depth.inc()
         batcher.submit(job)
         return future
+
+    def answered(record: RequestRecord, completion: Completion) -> None:
+        record.prompt_tokens, record.completion_tokens = completion.prompt_tokens, completion.completion_tokens
+        record.answer, record.finish_reason = completion.text, completion.finish_reason
+        if record.first_token is None:
+            record.first_token = time.monotonic()
 
     def usage(completion: Completion) -> dict[str, int]:
         return {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
                 "total_tokens": completion.prompt_tokens + completion.completion_tokens}
 
     async def chat(request: Request) -> Any:
+        record = record_of(request)
         if not authorized(request):
+            record.error_code = "invalid_api_key"
             return unauthorized()
         body = await read_body(request)
         try:
@@ -236,37 +304,45 @@ def create_app(batcher: Batcher, settings: ServeSettings) -> Any:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ApiError(400, f"the request body is not valid JSON ({exc})") from None
         conversation, sampling, stream, include_usage = parse_chat_request(data, settings)
+        record.stream, record.conversation = stream, conversation
         sampling, warnings = fit_window(batcher.engine, conversation, sampling)
         await admit()
-        head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": settings.model_id}
+        head = {"id": record.id, "created": int(record.created), "model": settings.model_id}
         if not stream:
             try:
-                completion = await submit(conversation, sampling)
+                completion = await submit(conversation, sampling, record)
             except Exception:  # noqa: BLE001 - logged by the batcher
+                record.error_code = "server_error"
                 return error(500, "generation failed; see the server's log", type_="server_error")
+            answered(record, completion)
             return JSONResponse({**head, "object": "chat.completion", "choices": [{
                 "index": 0, "message": {"role": "assistant", "content": completion.text}, "logprobs": None,
                 "finish_reason": completion.finish_reason}], "usage": usage(completion),
                 **({"warnings": warnings} if warnings else {})})
         pieces: asyncio.Queue = asyncio.Queue()
-        done = submit(conversation, sampling, pieces.put_nowait)
+        done = submit(conversation, sampling, record, pieces.put_nowait)
         done.add_done_callback(lambda _: pieces.put_nowait(None))
-        return StreamingResponse(events(head, pieces, done, include_usage, warnings), media_type="text/event-stream",
+        return StreamingResponse(events(head, pieces, done, include_usage, warnings, record),
+                                 media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     async def events(head: dict, pieces: asyncio.Queue, done: asyncio.Future, include_usage: bool,
-                     warnings: list[str]) -> AsyncIterator[str]:
+                     warnings: list[str], record: RequestRecord) -> AsyncIterator[str]:
         def chunk(delta: dict | None, finish: str | None = None, **extra: Any) -> str:
             choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
             return f"data: {json.dumps({**head, 'object': 'chat.completion.chunk', 'choices': choices, **extra})}\n\n"
 
         yield chunk({"role": "assistant", "content": ""})
         while (piece := await pieces.get()) is not None:
+            if record.first_token is None:
+                record.first_token = time.monotonic()
             yield chunk({"content": piece})
         if done.exception() is not None:
+            record.error_code = "server_error"
             yield f"data: {json.dumps(error_body('generation failed; see the server log', 'server_error'))}\n\n"
         else:
             completion = done.result()
+            answered(record, completion)
             yield chunk({}, completion.finish_reason, **({"warnings": warnings} if warnings else {}))
             if include_usage:
                 yield chunk(None, usage=usage(completion))
@@ -287,7 +363,13 @@ def create_app(batcher: Batcher, settings: ServeSettings) -> Any:
     async def health(request: Request) -> Any:
         return JSONResponse({"status": "ok", **batcher.stats()})
 
+    async def scrape(request: Request) -> Any:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        if (record := request.scope.get("state", {}).get("record")) is not None:
+            record.error_code = exc.code or exc.type
         return error(exc.status, exc.message, exc.type, exc.code, exc.param)
 
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -299,6 +381,8 @@ def create_app(batcher: Batcher, settings: ServeSettings) -> Any:
         return error(500, "internal server error; see the server's log", type_="server_error")
 
     routes = [Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models, methods=["GET"]),
-              Route("/v1/models/{model:path}", model, methods=["GET"]), Route("/health", health, methods=["GET"])]
+              Route("/v1/models/{model:path}", model, methods=["GET"]), Route("/health", health, methods=["GET"]),
+              Route("/metrics", scrape, methods=["GET"])]
     return Starlette(routes=routes, exception_handlers={ApiError: api_error, HTTPException: http_error,
-                                                        Exception: server_error})
+                                                        Exception: server_error},
+                     middleware=[Middleware(ObservedRequests, path="/v1/chat/completions", finish=finish)])

@@ -61,6 +61,9 @@ def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
 
     for name in PIPELINE_COMMANDS:
         add(name, [common, config, pipeline, which] if name == "evaluate" else [common, config, pipeline])
+    subparsers["evaluate"].add_argument(
+        "--questions", metavar="FILE.jsonl", help="score the version on these questions instead of the test split "
+        "(a `serve --capture` file: lines with a 'reference' are scored, the others skipped); no pipeline runs")
     use = add("use", [common, config, which])
     mode = use.add_argument_group("what to do (at least one)")
     mode.add_argument("--interactive", action="store_true", help="chat with history and streamed replies")

@@ -74,6 +74,21 @@ def pipeline_command(args: argparse.Namespace) -> int:
     return 0 if summary["status"] in ("completed", "scheduled") else 1
 
 
+def evaluate_command(args: argparse.Namespace) -> int:
+    """evaluate: the pipeline on the test split, or with --questions FILE the captured questions, here."""
+    if not getattr(args, "questions", None):
+        return pipeline_command(args)
+    from runner.evaluate_questions import check_questions_args, evaluate_questions
+
+    check_questions_args(args)
+    cfg = load_config(args.config, args.overrides)
+    if args.summary:
+        check_summary_path(Path(args.summary))
+    adapter, label = prepare(cfg, args)
+    return evaluate_questions(cfg, with_base_model_here(cfg, adapter, args) if adapter is not None else None,
+                              label, args)
+
+
 def use_command(args: argparse.Namespace) -> int:
     from llm_trainer.chat import check_input_file, check_merge_target
 
@@ -142,8 +157,9 @@ class Command:
 COMMANDS = {
     "process": Command(pipeline_command, "load -> preprocess -> tokenize"),
     "train": Command(pipeline_command, "process (cached when unchanged) -> QLoRA training, tracked in MLflow"),
-    "evaluate": Command(pipeline_command,
-                        "process (cached) -> evaluate the base model, or --adapter / --model-version"),
+    "evaluate": Command(evaluate_command,
+                        "process (cached) -> evaluate the base model, or --adapter / --model-version; "
+                        "--questions FILE: captured questions"),
     "full": Command(pipeline_command,
                     "process -> train -> evaluate base and fine-tuned -> register and promote (default)"),
     "use": Command(use_command,

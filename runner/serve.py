@@ -53,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="how long a request waits for a free slot before 429 (default 10)")
     group.add_argument("--max-body-bytes", type=_positive(int), default=1 << 20, metavar="N",
                        help="larger request bodies get 413 (default 1 MiB)")
+    group.add_argument("--capture", metavar="FILE.jsonl",
+                       help="append each answered request's conversation and answer to FILE (JSONL; never a "
+                            "header or key), for `evaluate --questions FILE` later")
+    group.add_argument("--log-text", action="store_true",
+                       help="the JSON line logged per request (stderr) carries its messages and answer too")
     group.add_argument("--merged", metavar="DIR", help="with --engine vllm: serve this merged model (written by "
                                                        "`use --merge DIR`) instead of the base model + LoRA adapter")
 
@@ -94,6 +99,7 @@ def serve(cfg: Any, adapter: Any, args: argparse.Namespace) -> int:
     from llm_trainer.serving_api import ServeSettings, create_app
 
     sock = bind(args.host, args.port)
+    capture = open_capture(args.capture) if args.capture else None
     if args.engine == "vllm":
         engine: Any = VllmEngine.load(cfg.model, adapter.base_model if adapter else "", adapter.path if adapter
                                       else None, args.merged)
@@ -104,12 +110,15 @@ def serve(cfg: Any, adapter: Any, args: argparse.Namespace) -> int:
                              max_tokens_cap=args.max_tokens_cap,
                              default_max_tokens=min(cfg.evaluation.max_new_tokens, args.max_tokens_cap),
                              max_body_bytes=args.max_body_bytes, max_pending=args.max_pending,
-                             queue_timeout=max(0.0, args.queue_timeout))
+                             queue_timeout=max(0.0, args.queue_timeout), request_log=log_line,
+                             log_text=args.log_text, capture=capture)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     source = args.merged or adapter.path
     print(f"serving '{model_id}' ({source}, engine {args.engine}) at http://{shown}:{port}/v1"
           f"{' (API key required)' if api_key else ''}; Ctrl-C stops it", flush=True)
+    if capture is not None:
+        print(f"capturing answered requests' messages and answers to {capture.path}", flush=True)
     if args.host not in LOOPBACK and not api_key:
         print(f"warning: listening on {args.host} without an API key: anyone who can reach it can use the model "
               f"(set --api-key or ${API_KEY_ENV})", file=sys.stderr, flush=True)
@@ -122,7 +131,27 @@ def serve(cfg: Any, adapter: Any, args: argparse.Namespace) -> int:
     finally:
         batcher.close(timeout=2)  # a generation still running is not waited for: the worker is a daemon thread
         sock.close()
+        if capture is not None:
+            capture.close()
     return 0
+
+
+def log_line(line: str) -> None:
+    """The server's request log: one JSON line per chat request on stderr."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def open_capture(path: str) -> Any:
+    """The capture file, opened for appending before the model loads: a path that cannot take it is one line."""
+    from llm_trainer.errors import UserError
+    from llm_trainer.serving_metrics import CaptureFile
+
+    if Path(path).is_dir():
+        raise UserError(f"--capture {path}: a folder; give a file (JSONL)")
+    try:
+        return CaptureFile(path)
+    except OSError as exc:
+        raise UserError(f"--capture {path}: cannot write there: {exc.strerror or exc}") from None
 
 
 @contextmanager

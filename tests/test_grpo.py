@@ -120,6 +120,7 @@ def test_format_reward_rises_and_the_run_is_tracked(grpo_run):
     tracked = next(metrics for _, metrics in logged if "rewards/format/mean" in metrics)
     assert {"rewards/format/std", "kl", "completions/mean_length", "frac_reward_zero_std", "reward",
             "rewards/FlakyReward/errors"} <= set(tracked)
+    assert {"system/cpu_percent", "system/host_memory_used_mb", "system/process_rss_mb"} <= set(tracked)  # issue 35
     assert any(metrics.get("kl", 0) > 0 for _, metrics in logged)  # beta > 0: the KL to the SFT adapter is measured
     zero_share = [metrics["frac_reward_zero_std"] for _, metrics in logged if "frac_reward_zero_std" in metrics]
     assert all(0 <= share <= 1 for share in zero_share) and any(0 < share for share in zero_share)

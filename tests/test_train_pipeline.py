@@ -86,6 +86,30 @@ def test_mlflow_holds_params_metrics_tags_and_loss_image(first_run):
     assert not (ROOT / "mlruns").exists()
 
 
+def test_mlflow_run_records_system_metrics_and_tokens_per_second_at_each_logging_step(first_run):
+    """CPU and host memory at every training logging step (GPU memory and utilisation where there is a GPU), and
+    tokens/s; the loss chart then has a memory panel beside the loss."""
+    import mlflow
+
+    summary, _ = first_run
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{Path(os.environ['LLM_TRAINER_HOME']) / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("quickstart")
+    (run,) = [r for r in client.search_runs([experiment.experiment_id])
+              if r.data.tags.get("zenml_run_id") == summary["run_id"]]
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss"))
+    assert len(steps) >= 5
+    for name in ("system/cpu_percent", "system/process_cpu_percent", "system/host_memory_used_mb",
+                 "system/host_memory_percent", "system/process_rss_mb", "train_tokens_per_second"):
+        history = client.get_metric_history(run.info.run_id, name)
+        assert set(steps) <= {m.step for m in history}, name  # tokens/s also at the end, with the run's figures
+    rss = [m.value for m in client.get_metric_history(run.info.run_id, "system/process_rss_mb")]
+    assert all(50 < v < 24 * 1024 for v in rss), rss  # MB, not KB or bytes
+    gpu = client.get_metric_history(run.info.run_id, "system/gpu_memory_allocated_mb")
+    assert bool(gpu) == torch.cuda.is_available()
+    png = Path(summary["steps"]["train_model"]["run_dir"], "loss_curve.png").read_bytes()
+    assert int.from_bytes(png[16:20], "big") == 1200  # loss and memory side by side
+
+
 def test_zenml_artifacts_and_cached_rerun(first_run, tmp_path):
     from zenml.client import Client
 

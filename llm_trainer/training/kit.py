@@ -4,7 +4,8 @@ A trainer (QLoRA/SFT, GRPO, ...) is a short ``BaseTrainer.train``: it loads the 
 or full-precision base, prepared for training, with the LoRA adapter to train), builds its arguments from
 ``shared_arguments`` plus its own, resumes from ``resume_checkpoint``, and saves with ``save_adapter``. Its
 transformers (or TRL) Trainer takes ``RunFolderTrainerMixin`` (one-line storage errors, the rank-0 metrics hook) and
-the ``MarkCompleteCheckpoints`` callback (what resume trusts).
+the ``MarkCompleteCheckpoints`` callback (what resume trusts). The mixin also adds the system figures (CPU, host and
+GPU memory, GPU utilisation: llm_trainer/system_metrics.py) to every training logging step's logs.
 """
 
 from __future__ import annotations
@@ -172,10 +173,28 @@ def save_adapter(trainer: Any, model: Any, tokenizer: Any, cfg: Any, base_model:
 
 class RunFolderTrainerMixin:
     """What every trainer of the project does on top of transformers' (or TRL's) Trainer: a checkpoint that cannot
-    be saved (full disk, unwritable folder) is removed and reported in one line, and logged numbers go to the
-    metrics hook once (rank 0)."""
+    be saved (full disk, unwritable folder) is removed and reported in one line, each training logging step carries
+    the system figures (rank 0), and logged numbers go to the metrics hook once (rank 0)."""
 
     on_metrics: MetricsHook | None = None
+    system_sampler: Any = None
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """The Trainer's train, with CPU use measured from its start."""
+        from llm_trainer.system_metrics import SystemSampler
+
+        if self.is_world_process_zero():
+            self.system_sampler = SystemSampler()
+        return super().train(*args, **kwargs)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """A training logging step (one with ``loss``) gets the ``system/*`` figures before it is recorded."""
+        if "loss" in logs and self.system_sampler is not None:
+            try:
+                logs.update(self.system_sampler.sample())
+            except Exception:  # noqa: BLE001 - a figure that cannot be read must not stop training
+                logger.debug("system figures unavailable", exc_info=True)
+        super().log(logs, start_time)
 
     def _save_checkpoint(self, model, trial):
         try:

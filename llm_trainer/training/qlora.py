@@ -19,6 +19,7 @@ from llm_trainer.data.packing import sample_lengths
 from llm_trainer.data.tokenization import IGNORE_INDEX
 from llm_trainer.progress import TrainingProgress
 from llm_trainer import losses
+from llm_trainer.system_metrics import card_peak_tflops, model_flops_utilization, train_flops_per_token
 from llm_trainer.training.base import BaseTrainer, LoraAdapter, MetricsHook, TrainResult
 from llm_trainer.training.kit import (MarkCompleteCheckpoints, RunFolderTrainerMixin, load_policy, one_gpu_per_process,
                                       peak_memory_mb, resume_checkpoint, save_adapter, shared_arguments,
@@ -67,6 +68,10 @@ class QLoraTrainer(BaseTrainer):
         trainer.configure_memory(cfg.training, vocab_size=model.config.vocab_size)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
+            # MFU at each log on a GPU whose peak is known (llm_trainer/system_metrics.py's table)
+            trainer.peak_tflops = card_peak_tflops()
+            trainer.flops_per_token = train_flops_per_token(model, cfg.data.max_seq_length,
+                                                            t.gradient_checkpointing)
         started = time.time()
         trainer._last_log = (0, started)
         trainer.train(resume_from_checkpoint=resume_checkpoint(cfg.training, run_dir / "checkpoints"))
@@ -90,6 +95,8 @@ class QLoraTrainer(BaseTrainer):
             "wall_time_s": round(wall_time, 2),
             "train_tokens_per_second": round(trained_tokens / wall_time, 1) if wall_time else None,
             "peak_memory_mb": peak_memory_mb(),
+            "train_mfu": _round(model_flops_utilization(trainer.input_tokens / wall_time if wall_time else 0.0,
+                                                        trainer.flops_per_token or 0.0, trainer.peak_tflops)),
             "compute_efficiency": compute_efficiency(trainer.data_collator, trainer.train_sampler.lengths[
                 trainer.train_sampler.order()], t.per_device_train_batch_size),
             "tokens_per_step": round(trainer.input_tokens / trainer.micro_batches * trainer.args.world_size
@@ -145,6 +152,9 @@ class _TrackingTrainer(RunFolderTrainerMixin, Trainer):
     offload_activations = False
     loss_compute_dtype: Any = None  # the output layer's dtype in the chunked loss: that of the mixed precision
     _last_log: tuple[int, float | None] = (0, None)
+    _last_input_tokens = 0
+    flops_per_token: float | None = None  # set on a GPU: MFU is logged when the card's peak is known too
+    peak_tflops: float | None = None
 
     def configure_memory(self, training: Any, vocab_size: int) -> None:
         import torch
@@ -190,9 +200,19 @@ class _TrackingTrainer(RunFolderTrainerMixin, Trainer):
                 # Ranks see equal-sized batches; local tokens x world size, no extra communication per log.
                 logs["train_tokens_per_second"] = round(
                     (self.trained_tokens - tokens) * self.args.world_size / (now - since), 1)
+                # MFU per GPU: every token fed (prompt and padding tails too) costs the model's FLOPs.
+                mfu = model_flops_utilization((self.input_tokens - self._last_input_tokens) / (now - since),
+                                              self.flops_per_token or 0.0, self.peak_tflops)
+                if mfu is not None:
+                    logs["train_mfu"] = round(mfu, 4)
             self._last_log = (self.trained_tokens, now)
+            self._last_input_tokens = self.input_tokens
         super().log(logs, start_time)
         self.report_metrics(logs)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _last(history: list[dict[str, Any]], key: str) -> float | None:
