@@ -152,3 +152,23 @@ class TrainingProgress(TrainerCallback):
         self._drawn = False
         if redraw:
             self._draw(state)
+
+
+class ProgressWithFigures(TrainingProgress):
+    """The progress line with figures a trainer logs besides the loss (GRPO's mean reward, DPO's reward margin):
+    ``figures`` maps a logged key to its text, e.g. ``{"reward": "reward {:.3f}"}``, shown once logged."""
+
+    def __init__(self, figures: dict[str, str], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.figures = figures
+        self.values: dict[str, float] = {}
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        """Keep the latest value of each figure, then as the plain progress line."""
+        self.values.update({key: float(logs[key]) for key in self.figures if logs and key in logs})
+        super().on_log(args, state, control, logs=logs, **kwargs)
+
+    def line(self, state: Any) -> str:
+        """The plain line, then each figure logged so far."""
+        return super().line(state) + "".join(f" | {text.format(self.values[key])}"
+                                             for key, text in self.figures.items() if key in self.values)

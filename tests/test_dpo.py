@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.quickstart import prepare_quickstart
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
@@ -31,18 +32,6 @@ DPO_OVERRIDES = ["data.max_seq_length=256", "training.logging_steps=1", "trainin
                  "training.dpo.validation_share=0.2"]
 
 
-def _prepare():
-    from llm_trainer.base_model import prepare_tokenizer
-    from llm_trainer.config import load_config
-    from llm_trainer.data import build_processor
-
-    cfg = load_config(QUICKSTART, SFT_OVERRIDES)
-    processor = build_processor(cfg.data)
-    processed, _ = processor.preprocess(processor.load())
-    tokenizer = prepare_tokenizer(cfg.model, processed["train"])
-    return cfg, processor, processed, tokenizer
-
-
 @pytest.fixture(scope="module")
 def dpo_run(tmp_path_factory):
     """A 30-step SFT run of the quickstart, then 10 DPO steps of dpo_quickstart.yaml going on from its adapter, on
@@ -51,7 +40,7 @@ def dpo_run(tmp_path_factory):
     from llm_trainer.training import build_trainer, run_training
 
     folder = tmp_path_factory.mktemp("dpo")
-    sft_cfg, processor, processed, tokenizer = _prepare()
+    sft_cfg, processor, processed, tokenizer = prepare_quickstart(SFT_OVERRIDES)
     tokenized, _ = processor.tokenize(processed, tokenizer)
     sft = build_trainer(sft_cfg).train(tokenized, tokenizer, folder / "sft")
     overrides = [*DPO_OVERRIDES, f"model.init_adapter={sft.adapter.path}"]

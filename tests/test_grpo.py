@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.quickstart import prepare_quickstart
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
@@ -52,18 +53,6 @@ class ConstantReward:
         return [0.5] * len(completions)
 
 
-def _prepare():
-    from llm_trainer.base_model import prepare_tokenizer
-    from llm_trainer.config import load_config
-    from llm_trainer.data import build_processor
-
-    cfg = load_config(QUICKSTART, SFT_OVERRIDES)
-    processor = build_processor(cfg.data)
-    processed, _ = processor.preprocess(processor.load())
-    tokenizer = prepare_tokenizer(cfg.model, processed["train"])
-    return cfg, processor, processed, tokenizer
-
-
 @pytest.fixture(scope="module")
 def grpo_run(tmp_path_factory):
     """A 12-step SFT run of the quickstart, then 20 GRPO steps of grpo_quickstart.yaml going on from its adapter,
@@ -73,7 +62,7 @@ def grpo_run(tmp_path_factory):
     from llm_trainer.training.grpo import _TrackingGrpoTrainer
 
     folder = tmp_path_factory.mktemp("grpo")
-    sft_cfg, processor, processed, tokenizer = _prepare()
+    sft_cfg, processor, processed, tokenizer = prepare_quickstart(SFT_OVERRIDES)
     tokenized, _ = processor.tokenize(processed, tokenizer)
     sft = build_trainer(sft_cfg).train(tokenized, tokenizer, folder / "sft")
     overrides = [*GRPO_OVERRIDES, f"model.init_adapter={sft.adapter.path}"]

@@ -26,7 +26,7 @@ from trl import DPOConfig, DPOTrainer
 
 from llm_trainer.errors import DataError, UserError
 from llm_trainer.fsutil import write_dir_atomically
-from llm_trainer.progress import TrainingProgress
+from llm_trainer.progress import ProgressWithFigures
 from llm_trainer.training.base import BaseTrainer, LoraAdapter, MetricsHook, TrainResult
 from llm_trainer.training.kit import (MarkCompleteCheckpoints, RunFolderTrainerMixin, load_policy,
                                       lora_weights_in_float32, one_gpu_per_process, peak_memory_mb, resume_checkpoint,
@@ -117,7 +117,8 @@ class DpoTrainer(BaseTrainer):
         return pairs, held_out, counts
 
     def _callbacks(self) -> list[Any]:
-        return [MarkCompleteCheckpoints(), _DpoProgress()]
+        return [MarkCompleteCheckpoints(), ProgressWithFigures({"rewards/margins": "margin {:.3f}",
+                                                                "rewards/accuracies": "pair accuracy {:.2f}"})]
 
     def _verifier_pairs(self, processed: Any, model: Any, tokenizer: Any, run_dir: Path
                         ) -> tuple[Any, dict[str, float]]:
@@ -190,29 +191,8 @@ def _ids(encoded: Any) -> list[int]:
 
 
 class _TrackingDpoTrainer(RunFolderTrainerMixin, DPOTrainer):
-    """Metrics to the project's hook; no Hub model card in the checkpoints."""
-
-    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
-        """TRL writes a Hub model card into the checkpoints folder at every save; the run folder has none."""
+    """Metrics to the project's hook (TRL's rewards/* means included)."""
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         super().log(logs, start_time)  # adds TRL's rewards/* means since the last log to ``logs``
         self.report_metrics(logs)
-
-
-class _DpoProgress(TrainingProgress):
-    """The progress line (step, elapsed, ETA, loss) with the reward margin and accuracy."""
-
-    margin: float | None = None
-    accuracy: float | None = None
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "rewards/margins" in logs:
-            self.margin, self.accuracy = float(logs["rewards/margins"]), logs.get("rewards/accuracies")
-        super().on_log(args, state, control, logs=logs, **kwargs)
-
-    def line(self, state: Any) -> str:
-        text = super().line(state)
-        if self.margin is not None:
-            text += f" | margin {self.margin:.3f}"
-        return text + (f" | pair accuracy {float(self.accuracy):.2f}" if self.accuracy is not None else "")

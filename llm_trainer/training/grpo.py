@@ -23,7 +23,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from llm_trainer.errors import ConfigError
 from llm_trainer.inference import encode_prompts, stop_token_ids
-from llm_trainer.progress import TrainingProgress
+from llm_trainer.progress import ProgressWithFigures
 from llm_trainer.training.base import BaseTrainer, LoraAdapter, MetricsHook, TrainResult
 from llm_trainer.training.kit import (MarkCompleteCheckpoints, RunFolderTrainerMixin, load_policy,
                                       lora_weights_in_float32, one_gpu_per_process, peak_memory_mb, resume_checkpoint,
@@ -61,7 +61,7 @@ class GrpoTrainer(BaseTrainer):
             model=model, reward_funcs=rewards, args=self._grpo_arguments(run_dir / "checkpoints", weights),
             train_dataset=prompts, processing_class=tokenizer, callbacks=self._callbacks())
         trainer.on_metrics, trainer.reward_functions = on_metrics, rewards
-        trainer.remove_callback(PrinterCallback)  # dicts of quoted numbers; _GrpoProgress shows the run
+        trainer.remove_callback(PrinterCallback)  # dicts of quoted numbers; the progress line shows the run
         lora_weights_in_float32(model)
         trainable, total = model.get_nb_trainable_parameters()
         if torch.cuda.is_available():
@@ -89,7 +89,8 @@ class GrpoTrainer(BaseTrainer):
                            history=history, model=model)
 
     def _callbacks(self) -> list[Any]:
-        return [MarkCompleteCheckpoints(), _GrpoProgress()]
+        return [MarkCompleteCheckpoints(), ProgressWithFigures({"reward": "reward {:.3f}",
+                                                                "completions/mean_length": "{:.0f} tokens/answer"})]
 
     def _grpo_arguments(self, output_dir: Path, reward_weights: list[float]) -> GRPOConfig:
         """The kit's shared arguments (learning rate, steps and batch sizes in completions from ``training``), plus
@@ -131,32 +132,11 @@ class _TrackingGrpoTrainer(RunFolderTrainerMixin, GRPOTrainer):
         prompt_ids, _ = encode_prompts(self._tokenizer, prompts, room)
         return prompt_ids, None, {}
 
-    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
-        """TRL writes a Hub model card into the checkpoints folder at every save; the run folder has none."""
-
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
             logs.update(_reward_counts(self.reward_functions))
         super().log(logs, start_time)  # adds TRL's means since the last log to ``logs``
         self.report_metrics(logs)
-
-
-class _GrpoProgress(TrainingProgress):
-    """The progress line (step, elapsed, ETA, loss) with the mean reward and completion length."""
-
-    reward: float | None = None
-    length: float | None = None
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "reward" in logs:
-            self.reward, self.length = float(logs["reward"]), logs.get("completions/mean_length")
-        super().on_log(args, state, control, logs=logs, **kwargs)
-
-    def line(self, state: Any) -> str:
-        text = super().line(state)
-        if self.reward is not None:
-            text += f" | reward {self.reward:.3f}"
-        return text + (f" | {float(self.length):.0f} tokens/answer" if self.length is not None else "")
 
 
 def _reward_counts(rewards: list[RewardFunction]) -> dict[str, int]:

@@ -207,6 +207,9 @@ class RunFolderTrainerMixin:
             raise UserError(f"cannot save the checkpoint {folder}: {cause}; a re-run resumes from the last "
                             "complete checkpoint") from exc
 
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        """TRL writes a Hub model card into the checkpoints folder at every save; the run folder has none."""
+
     def report_metrics(self, logs: dict[str, float]) -> None:
         """Hand the numeric values of logged metrics to the metrics hook, on rank 0."""
         if self.on_metrics is not None and self.is_world_process_zero():
