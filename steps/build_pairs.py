@@ -17,7 +17,7 @@ def build_pairs(
     base_model: BaseModelRef,
     spec: TrainSpec,
     adapter: LoraAdapter | None = None,
-) -> tuple[Annotated[datasets.DatasetDict, "preference_pairs"], Annotated[dict[str, Any], "pairs_counts"]]:
+) -> tuple[Annotated[datasets.DatasetDict, "preference_pairs"], Annotated[dict[str, Any], "pairs_report"]]:
     """Preference pairs for DPO: the starting adapter (``model.init_adapter``; the base model when none) answers the
     train questions, the verifier judges the answers, a correct and a wrong one make a pair; counts by outcome."""
     pairs, counts = pairs_from_adapter(spec, processed_dataset, tokenizer, base_model.name_or_path,

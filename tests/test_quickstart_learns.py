@@ -107,3 +107,34 @@ def test_grpo_on_the_correctness_reward_keeps_the_sft_answers_and_the_gate_holds
     decision = steps["register_model"]
     assert decision["metric"] == "accuracy" and decision["production"] == pytest.approx(sft["accuracy"])
     assert decision["promote"] is (grpo["accuracy"] > sft["accuracy"] and not decision["guards_failed"])
+
+
+def test_dpo_on_verifier_pairs_runs_end_to_end_with_lineage_and_the_gate_holds(quickstart, tmp_path):
+    """configs/dpo_quickstart.yaml end to end from the quickstart's promoted SFT adapter: the build_pairs step makes
+    pairs from that adapter's answers (its input is the adapter artifact: SFT version -> pairs -> DPO version), DPO
+    trains on them, accuracy does not fall below the SFT adapter's beyond the sweep's spread (README, "SFT then
+    DPO"), and the gate's decision follows the accuracy and the guard."""
+    from zenml.client import Client
+
+    _, sft_steps = quickstart
+    summary = tmp_path / "dpo.json"
+    result = run_quickstart("configs/dpo_quickstart.yaml", summary)
+    assert result.returncode == 0, result.stderr[-4000:]
+    record = json.loads(summary.read_text())
+    steps = record["steps"]
+    pairs, train = steps["build_pairs"], steps["train_model"]
+    assert pairs["pairs_questions"] == 1024 and pairs["pairs"] > 100
+    assert train["dpo_train_pairs"] + train["dpo_pairs_too_long"] == pairs["pairs"] - train["dpo_held_out_pairs"]
+    assert train["last_rewards/margins"] > train["first_rewards/margins"]
+    sft, dpo = sft_steps["evaluate_finetuned"], steps["evaluate_finetuned"]
+    sft_learnable, _ = family_accuracy(sft, LEARNABLE_TASKS)
+    dpo_learnable, _ = family_accuracy(dpo, LEARNABLE_TASKS)
+    assert dpo_learnable >= sft_learnable - 0.10, (sft_learnable, dpo_learnable)
+    assert dpo["accuracy"] >= sft["accuracy"] - 0.05, (sft["accuracy"], dpo["accuracy"])
+    decision = steps["register_model"]
+    assert decision["production"] == pytest.approx(sft["accuracy"])
+    assert decision["promote"] is (dpo["accuracy"] > sft["accuracy"] and not decision["guards_failed"])
+    run = Client().get_pipeline_run(record["run_id"])  # lineage: the pairs were made from the loaded SFT adapter
+    built = run.steps["build_pairs"]
+    assert built.inputs["adapter"][0].id == run.steps["load_adapter"].outputs["adapter"][0].id
+    assert run.steps["train_model"].inputs["processed_dataset"][0].id == built.outputs["preference_pairs"][0].id
