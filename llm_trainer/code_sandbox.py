@@ -1,0 +1,301 @@
+"""Run untrusted Python (model output is hostile input) against its tests, in layered isolation.
+
+Each run is a fresh ``python -I -S`` process (``code_harness.py``) in its own temporary folder, started through
+util-linux ``unshare`` and then locked down by the harness before the code runs. The layers, and what each stops:
+
+    process     a new interpreter per problem, isolated mode (no user site, no PYTHON* variables, no script folder
+                on sys.path), a scrubbed environment (HOME and TMPDIR are its folder; no HF_TOKEN or any other
+                variable of the caller), its own session, stdout/stderr to a file capped by RLIMIT_FSIZE
+    pid_ns      a PID namespace: the code sees no process outside it (it cannot signal its parent or the scorer),
+                and when the time limit kills it every process it started dies with it
+    net_ns      a network namespace with only a downed loopback: no connection anywhere, loopback included
+    mount_ns    a mount namespace in which the temporary folder is a private tmpfs (16 MiB, 4,096 files) that
+                vanishes with the process: nothing it writes is left behind
+    landlock    writes only inside that folder; reads only there and in Python's and the system's libraries (not
+                the project, the home folder, /proc or /etc); no TCP bind or connect; from ABI 6 no signals to
+                processes outside the sandbox
+    seccomp     no new process (fork, vfork, clone other than a thread), no exec (no shell), no namespaces,
+                ptrace or mounts: a fork storm or ``subprocess.run("sh")`` fails with EPERM
+    rlimits     CPU seconds, address space, processes, file size and open files
+    verdict     a random nonce, written by the harness to a pipe the host owns only after the last test passed:
+                exiting with status 0 early (os._exit, sys.exit), printing "passed" or killing the harness passes
+                nothing. (The harness shares the code's interpreter, so code written to read the harness's own
+                memory could find the nonce: the verdict stops model output that skips its tests, not an attacker
+                who studies this file.)
+
+``layers()`` says which layers this machine offers. ``CodeSandbox(mode="strict")`` refuses in one line when one is
+missing; ``mode="weak"`` runs with what there is. ``run_many`` runs jobs in parallel, one process each.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from llm_trainer.errors import ConfigError
+
+HARNESS = Path(__file__).with_name("code_harness.py")
+LAYERS = ("process", "pid_ns", "net_ns", "mount_ns", "landlock", "seccomp", "rlimits", "verdict")
+ERRORS = ("no_code", "syntax_error", "wrong_answer", "timeout", "memory", "crashed", "denied")
+MODES = ("strict", "weak")
+MAX_OUTPUT_BYTES = 1 << 20  # stdout + stderr, and any file the code writes (RLIMIT_FSIZE)
+MAX_SOURCE_CHARS = 200_000
+TMPFS_MB = 16
+UNSHARE = ("unshare", "--user", "--map-root-user", "--net", "--mount", "--pid", "--fork", "--kill-child")
+SYSTEM_READ_PATHS = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/etc/ld.so.cache", "/dev/null", "/dev/zero",
+                     "/dev/urandom")
+
+
+class SandboxUnavailable(ConfigError):
+    """The sandbox cannot give the isolation the config asks for (a layer is missing and the mode is strict)."""
+
+
+@dataclass
+class Limits:
+    """What one run may use: wall and CPU seconds, memory (address space), processes, open files."""
+
+    timeout_seconds: float = 5.0
+    memory_mb: int = 1024
+    max_processes: int = 64
+    max_open_files: int = 64
+
+    def rlimits(self) -> dict[str, int]:
+        """The harness's RLIMIT_* values (CPU one second over the wall limit: the wall limit fires first)."""
+        return {"RLIMIT_CPU": int(self.timeout_seconds) + 2, "RLIMIT_AS": self.memory_mb << 20,
+                "RLIMIT_NPROC": self.max_processes, "RLIMIT_FSIZE": MAX_OUTPUT_BYTES,
+                "RLIMIT_NOFILE": self.max_open_files, "RLIMIT_CORE": 0}
+
+
+@dataclass
+class RunResult:
+    """One run's verdict: passed, or why not (a reason of ERRORS), with a short detail and the captured output."""
+
+    passed: bool
+    error: str | None
+    detail: str = ""
+    output: str = ""
+    seconds: float = 0.0
+    layers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Job:
+    """What to run: the program, the setup run before it and the tests (asserts) run after it, in one namespace."""
+
+    program: str
+    tests: str
+    setup: str = ""
+
+
+@lru_cache(maxsize=1)
+def layers() -> dict[str, str]:
+    """Each layer -> "" when this machine offers it, else one line saying why not (probed once per process by a
+    real sandboxed run)."""
+    missing = {name: "" for name in LAYERS}
+    if not sys.platform.startswith("linux"):
+        return {name: f"not Linux ({sys.platform})" if name != "process" and name != "verdict" and name != "rlimits"
+                else "" for name in LAYERS}
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        for name in ("pid_ns", "net_ns", "mount_ns"):
+            missing[name] = "no unshare command (util-linux)"
+    else:
+        probe = subprocess.run([unshare, *UNSHARE[1:], "true"], capture_output=True, text=True, timeout=30)
+        if probe.returncode != 0:
+            why = " ".join(probe.stderr.split())[:160] or f"exit status {probe.returncode}"
+            for name in ("pid_ns", "net_ns", "mount_ns"):
+                missing[name] = f"unshare fails: {why}"
+    probe = _run_batch([Job("pass", "")], Limits(timeout_seconds=20), missing)[0]
+    took = set(probe.layers)
+    if not missing["mount_ns"] and "tmpfs" not in took:
+        missing["mount_ns"] = "no private tmpfs could be mounted"
+    if not any(layer.startswith("landlock") for layer in took):
+        missing["landlock"] = "the kernel offers no Landlock"
+    if "seccomp" not in took:
+        missing["seccomp"] = f"no seccomp filter for this machine ({os.uname().machine})"
+    if not probe.passed:
+        missing["verdict"] = f"a sandboxed run of 'pass' failed: {probe.error} {probe.detail}"[:200]
+    return missing
+
+
+def describe_layers() -> str:
+    """One line: the active layers, and the missing ones with why."""
+    offered = layers()
+    active = [name for name, why in offered.items() if not why]
+    absent = [f"{name} ({why})" for name, why in offered.items() if why]
+    return f"code sandbox layers active: {', '.join(active) or 'none'}" + (
+        f"; missing: {', '.join(absent)}" if absent else "")
+
+
+def check_mode(mode: str) -> dict[str, str]:
+    """The layers to use for ``mode``: in strict mode a SandboxUnavailable (one line) when any is missing."""
+    if mode not in MODES:
+        raise ConfigError(f"evaluation.code_sandbox: unknown mode '{mode}'; known: {', '.join(MODES)}")
+    offered = layers()
+    if mode == "strict" and any(offered.values()):
+        raise SandboxUnavailable(f"{describe_layers()}; refusing to run model-written code (set "
+                                 "evaluation.code_sandbox: weak to run it with the active layers only)")
+    return offered
+
+
+class CodeSandbox:
+    """Runs jobs under ``limits`` with the layers ``mode`` allows (strict: all of them, or refuse)."""
+
+    def __init__(self, limits: Limits | None = None, mode: str = "strict"):
+        self.limits = limits or Limits()
+        self.mode = mode
+        self.offered = check_mode(mode)
+
+    def run(self, job: Job) -> RunResult:
+        """One job in a fresh sandboxed process: the verdict, never an exception for what the code does."""
+        return _run_batch([job], self.limits, self.offered)[0]
+
+    def run_many(self, jobs: list[Job], workers: int | None = None) -> list[RunResult]:
+        """The jobs, each in a fresh sandboxed process, through ``workers`` fork servers at once (default: the CPU
+        count; jobs dealt to them in turn); results in the jobs' order."""
+        workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+        if workers <= 1:
+            return _run_batch(jobs, self.limits, self.offered)
+        shares = [list(range(start, len(jobs), workers)) for start in range(workers)]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(lambda share: _run_batch([jobs[i] for i in share], self.limits, self.offered),
+                                  shares))
+        results: list[RunResult | None] = [None] * len(jobs)
+        for share, part in zip(shares, parts):
+            for index, result in zip(share, part):
+                results[index] = result
+        return [r for r in results if r is not None]
+
+
+def syntax_error(source: str) -> str | None:
+    """Why ``source`` does not compile (one line), or None. Compiled in this process: compiling runs nothing."""
+    if len(source) > MAX_SOURCE_CHARS:
+        return f"over {MAX_SOURCE_CHARS} characters"
+    try:
+        compile(source, "<solution>", "exec")
+    except (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError) as exc:
+        return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+    return None
+
+
+def _command(offered: dict[str, str]) -> list[str]:
+    namespaces = not (offered["pid_ns"] or offered["net_ns"] or offered["mount_ns"])
+    prefix = [shutil.which("unshare") or "unshare", *UNSHARE[1:]] if namespaces else []
+    return [*prefix, sys.executable, "-I", "-S", str(HARNESS), "llm-trainer-code-sandbox"]
+
+
+def _read_paths() -> list[str]:
+    roots = {sys.base_prefix, sys.prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    return sorted(roots) + list(SYSTEM_READ_PATHS)
+
+
+def _run_batch(jobs: list[Job], limits: Limits, offered: dict[str, str]) -> list[RunResult]:
+    """The jobs through fork servers, one after another; a server that dies takes only its current job with it
+    (scored crashed) and a new one runs the rest."""
+    results: list[RunResult | None] = [None] * len(jobs)
+    todo = list(range(len(jobs)))
+    for index in todo:
+        why = syntax_error(jobs[index].program)
+        if why is not None:
+            results[index] = RunResult(False, "syntax_error", why)
+    todo = [i for i in todo if results[i] is None]
+    while todo:
+        done, header = _serve([jobs[i] for i in todo], limits, offered)
+        for position, result in done.items():
+            results[todo[position]] = result
+        missing = [i for position, i in enumerate(todo) if position not in done]
+        if missing:
+            why = "the sandbox did not start" if header is None else "it ended the sandbox's server"
+            results[missing[0]] = RunResult(False, "crashed", why, layers=header or [])
+        todo = missing[1:]
+    return [r for r in results if r is not None]
+
+
+def _serve(jobs: list[Job], limits: Limits, offered: dict[str, str]) -> tuple[dict[int, RunResult], list[str] | None]:
+    """One fork server for ``jobs``: {position: result} for the jobs it judged, and its layers line (None when it
+    never started)."""
+    folder = tempfile.mkdtemp(prefix="llm-trainer-code-")
+    read_end, write_end = os.pipe()
+    spec = {"result_fd": write_end, "folder": folder, "timeout": limits.timeout_seconds,
+            "jobs": [(job.program, job.setup, job.tests) for job in jobs], "limits": limits.rlimits(),
+            "tmpfs_mb": TMPFS_MB if not offered["mount_ns"] else 0,
+            "landlock": not offered["landlock"], "seccomp": not offered["seccomp"], "read_paths": _read_paths()}
+    env = {"PATH": "/usr/bin:/bin", "HOME": folder, "TMPDIR": folder, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+    frames: list[bytes] = []
+    deadline = len(jobs) * (limits.timeout_seconds + 2) + 30
+    try:
+        with open(os.path.join(folder, ".server-errors"), "w+b") as errors:
+            process = subprocess.Popen(_command(offered), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                       stderr=errors, cwd=folder, env=env, pass_fds=(write_end,),
+                                       start_new_session=True)
+            os.close(write_end)
+            write_end = -1
+            reader = threading.Thread(target=_read_frames, args=(read_end, frames), daemon=True)
+            reader.start()
+            try:
+                process.stdin.write(marshal.dumps(spec))
+                process.stdin.close()
+            except OSError:  # it is already gone; the missing results say so
+                pass
+            try:
+                process.wait(timeout=deadline)
+            except subprocess.TimeoutExpired:
+                pass
+            _kill_group(process)
+            reader.join(timeout=10)
+    finally:
+        if write_end >= 0:
+            os.close(write_end)
+        os.close(read_end)
+        shutil.rmtree(folder, ignore_errors=True)
+    if not frames:
+        return {}, None
+    header = [layer for layer in frames[0].decode(errors="replace").split(",") if layer]
+    done: dict[int, RunResult] = {}
+    for frame in frames[1:]:
+        index, passed, reason, detail, output, seconds = marshal.loads(frame)
+        if reason == "sandbox_failed":
+            raise SandboxUnavailable(f"code sandbox: a layer failed to apply in a run: {detail}")
+        done[index] = RunResult(passed, reason, detail, output, seconds, header)
+    return done, header
+
+
+def _read_frames(fd: int, frames: list[bytes]) -> None:
+    """Read the server's length-prefixed records until the pipe closes."""
+    buffer = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            return
+        if not chunk:
+            return
+        buffer += chunk
+        while len(buffer) >= 4 and len(buffer) >= 4 + int.from_bytes(buffer[:4], "little"):
+            size = int.from_bytes(buffer[:4], "little")
+            frames.append(buffer[4:4 + size])
+            buffer = buffer[4 + size:]
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL the server's whole session (unshare, and through --kill-child its PID namespace), then reap it."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL is not ignorable
+        process.kill()
+        process.wait()
