@@ -317,7 +317,7 @@ def main():
     if spec["tmpfs_mb"] and kernel.tmpfs(root, spec["tmpfs_mb"]):
         layers.append("tmpfs")
     os.chdir(root)
-    if kernel is not None and kernel.abi:
+    if spec["landlock"] and kernel.abi:
         layers.append(f"landlock{kernel.abi}")
     if spec["seccomp"] and os.uname().machine in SYSCALLS:
         layers.append("seccomp")

@@ -192,7 +192,8 @@ def syntax_error(source: str) -> str | None:
 def _command(offered: dict[str, str]) -> list[str]:
     namespaces = not (offered["pid_ns"] or offered["net_ns"] or offered["mount_ns"])
     prefix = [shutil.which("unshare") or "unshare", *UNSHARE[1:]] if namespaces else []
-    return [*prefix, sys.executable, "-I", "-S", str(HARNESS), "llm-trainer-code-sandbox"]
+    # The last argument only marks the process (for ps, and for tests that look for anything left running).
+    return [*prefix, sys.executable, "-I", "-S", str(HARNESS), f"llm-trainer-code-sandbox:{os.getpid()}"]
 
 
 def _read_paths() -> list[str]:
