@@ -90,8 +90,8 @@ class CodeDataProcessor(BaseDataProcessor):
         if load_error is not None:
             return load_error, None
         if _text(prompt).strip() and not _text(text).strip():  # HumanEval shape
-            question, entry = _text(prompt), _text(entry_point).strip()
-            reference = (question + _text(solution)) if _text(solution).strip() else ""
+            question, entry = _text(prompt).strip(), _text(entry_point).strip()
+            reference = (prompt + solution) if _text(solution).strip() else ""  # the body continues the prompt
             tests = f"{_text(test).rstrip()}\n\ncheck({entry})" if _text(test).strip() and entry else ""
             setup_code, user = "", humaneval_prompt(question)
         else:  # MBPP shape
