@@ -81,6 +81,12 @@ def main(argv: list[str] | None = None) -> dict:
         figures[f"workers_{workers}"] = {"plain_per_s": round(p, 1), "sandbox_per_s": round(s, 1),
                                          "cost": round(p / s, 2)}
         print(f"{workers:>8} {p:>26.1f} {s:>20.1f} {p / s:>6.2f}x")
+    # One call per answer (CodeSandbox.run: a server started for each), as score_code does for a single answer.
+    few = jobs[:max(20, len(jobs) // 5)]
+    p, _ = rate(plain, few, 1)
+    s, _ = rate(lambda job: sandbox.run(job).passed, few, 1)
+    figures["one_call_per_answer"] = {"plain_per_s": round(p, 1), "sandbox_per_s": round(s, 1), "cost": round(p / s, 2)}
+    print(f"{'1 (run)':>8} {p:>26.1f} {s:>20.1f} {p / s:>6.2f}x   one CodeSandbox.run per answer, no batching")
     return figures
 
 

@@ -1,12 +1,13 @@
 """Regenerate data/code_sample/: Python problems in the MBPP shape (google-research-datasets/mbpp), made offline.
 
 Each row has ``task_id``, ``text`` (the task), ``code`` (a reference solution), ``test_list`` (three asserts),
-``test_setup_code`` (""), ``challenge_test_list`` ([]) and ``task`` (its family). Twelve families: four short
-fixed-shape ones meant to be learnable by the quickstart's tiny model, with twice the share (add a constant,
-multiply by a constant, the first item, the last item: the solution copies a name and a number from the prompt),
-and eight that need more than copying (count a character, reverse a string, parity, the largest of three, a
-factorial, a palindrome test, vowels, a clamp). Every reference solution is checked against its tests here.
-Deterministic: the same seed writes the same file.
+``test_setup_code`` (""), ``challenge_test_list`` ([]) and ``task`` (its family). Twelve families of short
+functions, four of them with twice the share (add a constant, multiply by a constant, the first item, the last item)
+and eight others (count a character, reverse a string, parity, the largest of three, a factorial, a palindrome
+test, vowels, a clamp). What the quickstart's tiny model can learn differs by family: where the body is fixed and
+only the function's name (from a few) or one character comes from the prompt, it learns the family; where the body
+must copy numbers from the prompt (add, multiply, clamp), it gets few or none right (README, "Code generation").
+Every reference solution is checked against its tests here. Deterministic: the same seed writes the same file.
 
     .venv/bin/python scripts/make_code_sample.py [--out data/code_sample/code_sample.jsonl] [--seed 11] [--rows 2000]
 """
@@ -99,20 +100,20 @@ def make(family: str, rng: random.Random) -> tuple[str, str, list[str]]:
     raise ValueError(family)
 
 
-LEARNABLE = ("add_constant", "multiply_constant", "first_item", "last_item")
-HARDER = ("count_char", "reverse_string", "parity", "largest_of_three", "factorial", "palindrome", "count_vowels",
+DOUBLE_SHARE = ("add_constant", "multiply_constant", "first_item", "last_item")
+OTHERS = ("count_char", "reverse_string", "parity", "largest_of_three", "factorial", "palindrome", "count_vowels",
           "clamp")
 
 
 def main() -> None:
-    """Write the sample: the learnable families twice as often as the others, every reference checked."""
+    """Write the sample: four families twice as often as the others, every reference checked."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "code_sample" / "code_sample.jsonl")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--rows", type=int, default=2000)
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    families = [*LEARNABLE, *LEARNABLE, *HARDER]
+    families = [*DOUBLE_SHARE, *DOUBLE_SHARE, *OTHERS]
     records, seen = [], set()
     while len(records) < args.rows:
         family = families[len(records) % len(families)]

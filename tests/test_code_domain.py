@@ -15,6 +15,16 @@ import pytest
 from conftest import ROOT
 
 SAMPLE = ROOT / "data" / "code_sample" / "code_sample.jsonl"
+
+
+def _sandbox_missing() -> bool:
+    from llm_trainer.code_sandbox import layers
+
+    return any(layers().values())
+
+
+# score_code runs in strict mode: on a machine without every sandbox layer it refuses (test_code_sandbox checks that).
+needs_sandbox = pytest.mark.skipif(_sandbox_missing(), reason="this machine lacks a code sandbox layer")
 TESTS = ["assert add(2, 3) == 5", "assert add(-1, 1) == 0"]
 GOOD = "def add(a, b):\n    return a + b"
 
@@ -47,6 +57,7 @@ def test_code_is_extracted_from_fences_or_unfenced_text(text, code):
 
 # --- scoring ------------------------------------------------------------------------------------------------
 
+@needs_sandbox
 def test_score_code_verdicts_and_reasons():
     from llm_trainer.evaluation.code import score_code
 
@@ -138,6 +149,7 @@ def humaneval(**fields):
     return {**row, **fields}
 
 
+@needs_sandbox
 def test_processor_reads_both_shapes_and_drops_by_reason(make_config, write_jsonl, monkeypatch):
     from llm_trainer.data import build_processor, code
 
@@ -202,6 +214,7 @@ def test_shipped_sample_is_what_the_generator_writes(tmp_path):
 
 # --- the GRPO reward --------------------------------------------------------------------------------------------
 
+@needs_sandbox
 def test_tests_pass_reward_scores_like_the_evaluator(make_config):
     from llm_trainer.evaluation.code import join_reference
     from llm_trainer.registry import REWARDS
@@ -219,6 +232,7 @@ def test_tests_pass_reward_scores_like_the_evaluator(make_config):
 # --- end to end, by config only ---------------------------------------------------------------------------------
 
 @pytest.mark.slow
+@needs_sandbox
 def test_code_quickstart_full_pipeline(tmp_path):
     summary = tmp_path / "summary.json"
     small = ["data.max_samples=300", "training.max_steps=3", "training.eval_steps=3", "evaluation.max_samples=6",
