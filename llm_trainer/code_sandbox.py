@@ -249,10 +249,8 @@ def _serve(jobs: list[Job], limits: Limits, offered: dict[str, str]) -> tuple[di
                 process.stdin.close()
             except OSError:  # it is already gone; the missing results say so
                 pass
-            try:
-                process.wait(timeout=deadline)
-            except subprocess.TimeoutExpired:
-                pass
+            # The pipe closes when the server exits: joining the reader waits without Popen.wait's polling sleeps.
+            reader.join(timeout=deadline)
             _kill_group(process)
             reader.join(timeout=10)
     finally:
