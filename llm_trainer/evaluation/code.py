@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from llm_trainer.code_sandbox import ERRORS, CodeSandbox, Job, Limits
+from llm_trainer.code_sandbox import ERRORS, CodeSandbox, Job, Limits, check_mode
 from llm_trainer.evaluation.base import Answers, BaseEvaluator, EvalResult
 
 TESTS_MARKER = "# --- tests ---"
@@ -179,6 +179,7 @@ class CodeEvaluator(BaseEvaluator):
     def evaluate(self, model: Any, tokenizer: Any, processed_test: Any, tokenized_test: Any) -> EvalResult:
         """Each problem answered (greedy, or ``code_samples`` samples), each answer run against its tests."""
         cfg = self.cfg.evaluation
+        check_mode(cfg.code_sandbox)  # refuse before generating, not after, when a layer is missing
         n = cfg.code_samples
         answers = self.answer_test_questions(model, tokenizer, processed_test) if n == 1 else \
             self._sample(model, tokenizer, processed_test, n)

@@ -100,6 +100,9 @@ class TestsPassReward(BaseReward):
         self.sandbox = getattr(section, "code_sandbox", "strict")
         self.timeout_seconds = getattr(section, "code_timeout_seconds", 5.0)
         self.memory_mb = getattr(section, "code_memory_mb", 1024)
+        from llm_trainer.code_sandbox import check_mode
+
+        check_mode(self.sandbox)  # a missing layer refuses when training starts, not at the first reward
 
     def score(self, completions: list[str], references: list[str], lengths: list[int]) -> list[float]:
         """1 for each completion whose code passes every test of its reference, else 0."""
