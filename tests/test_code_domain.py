@@ -229,6 +229,22 @@ def test_tests_pass_reward_scores_like_the_evaluator(make_config):
     assert reward.timeout_seconds == 3.0 and reward.sandbox == "strict"
 
 
+@needs_sandbox
+def test_tests_pass_reward_through_grpo_settings(make_config):
+    """As GRPO builds it: from the train spec, whose scoring carries the evaluation's sandbox settings."""
+    from llm_trainer.training.rewards import build_rewards
+
+    cfg = make_config(training={"trainer": "grpo", "grpo": {"rewards": {"tests_pass": 1.0}}},
+                      evaluation={"code_timeout_seconds": 2.5, "code_memory_mb": 512})
+    (function,), weights = build_rewards(cfg.train_spec())
+    assert function.__name__ == "tests_pass" and weights == [1.0]
+    assert (function.reward.timeout_seconds, function.reward.memory_mb) == (2.5, 512)
+    values = function(prompts=[[]] * 2, completions=[[{"role": "assistant", "content": f"```python\n{GOOD}\n```"}],
+                                                     "def add(a, b):\n    return 0"],
+                      completion_ids=[[1], [1]], reference_answer=["\n".join(TESTS)] * 2)
+    assert values == [1.0, 0.0] and function.errors == 0
+
+
 # --- end to end, by config only ---------------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -236,7 +252,8 @@ def test_tests_pass_reward_scores_like_the_evaluator(make_config):
 def test_code_quickstart_full_pipeline(tmp_path):
     summary = tmp_path / "summary.json"
     small = ["data.max_samples=300", "training.max_steps=3", "training.eval_steps=3", "evaluation.max_samples=6",
-             "evaluation.max_new_tokens=32", "model.tiny.pretrain_max_tokens=20000",
+             "evaluation.max_new_tokens=32", "model.tiny.pretrain_max_tokens=20000", "evaluation.code_samples=2",
+             "evaluation.code_pass_k=[1, 2]",
              "registry.model_name=code-quickstart-test", f"output_dir={os.environ['LLM_TRAINER_HOME']}/outputs"]
     command = [sys.executable, "run_pipeline.py", "full", "--config", "configs/code_quickstart.yaml",
                "--summary", str(summary)] + [arg for item in small for arg in ("--set", item)]
@@ -245,10 +262,11 @@ def test_code_quickstart_full_pipeline(tmp_path):
     steps = json.loads(summary.read_text())["steps"]
     assert steps["preprocess"]["rows_read"] == 300 and steps["preprocess"]["dropped"] == {}
     for name in ("evaluate_base", "evaluate_finetuned"):
-        metrics = steps[name]
-        assert metrics["examples"] == 6 and 0 <= metrics["pass_at_1"] <= 1
+        metrics = steps[name]  # two sampled answers per problem
+        assert metrics["examples"] == 6 and metrics["samples_per_problem"] == 2
+        assert 0 <= metrics["pass_at_1"] <= metrics["pass_at_2"] <= 1
         failures = sum(v for k, v in metrics.items() if k.startswith("error_"))
-        assert failures == round(6 * (1 - metrics["pass_at_1"]))  # every failed answer has a reason
+        assert failures == round(12 * (1 - metrics["pass_at_1"]))  # every failed answer has a reason
         assert sum(v for k, v in metrics.items() if k.startswith("count_task_")) == 6
     decision = steps["register_model"]
     assert decision["metric"] == "pass_at_1"
