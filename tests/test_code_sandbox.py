@@ -190,3 +190,20 @@ def test_layers_are_reported_and_a_missing_one_is_refused_unless_weak(monkeypatc
     assert "evaluation.code_sandbox: weak" in message
     weak = CodeSandbox(Limits(timeout_seconds=10), mode="weak").run(Job(GOOD, TEST))
     assert weak.passed and not any(x.startswith("landlock") for x in weak.layers)
+
+
+def test_weak_mode_without_namespaces_survives_code_that_kills_the_server(monkeypatch):
+    """Without a PID namespace the code can signal the server: its job is scored crashed and a new server judges
+    the rest of the batch."""
+    from llm_trainer import code_sandbox
+
+    offered = {**layers(), **{name: "switched off for the test" for name in ("pid_ns", "net_ns", "mount_ns",
+                                                                              "landlock", "seccomp")}}
+    monkeypatch.setattr(code_sandbox, "layers", lambda: offered)
+    jobs = [Job(GOOD, TEST), Job("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n" + GOOD, TEST),
+            Job(GOOD, TEST), Job("def add(a, b):\n    return 0", TEST)]
+    results = CodeSandbox(Limits(timeout_seconds=10), mode="weak").run_many(jobs, workers=1)
+    assert [(r.passed, r.error) for r in results] == [(True, None), (False, "crashed"), (True, None),
+                                                     (False, "wrong_answer")]
+    assert "server" in results[1].detail
+    assert sandbox_processes() == []
