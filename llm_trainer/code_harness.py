@@ -274,15 +274,21 @@ def run_job(index, job, spec, kernel, root):
     record = read_some(read_end)
     os.close(read_end)
     passed, reason, detail = verdict(status, timed_out, record, nonce)
-    text = os.pread(output, KEEP_OUTPUT, 0).decode(errors="replace")
-    os.close(output)
-    remove(folder)
-    while True:  # reap anything a weak sandbox let the child leave behind (we are init of the PID namespace)
+    init = os.getpid() == 1
+    if init:  # init of the PID namespace: whatever the job left running (no seccomp) dies now
         try:
-            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+            os.kill(-1, signal.SIGKILL)
+        except OSError:
+            pass
+    while True:  # and is reaped (waited for when we are init: nothing of the job outlives it)
+        try:
+            if os.waitpid(-1, 0 if init else os.WNOHANG)[0] == 0:
                 break
         except ChildProcessError:
             break
+    text = os.pread(output, KEEP_OUTPUT, 0).decode(errors="replace")
+    os.close(output)
+    remove(folder)
     return index, passed, reason, detail, text, time.monotonic() - started
 
 

@@ -6,8 +6,9 @@ util-linux ``unshare`` and then locked down by the harness before the code runs.
     process     a new interpreter per problem, isolated mode (no user site, no PYTHON* variables, no script folder
                 on sys.path), a scrubbed environment (HOME and TMPDIR are its folder; no HF_TOKEN or any other
                 variable of the caller), its own session, stdout/stderr to a file capped by RLIMIT_FSIZE
-    pid_ns      a PID namespace: the code sees no process outside it (it cannot signal its parent or the scorer),
-                and when the time limit kills it every process it started dies with it
+    pid_ns      a PID namespace whose init is the fork server: the code sees no process outside it (it cannot
+                signal the server or the scorer), and after each answer (at its time limit or when it ends) the
+                server kills every other process in it, so nothing an answer started outlives it
     net_ns      a network namespace with only a downed loopback: no connection anywhere, loopback included
     mount_ns    a mount namespace in which the temporary folder is a private tmpfs (16 MiB, 4,096 files) that
                 vanishes with the process: nothing it writes is left behind
