@@ -1,31 +1,34 @@
 """Run untrusted Python (model output is hostile input) against its tests, in layered isolation.
 
-Each run is a fresh ``python -I -S`` process (``code_harness.py``) in its own temporary folder, started through
-util-linux ``unshare`` and then locked down by the harness before the code runs. The layers, and what each stops:
+A batch of jobs goes to one fork server (``code_harness.py``, a fresh ``python -I -S`` started through util-linux
+``unshare``); it forks a fresh process per job, in its own folder, which locks itself down before any of the job's
+code runs. The layers, and what each stops:
 
-    process     a new interpreter per problem, isolated mode (no user site, no PYTHON* variables, no script folder
-                on sys.path), a scrubbed environment (HOME and TMPDIR are its folder; no HF_TOKEN or any other
-                variable of the caller), its own session, stdout/stderr to a file capped by RLIMIT_FSIZE
+    process     a new interpreter per batch and a new forked process per job, isolated mode (no user site, no
+                PYTHON* variables, no script folder on sys.path), a scrubbed environment (HOME and TMPDIR are the
+                job's folder; no HF_TOKEN or any other variable of the caller), its own process group,
+                stdout/stderr to a file capped by RLIMIT_FSIZE
     pid_ns      a PID namespace whose init is the fork server: the code sees no process outside it (it cannot
                 signal the server or the scorer), and after each answer (at its time limit or when it ends) the
                 server kills every other process in it, so nothing an answer started outlives it
     net_ns      a network namespace with only a downed loopback: no connection anywhere, loopback included
-    mount_ns    a mount namespace in which the temporary folder is a private tmpfs (16 MiB, 4,096 files) that
-                vanishes with the process: nothing it writes is left behind
-    landlock    writes only inside that folder; reads only there and in Python's and the system's libraries (not
+    mount_ns    a mount namespace in which the server's folder is a private tmpfs (16 MiB, 8,192 files) that
+                vanishes with it: nothing a job writes is left behind (each job's folder is also removed after it)
+    landlock    writes only inside the job's folder; reads only there and in Python's and the system's libraries (not
                 the project, the home folder, /proc or /etc); no TCP bind or connect; from ABI 6 no signals to
                 processes outside the sandbox
     seccomp     no new process (fork, vfork, clone other than a thread), no exec (no shell), no namespaces,
                 ptrace or mounts: a fork storm or ``subprocess.run("sh")`` fails with EPERM
     rlimits     CPU seconds, address space, processes, file size and open files
-    verdict     a random nonce, written by the harness to a pipe the host owns only after the last test passed:
+    verdict     a random nonce per job, written to a pipe the server owns only after the last test passed:
                 exiting with status 0 early (os._exit, sys.exit), printing "passed" or killing the harness passes
-                nothing. (The harness shares the code's interpreter, so code written to read the harness's own
-                memory could find the nonce: the verdict stops model output that skips its tests, not an attacker
-                who studies this file.)
+                nothing. (The nonce is in the job's own interpreter, so code written to read that memory could
+                find it: the verdict stops model output that skips its tests, not an attacker who studies the
+                harness.)
 
 ``layers()`` says which layers this machine offers. ``CodeSandbox(mode="strict")`` refuses in one line when one is
-missing; ``mode="weak"`` runs with what there is. ``run_many`` runs jobs in parallel, one process each.
+missing; ``mode="weak"`` runs with what there is. ``run_many`` deals jobs to one server per worker (parallel);
+a server that dies (only possible without the PID namespace) costs only the job it was running.
 """
 
 from __future__ import annotations
