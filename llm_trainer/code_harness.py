@@ -41,6 +41,7 @@ class Kernel:
         self.libc = ctypes.CDLL(None, use_errno=True)
         self.libc.syscall.restype = ctypes.c_long
         self.abi = max(0, self.libc.syscall(LL_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(1)))
+        self.program = None  # the seccomp filter, built by seccomp_program
 
     def tmpfs(self, folder, size_mb):
         """Mount a fresh tmpfs (size and inode capped) over ``folder``; it vanishes with the mount namespace."""
@@ -83,8 +84,18 @@ class Kernel:
         return restricted
 
     def seccomp(self):
+        """Install the seccomp filter (built once, in the server, before any fork). True when installed."""
+        if self.program is None:
+            self.program = self.seccomp_program()
+        if self.program is False:
+            return False
+        return self.libc.prctl(38, 1, 0, 0, 0) == 0 and self.libc.prctl(
+            22, 2, self.ctypes.byref(self.program[0]), 0, 0) == 0
+
+    def seccomp_program(self):
         """A filter that fails process creation (fork, vfork, clone other than a thread; clone3 says ENOSYS so libc
-        falls back to clone), exec, namespaces, ptrace and mounts with EPERM. True when installed."""
+        falls back to clone), exec, namespaces, ptrace and mounts with EPERM: (program, its filters), or False
+        on a machine whose system call numbers this file does not know."""
         ctypes, arch = self.ctypes, SYSCALLS.get(os.uname().machine)
         if arch is None:
             return False
@@ -108,8 +119,7 @@ class Kernel:
             _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(Filter))]
 
         filters = (Filter * len(body))(*[Filter(*instruction) for instruction in body])
-        program = Program(len(body), filters)
-        return self.libc.prctl(38, 1, 0, 0, 0) == 0 and self.libc.prctl(22, 2, ctypes.byref(program), 0, 0) == 0
+        return Program(len(body), filters), filters
 
 
 def classify(exc):
@@ -137,7 +147,7 @@ def child(job, spec, kernel, folder, pipe, nonce):
         os.closerange(4, 1 << 16)  # the host's result pipe and every other job's descriptors
         os.chdir(folder)
         os.environ.update(HOME=folder, TMPDIR=folder)
-        import resource
+        import resource  # imported by the server before the first fork: a dictionary look-up here
 
         for name, value in spec["limits"].items():
             soft = value
@@ -320,6 +330,10 @@ def main():
     os.open(os.devnull, os.O_RDONLY)  # fd 0 again
     out, root, layers = spec["result_fd"], spec["folder"], []
     kernel = Kernel() if spec["tmpfs_mb"] or spec["landlock"] or spec["seccomp"] else None
+    import resource  # noqa: F401 - for the children, which set their limits with it
+
+    if spec["seccomp"]:
+        kernel.program = kernel.seccomp_program()  # built once; each child only installs it
     if spec["tmpfs_mb"] and kernel.tmpfs(root, spec["tmpfs_mb"]):
         layers.append("tmpfs")
     os.chdir(root)
