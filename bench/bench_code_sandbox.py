@@ -87,6 +87,13 @@ def main(argv: list[str] | None = None) -> dict:
     s, _ = rate(lambda job: sandbox.run(job).passed, few, 1)
     figures["one_call_per_answer"] = {"plain_per_s": round(p, 1), "sandbox_per_s": round(s, 1), "cost": round(p / s, 2)}
     print(f"{'1 (run)':>8} {p:>26.1f} {s:>20.1f} {p / s:>6.2f}x   one CodeSandbox.run per answer, no batching")
+    # One call per answer through a session: the server started once, each answer still a fresh forked process.
+    p, _ = rate(plain, jobs, 1)
+    with sandbox.session() as session:
+        s, _ = rate(lambda job: session.run(job).passed, jobs, 1)
+    figures["session_call_per_answer"] = {"plain_per_s": round(p, 1), "sandbox_per_s": round(s, 1),
+                                          "cost": round(p / s, 2)}
+    print(f"{'1 (ses.)':>8} {p:>26.1f} {s:>20.1f} {p / s:>6.2f}x   one session.run per answer (a server kept)")
     return figures
 
 

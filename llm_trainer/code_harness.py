@@ -1,12 +1,13 @@
 """The fork server that runs inside the code sandbox (``python -I -S code_harness.py``); the library never imports it.
 
 Started by llm_trainer/code_sandbox.py under unshare (it is PID 1 of a fresh PID namespace, so nothing it starts can
-signal it). It reads a batch of jobs (a marshal blob) from stdin, closes stdin, mounts a size-capped private tmpfs on
+signal it). It reads a batch of jobs (a length-prefixed marshal record) from stdin, keeps stdin from its children, mounts a size-capped private tmpfs on
 its folder, and for each job forks a fresh child in a fresh sub-folder. The child, before it runs any of the job's
 code, takes its own process group, sets the resource limits, restricts itself with Landlock and seccomp (exiting
 with status 70 if any of them fails), then runs setup + program + tests in one namespace and, only after the last
 test passed, writes ``V`` + a per-job nonce to its pipe. The server kills the child at the time limit, reads the
-pipe and the wait status, removes the sub-folder and sends the verdict to the host. Only the standard library.
+pipe and the wait status, kills whatever the job left, removes the sub-folder and sends the verdict to the host.
+In a session the host sends further batches on the same pipe. Only the standard library.
 """
 
 import marshal
@@ -323,11 +324,32 @@ def remove(folder):
         pass
 
 
+def read_frame(fd):
+    """One length-prefixed marshal record from ``fd``, or None at its end."""
+    data = b""
+    for size in (4, None):
+        want = 4 if size else int.from_bytes(data, "little")
+        chunk = b""
+        while len(chunk) < want:
+            more = os.read(fd, want - len(chunk))
+            if not more:
+                return None
+            chunk += more
+        if size:
+            data = chunk
+        else:
+            return marshal.loads(chunk)
+    return None
+
+
 def main():
-    """Read the batch, set the sandbox up, run each job, stream the records to the host."""
-    spec = marshal.loads(sys.stdin.buffer.read())
-    os.close(0)
-    os.open(os.devnull, os.O_RDONLY)  # fd 0 again
+    """Read the first batch (with the settings), set the sandbox up, run each job, stream the records to the host;
+    then each further batch the host sends (a session) until it closes the pipe."""
+    jobs_fd = os.dup(0)
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # no child can read the host's later batches from stdin
+    spec = read_frame(jobs_fd)
+    if spec is None:
+        os._exit(0)
     out, root, layers = spec["result_fd"], spec["folder"], []
     kernel = Kernel() if spec["tmpfs_mb"] or spec["landlock"] or spec["seccomp"] else None
     import resource  # noqa: F401 - for the children, which set their limits with it
@@ -343,9 +365,13 @@ def main():
         layers.append("seccomp")
     header = ",".join(layers).encode()
     os.write(out, len(header).to_bytes(4, "little") + header)
-    for index, job in enumerate(spec["jobs"]):
-        record = marshal.dumps(run_job(index, job, spec, kernel, root))
-        os.write(out, len(record).to_bytes(4, "little") + record)
+    batch = spec["jobs"]
+    while batch is not None:
+        for index, job in enumerate(batch):
+            record = marshal.dumps(run_job(index, job, spec, kernel, root))
+            os.write(out, len(record).to_bytes(4, "little") + record)
+        following = read_frame(jobs_fd)
+        batch = None if following is None else following["jobs"]
     os._exit(0)
 
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import marshal
 import os
-import secrets
+import queue
 import shutil
 import signal
 import subprocess
@@ -165,6 +165,10 @@ class CodeSandbox:
         """One job in a fresh sandboxed process: the verdict, never an exception for what the code does."""
         return _run_batch([job], self.limits, self.offered)[0]
 
+    def session(self) -> SandboxSession:
+        """A fork server kept for many calls (a context manager): one job at a time without a server start each."""
+        return SandboxSession(self.limits, self.offered)
+
     def run_many(self, jobs: list[Job], workers: int | None = None) -> list[RunResult]:
         """The jobs, each in a fresh sandboxed process, through ``workers`` fork servers at once (default: the CPU
         count; jobs dealt to them in turn); results in the jobs' order."""
@@ -206,88 +210,151 @@ def _read_paths() -> list[str]:
 
 
 def _run_batch(jobs: list[Job], limits: Limits, offered: dict[str, str]) -> list[RunResult]:
-    """The jobs through fork servers, one after another; a server that dies takes only its current job with it
-    (scored crashed) and a new one runs the rest."""
-    results: list[RunResult | None] = [None] * len(jobs)
-    todo = list(range(len(jobs)))
-    for index in todo:
-        why = syntax_error(jobs[index].program)
-        if why is not None:
-            results[index] = RunResult(False, "syntax_error", why)
-    todo = [i for i in todo if results[i] is None]
-    while todo:
-        done, header = _serve([jobs[i] for i in todo], limits, offered)
-        for position, result in done.items():
-            results[todo[position]] = result
-        missing = [i for position, i in enumerate(todo) if position not in done]
-        if missing:
-            why = "the sandbox did not start" if header is None else "it ended the sandbox's server"
-            results[missing[0]] = RunResult(False, "crashed", why, layers=header or [])
-        todo = missing[1:]
-    return [r for r in results if r is not None]
+    """The jobs through a fork server started for them (and closed after)."""
+    with SandboxSession(limits, offered) as session:
+        return session.run_many(jobs)
 
 
-def _serve(jobs: list[Job], limits: Limits, offered: dict[str, str]) -> tuple[dict[int, RunResult], list[str] | None]:
-    """One fork server for ``jobs``: {position: result} for the jobs it judged, and its layers line (None when it
-    never started)."""
-    folder = tempfile.mkdtemp(prefix="llm-trainer-code-")
-    read_end, write_end = os.pipe()
-    spec = {"result_fd": write_end, "folder": folder, "timeout": limits.timeout_seconds,
-            "jobs": [(job.program, job.setup, job.tests) for job in jobs], "limits": limits.rlimits(),
-            "tmpfs_mb": TMPFS_MB if not offered["mount_ns"] else 0,
-            "landlock": not offered["landlock"], "seccomp": not offered["seccomp"], "read_paths": _read_paths()}
-    env = {"PATH": "/usr/bin:/bin", "HOME": folder, "TMPDIR": folder, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
-    frames: list[bytes] = []
-    deadline = len(jobs) * (limits.timeout_seconds + 2) + 30
-    try:
-        with open(os.path.join(folder, ".server-errors"), "w+b") as errors:
-            process = subprocess.Popen(_command(offered), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                       stderr=errors, cwd=folder, env=env, pass_fds=(write_end,),
-                                       start_new_session=True)
-            os.close(write_end)
-            write_end = -1
-            reader = threading.Thread(target=_read_frames, args=(read_end, frames), daemon=True)
-            reader.start()
+class SandboxSession:
+    """One fork server kept for many calls: ``with sandbox.session() as session: session.run(job)`` pays the
+    server's start once (each job still runs in a fresh forked process and folder). A server that dies (only
+    possible without the PID namespace) costs only the job it was running; the next job starts a new one."""
+
+    def __init__(self, limits: Limits, offered: dict[str, str]):
+        self.limits, self.offered = limits, offered
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> SandboxSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, job: Job) -> RunResult:
+        """One job in a fresh sandboxed process of this session's server."""
+        return self.run_many([job])[0]
+
+    def run_many(self, jobs: list[Job]) -> list[RunResult]:
+        """The jobs one after another through this session's server, results in order."""
+        results: list[RunResult | None] = [None] * len(jobs)
+        for index, job in enumerate(jobs):
+            why = syntax_error(job.program)
+            if why is not None:
+                results[index] = RunResult(False, "syntax_error", why)
+        todo = [i for i, result in enumerate(results) if result is None]
+        while todo:
+            done, header = self._send([jobs[i] for i in todo])
+            for position, result in done.items():
+                results[todo[position]] = result
+            missing = [i for position, i in enumerate(todo) if position not in done]
+            if missing:
+                why = "the sandbox did not start" if header is None else "it ended the sandbox's server"
+                results[missing[0]] = RunResult(False, "crashed", why, layers=header or [])
+            todo = missing[1:]
+        return [r for r in results if r is not None]
+
+    def _send(self, jobs: list[Job]) -> tuple[dict[int, RunResult], list[str] | None]:
+        """One batch to the server (started first if needed): {position: result} for the jobs it judged before it
+        ended, if it did, and its layers (None when it never started)."""
+        batch = [(job.program, job.setup, job.tests) for job in jobs]
+        if self.process is None:
+            self._start(batch)
+        else:
             try:
-                process.stdin.write(marshal.dumps(spec))
-                process.stdin.close()
-            except OSError:  # it is already gone; the missing results say so
-                pass
-            # The pipe closes when the server exits: joining the reader waits without Popen.wait's polling sleeps.
-            reader.join(timeout=deadline)
-            _kill_group(process)
-            reader.join(timeout=10)
-    finally:
-        if write_end >= 0:
+                self.process.stdin.write(_frame({"jobs": batch}))
+                self.process.stdin.flush()
+            except OSError:  # it is gone: a new one takes the batch
+                self.close()
+                self._start(batch)
+        if self.header is None:
+            self.header = self._next(30.0 + self.limits.timeout_seconds)
+            if self.header is None:
+                self.close()
+                return {}, None
+        header = [layer for layer in self.header.decode(errors="replace").split(",") if layer]
+        done: dict[int, RunResult] = {}
+        for _ in jobs:
+            frame = self._next(self.limits.timeout_seconds + 30.0)
+            if frame is None:  # the server ended (or hung past every limit): the rest go to a new one
+                self.close()
+                break
+            index, passed, reason, detail, output, seconds = marshal.loads(frame)
+            if reason == "sandbox_failed":
+                self.close()
+                raise SandboxUnavailable(f"code sandbox: a layer failed to apply in a run: {detail}")
+            done[index] = RunResult(passed, reason, detail, output, seconds, header)
+        return done, header
+
+    def _start(self, batch: list[tuple[str, str, str]]) -> None:
+        self.folder = tempfile.mkdtemp(prefix="llm-trainer-code-")
+        read_end, write_end = os.pipe()
+        spec = {"result_fd": write_end, "folder": self.folder, "timeout": self.limits.timeout_seconds,
+                "jobs": batch, "limits": self.limits.rlimits(),
+                "tmpfs_mb": TMPFS_MB if not self.offered["mount_ns"] else 0, "landlock": not self.offered["landlock"],
+                "seccomp": not self.offered["seccomp"], "read_paths": _read_paths()}
+        env = {"PATH": "/usr/bin:/bin", "HOME": self.folder, "TMPDIR": self.folder, "LANG": "C.UTF-8",
+               "LC_ALL": "C.UTF-8"}
+        self.errors = open(os.path.join(self.folder, ".server-errors"), "w+b")  # noqa: SIM115 - closed in close()
+        try:
+            self.process = subprocess.Popen(_command(self.offered), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                            stderr=self.errors, cwd=self.folder, env=env, pass_fds=(write_end,),
+                                            start_new_session=True)
+        finally:
             os.close(write_end)
-        os.close(read_end)
-        shutil.rmtree(folder, ignore_errors=True)
-    if not frames:
-        return {}, None
-    header = [layer for layer in frames[0].decode(errors="replace").split(",") if layer]
-    done: dict[int, RunResult] = {}
-    for frame in frames[1:]:
-        index, passed, reason, detail, output, seconds = marshal.loads(frame)
-        if reason == "sandbox_failed":
-            raise SandboxUnavailable(f"code sandbox: a layer failed to apply in a run: {detail}")
-        done[index] = RunResult(passed, reason, detail, output, seconds, header)
-    return done, header
+        self.read_end, self.header = read_end, None
+        self.frames: queue.Queue[bytes | None] = queue.Queue()
+        self.reader = threading.Thread(target=_read_frames, args=(read_end, self.frames), daemon=True)
+        self.reader.start()
+        try:
+            self.process.stdin.write(_frame(spec))
+            self.process.stdin.flush()
+        except OSError:  # it is already gone; the missing results say so
+            pass
+
+    def _next(self, timeout: float) -> bytes | None:
+        try:
+            return self.frames.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        """End the server (its PID namespace, and with it anything left in it) and remove its folder."""
+        if self.process is None:
+            return
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+        self.reader.join(timeout=10)  # the pipe closes when the server exits
+        _kill_group(self.process)
+        self.reader.join(timeout=10)
+        os.close(self.read_end)
+        self.errors.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.process = None
 
 
-def _read_frames(fd: int, frames: list[bytes]) -> None:
-    """Read the server's length-prefixed records until the pipe closes."""
+def _frame(record: object) -> bytes:
+    """A length-prefixed marshal record, as the server reads its batches."""
+    data = marshal.dumps(record)
+    return len(data).to_bytes(4, "little") + data
+
+
+def _read_frames(fd: int, frames: queue.Queue) -> None:
+    """Put the server's length-prefixed records on ``frames`` as they come, then None when the pipe closes."""
     buffer = b""
     while True:
         try:
             chunk = os.read(fd, 65536)
         except OSError:
-            return
+            chunk = b""
         if not chunk:
+            frames.put(None)
             return
         buffer += chunk
         while len(buffer) >= 4 and len(buffer) >= 4 + int.from_bytes(buffer[:4], "little"):
             size = int.from_bytes(buffer[:4], "little")
-            frames.append(buffer[4:4 + size])
+            frames.put(buffer[4:4 + size])
             buffer = buffer[4 + size:]
 
 

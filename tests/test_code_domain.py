@@ -77,6 +77,12 @@ def test_score_code_verdicts_and_reasons():
         assert (verdict["correct"], verdict["error"]) == (correct, error), (generation, verdict)
     assert score_code("```python\ndef add(a, b):\n    return a + b + OFFSET\n```", "\n".join(TESTS),
                       setup="OFFSET = 0")["correct"]
+    from llm_trainer.code_sandbox import CodeSandbox, Limits
+
+    with CodeSandbox(Limits(timeout_seconds=3)).session() as session:  # the same verdicts, one server
+        for generation, correct, error in cases:
+            verdict = score_code(generation, TESTS, session=session)
+            assert (verdict["correct"], verdict["error"]) == (correct, error), (generation, verdict)
 
 
 def test_pass_at_k_is_the_unbiased_estimator():

@@ -224,3 +224,19 @@ def test_a_process_left_behind_dies_with_its_job(monkeypatch):
         [Job(straggler, ""), Job(census, "assert alive == [os.getpid()], alive")], workers=1)
     assert [(r.passed, r.error) for r in results] == [(True, None), (True, None)], results[1].detail
     assert sandbox_processes() == []
+
+
+def test_a_session_keeps_one_server_for_many_calls_and_leaves_nothing():
+    jobs = [Job(GOOD, TEST), Job("import os\nos.kill(1, 9)\nos.kill(os.getppid(), 9)", TEST),
+            Job("while True:\n    pass", TEST), Job("import os\nos._exit(0)", TEST), Job(GOOD, TEST),
+            Job("def add(a, b):\n    return 0", TEST), Job("def add(a, b)", TEST), Job(GOOD, TEST)]
+    with CodeSandbox(Limits(timeout_seconds=2)).session() as session:
+        results = [session.run(job) for job in jobs]
+        servers = {session.process.pid}
+        results += session.run_many(jobs[:2])
+        servers.add(session.process.pid)
+    assert [(r.passed, r.error) for r in results] == [
+        (True, None), (False, "denied"), (False, "timeout"), (False, "crashed"), (True, None),
+        (False, "wrong_answer"), (False, "syntax_error"), (True, None), (True, None), (False, "denied")]
+    assert len(servers) == 1 and session.process is None
+    assert sandbox_processes() == []

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from llm_trainer.code_sandbox import ERRORS, CodeSandbox, Job, Limits, check_mode
+from llm_trainer.code_sandbox import ERRORS, CodeSandbox, Job, Limits, SandboxSession, check_mode
 from llm_trainer.evaluation.base import Answers, BaseEvaluator, EvalResult
 
 TESTS_MARKER = "# --- tests ---"
@@ -95,8 +95,9 @@ def _tests_text(tests: str | list[str]) -> str:
 
 def score_code_many(generations: list[str], tests: list[str | list[str]], setups: list[str] | None = None,
                     timeout_seconds: float = 5.0, memory_mb: int = 1024, sandbox: str = "strict",
-                    workers: int | None = None) -> list[dict[str, Any]]:
-    """``score_code`` for many generations at once: the sandbox runs them in parallel (one process each)."""
+                    workers: int | None = None, session: SandboxSession | None = None) -> list[dict[str, Any]]:
+    """``score_code`` for many generations at once: the sandbox runs them in parallel (one process each), or one
+    after another through ``session`` (``CodeSandbox(...).session()``, whose own limits and mode then apply)."""
     setups = setups or [""] * len(generations)
     rows = [{"code": "", "correct": False, "error": None, "error_detail": ""} for _ in generations]
     jobs, where = [], []
@@ -109,17 +110,23 @@ def score_code_many(generations: list[str], tests: list[str | list[str]], setups
         jobs.append(Job(code, _tests_text(test), setup or ""))
         where.append(i)
     if jobs:
-        runner = CodeSandbox(Limits(timeout_seconds=timeout_seconds, memory_mb=memory_mb), mode=sandbox)
-        for i, result in zip(where, runner.run_many(jobs, workers=workers)):
+        if session is not None:
+            results = session.run_many(jobs)
+        else:
+            runner = CodeSandbox(Limits(timeout_seconds=timeout_seconds, memory_mb=memory_mb), mode=sandbox)
+            results = runner.run_many(jobs, workers=workers)
+        for i, result in zip(where, results):
             rows[i].update(correct=result.passed, error=result.error, error_detail=result.detail[:500])
     return rows
 
 
 def score_code(generation: str, tests: str | list[str], setup: str = "", timeout_seconds: float = 5.0,
-               memory_mb: int = 1024, sandbox: str = "strict") -> dict[str, Any]:
+               memory_mb: int = 1024, sandbox: str = "strict", session: SandboxSession | None = None) -> dict[str, Any]:
     """One generation's verdict: ``correct`` (every test passed in the sandbox), ``error`` (None, or why not: no_code,
-    syntax_error, wrong_answer, timeout, memory, crashed, denied), ``error_detail`` and the extracted ``code``."""
-    return score_code_many([generation], [tests], [setup], timeout_seconds, memory_mb, sandbox, workers=1)[0]
+    syntax_error, wrong_answer, timeout, memory, crashed, denied), ``error_detail`` and the extracted ``code``. Each
+    call starts a sandbox server (tens of ms); many calls in a row go faster through a ``session``."""
+    return score_code_many([generation], [tests], [setup], timeout_seconds, memory_mb, sandbox, workers=1,
+                           session=session)[0]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
