@@ -28,7 +28,8 @@ code runs. The layers, and what each stops:
 
 ``layers()`` says which layers this machine offers. ``CodeSandbox(mode="strict")`` refuses in one line when one is
 missing; ``mode="weak"`` runs with what there is. ``run_many`` deals jobs to one server per worker (parallel);
-a server that dies (only possible without the PID namespace) costs only the job it was running.
+``session()`` keeps one server for many calls. A server that dies (only possible without the PID namespace) costs
+only the job it was running.
 """
 
 from __future__ import annotations
