@@ -240,3 +240,27 @@ def test_a_session_keeps_one_server_for_many_calls_and_leaves_nothing():
         (False, "wrong_answer"), (False, "syntax_error"), (True, None), (True, None), (False, "denied")]
     assert len(servers) == 1 and session.process is None
     assert sandbox_processes() == []
+
+
+def test_a_layer_that_will_not_apply_is_reported_missing(monkeypatch):
+    """A kernel that reports Landlock but refuses to apply it: the probe says so instead of failing."""
+    from llm_trainer import code_sandbox
+
+    real = code_sandbox._run_batch
+    calls = []
+
+    def refusing(jobs, limits, offered):
+        calls.append(dict(offered))
+        if not offered["landlock"]:
+            raise code_sandbox.SandboxUnavailable("code sandbox: a layer failed to apply in a run: landlock could "
+                                                  "not be applied")
+        return real(jobs, limits, offered)
+
+    monkeypatch.setattr(code_sandbox, "_run_batch", refusing)
+    code_sandbox.layers.cache_clear()
+    try:
+        offered = code_sandbox.layers()
+    finally:
+        code_sandbox.layers.cache_clear()
+    assert offered["landlock"].startswith("present but could not be applied") and len(calls) == 2
+    assert not offered["seccomp"] and not offered["pid_ns"]
