@@ -6,7 +6,7 @@ functions, four of them with twice the share (add a constant, multiply by a cons
 and eight others (count a character, reverse a string, parity, the largest of three, a factorial, a palindrome
 test, vowels, a clamp). What the quickstart's tiny model can learn differs by family: where the body is fixed and
 only the function's name (from a few) or one character comes from the prompt, it learns the family; where the body
-must copy numbers from the prompt (add, multiply, clamp), it gets few or none right (README, "Code generation").
+must copy numbers from the prompt (add, multiply, clamp), it gets few or none right (README, "Code domain").
 Every reference solution is checked against its tests here. Deterministic: the same seed writes the same file.
 
     .venv/bin/python scripts/make_code_sample.py [--out data/code_sample/code_sample.jsonl] [--seed 11] [--rows 2000]
