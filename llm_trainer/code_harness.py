@@ -356,7 +356,9 @@ def main():
 
     if spec["seccomp"]:
         kernel.program = kernel.seccomp_program()  # built once; each child only installs it
-    if spec["tmpfs_mb"] and kernel.tmpfs(root, spec["tmpfs_mb"]):
+    # Only as init of a fresh PID namespace (started under unshare, with its own mount namespace): a tmpfs mounted
+    # in the caller's mount namespace would outlive the server.
+    if spec["tmpfs_mb"] and os.getpid() == 1 and kernel.tmpfs(root, spec["tmpfs_mb"]):
         layers.append("tmpfs")
     os.chdir(root)
     if spec["landlock"] and kernel.abi:

@@ -207,9 +207,13 @@ def syntax_error(source: str) -> str | None:
     return None
 
 
+def _uses_namespaces(offered: dict[str, str]) -> bool:
+    """Whether the server starts under unshare: only when the PID, network and mount namespaces all work."""
+    return not (offered["pid_ns"] or offered["net_ns"] or offered["mount_ns"])
+
+
 def _command(offered: dict[str, str]) -> list[str]:
-    namespaces = not (offered["pid_ns"] or offered["net_ns"] or offered["mount_ns"])
-    prefix = [shutil.which("unshare") or "unshare", *UNSHARE[1:]] if namespaces else []
+    prefix = [shutil.which("unshare") or "unshare", *UNSHARE[1:]] if _uses_namespaces(offered) else []
     # The last argument only marks the process (for ps, and for tests that look for anything left running).
     return [*prefix, sys.executable, "-I", "-S", str(HARNESS), f"llm-trainer-code-sandbox:{os.getpid()}"]
 
@@ -300,7 +304,8 @@ class SandboxSession:
         read_end, write_end = os.pipe()
         spec = {"result_fd": write_end, "folder": self.folder, "timeout": self.limits.timeout_seconds,
                 "jobs": batch, "limits": self.limits.rlimits(),
-                "tmpfs_mb": TMPFS_MB if not self.offered["mount_ns"] else 0, "landlock": not self.offered["landlock"],
+                # Only inside the namespaces: a tmpfs mounted in the caller's mount namespace would outlive the run.
+                "tmpfs_mb": TMPFS_MB if _uses_namespaces(self.offered) else 0, "landlock": not self.offered["landlock"],
                 "seccomp": not self.offered["seccomp"], "read_paths": _read_paths()}
         env = {"PATH": "/usr/bin:/bin", "HOME": self.folder, "TMPDIR": self.folder, "LANG": "C.UTF-8",
                "LC_ALL": "C.UTF-8"}

@@ -264,3 +264,15 @@ def test_a_layer_that_will_not_apply_is_reported_missing(monkeypatch):
         code_sandbox.layers.cache_clear()
     assert offered["landlock"].startswith("present but could not be applied") and len(calls) == 2
     assert not offered["seccomp"] and not offered["pid_ns"]
+
+
+@pytest.mark.parametrize("switched_off", [("net_ns",), ("pid_ns",), ("mount_ns",), ("pid_ns", "net_ns", "mount_ns")])
+def test_without_the_namespaces_no_tmpfs_is_mounted_where_it_would_outlive_the_run(monkeypatch, switched_off):
+    from llm_trainer import code_sandbox
+
+    offered = {**layers(), **{name: "switched off for the test" for name in switched_off}}
+    monkeypatch.setattr(code_sandbox, "layers", lambda: offered)
+    result = CodeSandbox(Limits(timeout_seconds=10), mode="weak").run(Job(GOOD, TEST))
+    assert result.passed and "tmpfs" not in result.layers
+    assert "llm-trainer-code-" not in Path("/proc/self/mounts").read_text()
+    assert not any(Path(tempfile.gettempdir()).glob("llm-trainer-code-*"))
