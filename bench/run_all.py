@@ -21,7 +21,7 @@ from pathlib import Path
 from bench import common
 
 BENCHMARKS = ["packing", "processing", "generation", "training", "orchestration", "scoring", "freeform", "tiny_build",
-              "max_context", "scale", "sql", "serving"]
+              "max_context", "scale", "sql", "serving", "code_sandbox"]
 
 
 def run(name: str, args: argparse.Namespace) -> dict:
@@ -58,6 +58,9 @@ def run(name: str, args: argparse.Namespace) -> dict:
     if name == "sql":
         from bench.bench_sql import main
         return main(repeats=args.repeats)
+    if name == "code_sandbox":
+        from bench.bench_code_sandbox import main
+        return main(["--repeats", str(args.repeats)])
     from bench.bench_orchestration import main
     return main(repeats=args.repeats)
 

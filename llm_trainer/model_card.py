@@ -16,7 +16,8 @@ import yaml
 from llm_trainer.config import TINY_MODEL_NAME
 
 # Licences of the data sets this project ships configs for (the Hub's own card is the authority).
-KNOWN_LICENCES = {"facebook/natural_reasoning": "cc-by-nc-4.0"}
+KNOWN_LICENCES = {"facebook/natural_reasoning": "cc-by-nc-4.0", "google-research-datasets/mbpp": "cc-by-4.0",
+                  "openai/openai_humaneval": "mit"}
 CARD_FILE = "README.md"
 
 
@@ -38,7 +39,7 @@ class CardInfo:
 
 
 def licence_of(source: str) -> str | None:
-    """The licence of a known Hub data set (natural_reasoning's), else None."""
+    """The licence of a known Hub data set (natural_reasoning, mbpp, openai_humaneval), else None."""
     return KNOWN_LICENCES.get(source)
 
 

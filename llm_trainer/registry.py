@@ -56,13 +56,16 @@ def _is_import_path(value: str) -> bool:
 PROCESSORS = Registry("data.processor", {"reasoning": "llm_trainer.data.reasoning:ReasoningDataProcessor",
                                          "sql": "llm_trainer.data.sql:SqlDataProcessor",
                                          "chat": "llm_trainer.data.conversations:ChatDataProcessor",
-                                         "preference": "llm_trainer.data.preference:PreferenceDataProcessor"})
+                                         "preference": "llm_trainer.data.preference:PreferenceDataProcessor",
+                                         "code": "llm_trainer.data.code:CodeDataProcessor"})
 TRAINERS = Registry("training.trainer", {"qlora": "llm_trainer.training.qlora:QLoraTrainer",
                                          "grpo": "llm_trainer.training.grpo:GrpoTrainer",
                                          "dpo": "llm_trainer.training.dpo:DpoTrainer"})
 REWARDS = Registry("grpo.rewards", {"answer_correct": "llm_trainer.training.rewards:AnswerCorrectReward",
                                     "format": "llm_trainer.training.rewards:FormatReward",
-                                    "length": "llm_trainer.training.rewards:LengthReward"})
+                                    "length": "llm_trainer.training.rewards:LengthReward",
+                                    "tests_pass": "llm_trainer.training.rewards:TestsPassReward"})
 EVALUATORS = Registry("evaluation.evaluator", {"reasoning": "llm_trainer.evaluation.reasoning:ReasoningEvaluator",
                                                "sql": "llm_trainer.evaluation.sql:SqlEvaluator",
-                                               "chat": "llm_trainer.evaluation.conversation:ChatEvaluator"})
+                                               "chat": "llm_trainer.evaluation.conversation:ChatEvaluator",
+                                               "code": "llm_trainer.evaluation.code:CodeEvaluator"})

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from llm_trainer.errors import ConfigError
 from llm_trainer.registry import EVALUATORS
@@ -25,7 +25,7 @@ class JudgeConfig(Section):
 class EvaluationConfig(Section):
     """The ``evaluation`` section: which evaluator scores the test rows, how many, and how answers are judged."""
 
-    evaluator: str = Field("reasoning", description="Evaluator name (registry: reasoning, chat, sql) or "
+    evaluator: str = Field("reasoning", description="Evaluator name (registry: reasoning, chat, sql, code) or "
                            "'module:Class'.")
     max_samples: int | None = Field(200, gt=0, description="Test rows answered by each model (the first ones); all "
                                     "when null. The test loss uses the whole split.")
@@ -46,6 +46,27 @@ class EvaluationConfig(Section):
     sql_timeout_seconds: float = Field(2.0, gt=0, description="sql: deadline for each predicted query; over it "
                                        "the query is wrong and counted as timeout.")
     sql_max_rows: int = Field(10_000, gt=0, description="sql: result rows read at most; a longer result is wrong.")
+    code_sandbox: Literal["strict", "weak"] = Field("strict", description="code: strict refuses to run model-written "
+                                                    "code unless every sandbox layer is active (namespaces, Landlock, "
+                                                    "seccomp, ...); weak runs it with the layers this machine has.")
+    code_timeout_seconds: float = Field(5.0, gt=0, description="code: wall-clock limit for one answer's tests; over "
+                                        "it the answer is wrong and counted as timeout.")
+    code_memory_mb: int = Field(1024, ge=64, description="code: address-space limit of the process that runs an "
+                                "answer; over it the answer is wrong and counted as memory.")
+    code_samples: int = Field(1, gt=0, description="code: answers per problem; 1 is greedy, more are sampled at "
+                              "code_temperature (pass@k needs k of them).")
+    code_pass_k: list[int] = Field([1], description="code: the k of the pass@k metrics (pass_at_<k>), each at most "
+                                   "code_samples.")
+    code_temperature: float = Field(0.8, gt=0, description="code: sampling temperature when code_samples > 1.")
+    code_top_p: float = Field(0.95, gt=0, le=1, description="code: nucleus top_p when code_samples > 1.")
+
+    @model_validator(mode="after")
+    def _k_within_samples(self) -> EvaluationConfig:
+        over = [k for k in self.code_pass_k if not 1 <= k <= self.code_samples]
+        if over:
+            raise ValueError(f"code_pass_k: each k must be between 1 and code_samples ({self.code_samples}); got "
+                             f"{', '.join(map(str, over))}")
+        return self
 
     @field_validator("evaluator")
     @classmethod
@@ -91,6 +112,9 @@ class ScoringSpec(Section):
     numeric_tolerance: float = Field(0.0, description="evaluation.numeric_tolerance.")
     verify_timeout_seconds: int = Field(3, description="evaluation.verify_timeout_seconds.")
     short_answer_max_words: int = Field(20, description="evaluation.short_answer_max_words.")
+    code_sandbox: str = Field("strict", description="evaluation.code_sandbox (the tests_pass reward).")
+    code_timeout_seconds: float = Field(5.0, description="evaluation.code_timeout_seconds.")
+    code_memory_mb: int = Field(1024, description="evaluation.code_memory_mb.")
 
 
 class RegistryConfig(Section):

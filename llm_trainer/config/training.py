@@ -49,7 +49,7 @@ class GrpoConfig(Section):
     (in completions), schedule, optimizer, logging and checkpointing come from ``training`` as for SFT."""
 
     rewards: dict[str, float] = Field({"answer_correct": 1.0, "format": 0.2}, description="Reward name "
-                                      "(answer_correct, format, length, or 'module:Class') -> weight.")
+                                      "(answer_correct, format, length, tests_pass, or 'module:Class') -> weight.")
     num_generations: int = Field(8, ge=2, description="Completions sampled per prompt: one group. "
                                  "training.per_device_train_batch_size counts completions.")
     max_completion_length: int = Field(512, gt=0, description="Tokens sampled per completion, at most.")

@@ -8,6 +8,8 @@ it remembers the range of its values so that a reward constant over a whole run 
                     last final-answer line counts, and lines (or "or"-numbers) stating different answers score 0
     format          1 when a final-answer line is present and states an answer ("Final answer: 8")
     length          0 up to ``length_budget`` completion tokens, then falling linearly to -1 at the limit
+    tests_pass      1 when the completion's code passes its problem's tests in the code sandbox (``score_code``;
+                    the code processor's ``reference_answer`` holds the tests), else 0
 """
 
 from __future__ import annotations
@@ -86,6 +88,30 @@ class LengthReward(BaseReward):
         """0 up to the budget, then down to -1 at max_completion_length, per completion length."""
         span = max(1, self.limit - self.budget)
         return [-min(1.0, max(0, n - self.budget) / span) for n in lengths]
+
+
+class TestsPassReward(BaseReward):
+    """``tests_pass`` reward: the code evaluator's verdict (``score_code``), with the evaluation's sandbox mode, time
+    and memory limits; the completions of a batch run in parallel, each in its own sandboxed process."""
+
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
+        section = getattr(cfg, "scoring", None) or getattr(cfg, "evaluation", None)
+        self.sandbox = getattr(section, "code_sandbox", "strict")
+        self.timeout_seconds = getattr(section, "code_timeout_seconds", 5.0)
+        self.memory_mb = getattr(section, "code_memory_mb", 1024)
+        from llm_trainer.code_sandbox import check_mode
+
+        check_mode(self.sandbox)  # a missing layer refuses when training starts, not at the first reward
+
+    def score(self, completions: list[str], references: list[str], lengths: list[int]) -> list[float]:
+        """1 for each completion whose code passes every test of its reference, else 0."""
+        from llm_trainer.evaluation.code import score_code_many, split_reference
+
+        tests, setups = zip(*(split_reference(r) for r in references)) if references else ((), ())
+        rows = score_code_many(completions, list(tests), list(setups), self.timeout_seconds, self.memory_mb,
+                               self.sandbox)
+        return [1.0 if row["correct"] else 0.0 for row in rows]
 
 
 class RewardFunction:
