@@ -83,7 +83,8 @@ def main() -> None:
                          f"model.init_adapter={sft.adapter.path}"]
             cfg = load_config(args.config, overrides)
             started = time.time()
-            key = hashlib.sha256("|".join(overrides).encode()).hexdigest()[:12]  # a finished run is reused
+            # a finished run of the same config and overrides is reused
+            key = hashlib.sha256("|".join([cfg.model_dump_json(), *overrides]).encode()).hexdigest()[:12]
             grpo = run_training(cfg, tokenized, tokenizer, work / f"{cfg.training.trainer}-{key}", base_model=base_model,
                                 processed=processed)
             seconds = round(time.time() - started, 1)
