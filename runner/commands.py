@@ -156,7 +156,8 @@ class Command:
 
 COMMANDS = {
     "process": Command(pipeline_command, "load -> preprocess -> tokenize"),
-    "train": Command(pipeline_command, "process (cached when unchanged) -> QLoRA training, tracked in MLflow"),
+    "train": Command(pipeline_command, "process (cached when unchanged) -> training (SFT, GRPO or DPO), tracked in "
+                                       "MLflow"),
     "evaluate": Command(evaluate_command,
                         "process (cached) -> evaluate the base model, or --adapter / --model-version; "
                         "--questions FILE: captured questions"),
