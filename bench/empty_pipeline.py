@@ -57,8 +57,9 @@ def evaluate_model(processed_dataset: int, tokenized_dataset: int, tokenizer: st
 
 @step
 def register_model(adapter: str, finetuned_metrics: dict[str, Any], base_metrics: dict[str, Any]) -> tuple[
-        Annotated[dict[str, Any], "promotion_decision"], Annotated[str, "promotion_report"]]:
-    return {"promote": finetuned_metrics["eval_loss"] <= base_metrics["eval_loss"]}, "<p>decision</p>"
+        Annotated[dict[str, Any], "promotion_decision"], Annotated[str, "promotion_report"],
+        Annotated[str, "versions_comparison"]]:
+    return {"promote": finetuned_metrics["eval_loss"] <= base_metrics["eval_loss"]}, "<p>decision</p>", "<table/>"
 
 
 @pipeline

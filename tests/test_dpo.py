@@ -154,6 +154,39 @@ def test_make_pairs_counts_questions_by_outcome():
     assert counts["pairs"] == 2 and len({p[1] for p in pairs}) == 2 and len({p[2] for p in pairs}) == 2
 
 
+def test_code_questions_reach_verifier_pairs_through_the_tests_pass_reward():
+    """A code row's reference is its tests, which no short-answer filter keeps: with the tests_pass verifier the rows
+    are kept, answers are judged by running the tests, and a reply with no code counts as no answer."""
+    from datasets import Dataset
+
+    from llm_trainer.config import load_config
+    from llm_trainer.evaluation.code import join_reference
+    from llm_trainer.training.kit import verifiable_prompts
+    from llm_trainer.training.pairs import make_pairs
+    from llm_trainer.training.rewards import TestsPassReward
+
+    cfg = load_config(DPO_QUICKSTART, ["training.dpo.verifier=tests_pass", "evaluation.code_sandbox=weak"])
+    tests = join_reference("\n".join(f"assert add({a}, {b}) == {a + b}" for a, b in [(2, 3), (-1, 1), (0, 0), (7, 8),
+                                                                                    (10, -4), (100, 1)]))
+    rows = Dataset.from_dict({"messages": [[{"role": "user", "content": "Write add(a, b)."},
+                                            {"role": "assistant", "content": "def add(a, b): return a + b"}]] * 2,
+                              "reference_answer": [tests, ""]})
+    prompts, counts = verifiable_prompts(rows, cfg, trainer="dpo", short_references=False)
+    assert counts == {"dpo_rows": 1, "dpo_rows_without_verifiable_reference": 1}
+    with pytest.raises(Exception, match="verifiable"):
+        verifiable_prompts(rows, cfg, trainer="dpo", short_references=True)  # 6 asserts: no short answer
+    reward = TestsPassReward(cfg)
+    answers = ["```python\ndef add(a, b):\n    return a + b\n```", "```python\ndef add(a, b):\n    return a - b\n```",
+               "I cannot write that.", "```python\nimport os\nos._exit(0)\n```"]
+    scores = np.array([reward.score(answers, [tests] * 4, [10] * 4)])
+    assert scores.tolist() == [[1.0, 0.0, 0.0, 0.0]]
+    pairs, counts = make_pairs([answers], scores, per_question=4, seed=0, answered=reward.answered)
+    assert counts["pairs"] == 1 and pairs[0][1] == answers[0] and pairs[0][2] in answers[1:]
+    assert not reward.answered("I cannot write that.") and reward.answered(answers[1])
+    _, counts = make_pairs([["no code", "none"]], np.zeros((1, 2)), per_question=1, seed=0, answered=reward.answered)
+    assert counts["pairs_no_answer"] == 1
+
+
 def test_dpo_settings_are_checked_before_training():
     from llm_trainer.config import load_config
     from llm_trainer.errors import ConfigError

@@ -24,6 +24,7 @@ from trl import GRPOConfig, GRPOTrainer
 from llm_trainer.errors import ConfigError
 from llm_trainer.inference import encode_prompts, stop_token_ids
 from llm_trainer.progress import ProgressWithFigures
+from llm_trainer.registry import REWARDS
 from llm_trainer.training.base import BaseTrainer, LoraAdapter, MetricsHook, TrainResult
 from llm_trainer.training.kit import (MarkCompleteCheckpoints, RunFolderTrainerMixin, load_policy,
                                       lora_weights_in_float32, one_gpu_per_process, peak_memory_mb, resume_checkpoint,
@@ -49,7 +50,9 @@ class GrpoTrainer(BaseTrainer):
         cfg = self.cfg
         set_seed(cfg.seed)
         run_dir = Path(run_dir)
-        prompts, counts = verifiable_prompts(processed, cfg)
+        short = any(getattr(REWARDS.resolve(name), "needs_short_reference", True)
+                    for name, weight in cfg.training.grpo.rewards.items() if weight)
+        prompts, counts = verifiable_prompts(processed, cfg, short_references=short)
         base_model = self.base_model_for(tokenizer)
         model = load_policy(cfg, base_model)
         model.generation_config.eos_token_id = stop_token_ids(tokenizer)  # ends a turn as at inference

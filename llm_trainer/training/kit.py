@@ -250,9 +250,11 @@ def sum_over_ranks(value: int) -> int:
     return int(total.item())
 
 
-def verifiable_prompts(processed: Any, cfg: Any, trainer: str = "grpo") -> tuple[Any, dict[str, int]]:
-    """The train rows whose reference answer can be verified (single word or short), as TRL's prompt data set:
-    ``prompt`` (the chat turns before the answer) and ``reference_answer``; and how many rows were left out."""
+def verifiable_prompts(processed: Any, cfg: Any, trainer: str = "grpo", short_references: bool = True
+                       ) -> tuple[Any, dict[str, int]]:
+    """The train rows whose reference answer can be verified (single word or short, when ``short_references``: the
+    rewards compare answers; else any non-empty reference, e.g. a test suite), as TRL's prompt data set: ``prompt``
+    (the chat turns before the answer) and ``reference_answer``; and how many rows were left out."""
     split = processed["train"] if hasattr(processed, "keys") else processed
     missing = [c for c in PROMPT_COLUMNS if c not in split.column_names]
     if missing:
@@ -263,11 +265,15 @@ def verifiable_prompts(processed: Any, cfg: Any, trainer: str = "grpo") -> tuple
 
     short_max = scoring_settings(cfg).short_max_words  # the reward's (and the evaluation's) line for "long"
     references = list(split["reference_answer"])  # through the indices mapping of a selected split
-    keep = np.flatnonzero(np.isin([answer_type(r, short_max) for r in references], VERIFIABLE))
+    if short_references:
+        keep = np.flatnonzero(np.isin([answer_type(r, short_max) for r in references], VERIFIABLE))
+    else:
+        keep = np.flatnonzero([bool(r and r.strip()) for r in references])
     counts = {f"{trainer}_rows": len(keep), f"{trainer}_rows_without_verifiable_reference": len(references) - len(keep)}
     if not len(keep):
-        raise DataError(f"training.trainer {trainer}: none of the {len(references)} train rows has a verifiable "
-                        f"(single-word or short) reference answer to reward")
+        what = "verifiable (single-word or short) reference answer" if short_references else "reference"
+        raise DataError(f"training.trainer {trainer}: none of the {len(references)} train rows has a {what} to "
+                        "reward")
     rows = split.select(keep).select_columns(list(PROMPT_COLUMNS))
     prompts = rows.map(lambda batch: {"prompt": [m[:-1] for m in batch["messages"]]}, batched=True,
                        remove_columns=["messages"], desc="prompts")

@@ -18,46 +18,40 @@ from typing import Any
 
 import numpy as np
 
-from llm_trainer.inference import decoding, generate_batch
 from llm_trainer.registry import REWARDS
 from llm_trainer.training.kit import verifiable_prompts
+from llm_trainer.training.reward_variance import sample_answers
 from llm_trainer.training.rewards import RewardFunction, has_final_answer
 
 logger = logging.getLogger(__name__)
 PAIR_COLUMNS = ("prompt", "chosen", "rejected", "reference_answer")
-GENERATION_BATCH = 64  # answers generated at once
 
 
-def sample_and_score(model: Any, tokenizer: Any, questions: Any, cfg: Any) -> tuple[list[list[str]], np.ndarray]:
+def sample_and_score(model: Any, tokenizer: Any, questions: Any, cfg: Any, reward: Any
+                     ) -> tuple[list[list[str]], np.ndarray]:
     """``pairs_samples`` sampled answers to each question (TRL's prompt rows: ``prompt``, ``reference_answer``) and
-    their verifier scores, shaped (questions, samples)."""
+    their scores by ``reward`` (the verifier), shaped (questions, samples)."""
     d = cfg.training.dpo
     k = d.pairs_samples
-    conversations = [prompt for prompt in questions["prompt"] for _ in range(k)]
-    references = [reference for reference in questions["reference_answer"] for _ in range(k)]
-    was_training = model.training
-    model.eval()
-    try:
-        answers = generate_batch(model, tokenizer, conversations, d.pairs_max_new_tokens, GENERATION_BATCH,
-                                 sampling=decoding(d.pairs_temperature))
-    finally:
-        model.train(was_training)
+    conversations, references, answers = sample_answers(model, tokenizer, questions, k, d.pairs_max_new_tokens,
+                                                        d.pairs_temperature)
     texts = [a.text for a in answers]
-    verifier = RewardFunction(d.verifier.rpartition(":")[2], REWARDS.resolve(d.verifier)(cfg))
+    verifier = RewardFunction(d.verifier.rpartition(":")[2], reward)
     scores = np.asarray(verifier(prompts=conversations, completions=texts,
                                  completion_ids=[[0] * a.new_tokens for a in answers], reference_answer=references))
     return [texts[i * k:(i + 1) * k] for i in range(len(questions))], scores.reshape(len(questions), k)
 
 
-def make_pairs(answers: list[list[str]], scores: np.ndarray, per_question: int, seed: int
-               ) -> tuple[list[tuple[int, str, str]], dict[str, int]]:
+def make_pairs(answers: list[list[str]], scores: np.ndarray, per_question: int, seed: int,
+               answered: Any = has_final_answer) -> tuple[list[tuple[int, str, str]], dict[str, int]]:
     """(question index, chosen, rejected) for each question with correct (score >= 1) and wrong (score <= 0)
-    answers: up to ``per_question`` pairs, each distinct answer used once, drawn by the seed; and the counts."""
+    answers: up to ``per_question`` pairs, each distinct answer used once, drawn by the seed; and the counts (a
+    question none of whose answers is ``answered`` counts as no answer)."""
     rng = np.random.default_rng(seed)
     pairs: list[tuple[int, str, str]] = []
     counts = {"pairs_questions": len(answers), "pairs_no_answer": 0, "pairs_no_correct": 0, "pairs_no_wrong": 0}
     for index, (texts, row) in enumerate(zip(answers, scores)):
-        if not any(text.strip() and has_final_answer(text) for text in texts):
+        if not any(text.strip() and answered(text) for text in texts):
             counts["pairs_no_answer"] += 1
             continue
         right = list(dict.fromkeys(t for t, s in zip(texts, row) if s >= 1.0 and t.strip()))
@@ -86,12 +80,15 @@ def build_pairs(model: Any, tokenizer: Any, processed: Any, cfg: Any) -> tuple[A
 
     d = cfg.training.dpo
     started = time.time()
-    questions, counts = verifiable_prompts(processed, cfg, trainer="dpo")
+    reward = REWARDS.resolve(d.verifier)(cfg)
+    questions, counts = verifiable_prompts(processed, cfg, trainer="dpo",
+                                           short_references=getattr(reward, "needs_short_reference", True))
     questions = questions.shuffle(seed=cfg.seed)
     if d.pairs_max_questions is not None:
         questions = questions.select(range(min(d.pairs_max_questions, len(questions))))
-    answers, scores = sample_and_score(model, tokenizer, questions, cfg)
-    pairs, pair_counts = make_pairs(answers, scores, d.pairs_per_question, cfg.seed)
+    answers, scores = sample_and_score(model, tokenizer, questions, cfg, reward)
+    pairs, pair_counts = make_pairs(answers, scores, d.pairs_per_question, cfg.seed,
+                                    getattr(reward, "answered", has_final_answer))
     counts.update(pair_counts, pairs_sampled_accuracy=round(float((scores >= 1.0).mean()), 4),
                   pairs_seconds=round(time.time() - started, 1))
     logger.warning("DPO pairs: %d pairs from %d of %d questions (%d with no correct answer, %d with no wrong one, "

@@ -19,7 +19,23 @@ from llm_trainer.errors import DataError
 from llm_trainer.inference import decoding, generate_batch
 
 logger = logging.getLogger(__name__)
-FILTER_BATCH = 64  # answers generated at once; the prompts are short and the completions capped
+GENERATION_BATCH = 64  # answers generated at once; the prompts are short and the completions capped
+
+
+def sample_answers(model: Any, tokenizer: Any, prompts: Any, k: int, max_new_tokens: int, temperature: float
+                   ) -> tuple[list, list[str], list[Any]]:
+    """``k`` sampled answers to each of ``prompts`` (TRL's prompt rows: ``prompt``, ``reference_answer``), with the
+    model in eval mode meanwhile: the conversations and references, each repeated ``k`` times, and the answers."""
+    conversations = [prompt for prompt in prompts["prompt"] for _ in range(k)]
+    references = [reference for reference in prompts["reference_answer"] for _ in range(k)]
+    was_training = model.training
+    model.eval()
+    try:
+        answers = generate_batch(model, tokenizer, conversations, max_new_tokens, GENERATION_BATCH,
+                                 sampling=decoding(temperature))
+    finally:
+        model.train(was_training)
+    return conversations, references, answers
 
 
 def prompts_with_reward_variance(model: Any, tokenizer: Any, prompts: Any, cfg: Any) -> tuple[Any, dict[str, float]]:
@@ -34,15 +50,8 @@ def prompts_with_reward_variance(model: Any, tokenizer: Any, prompts: Any, cfg: 
     if g.variance_filter_max_prompts is not None:
         examined = examined.select(range(min(g.variance_filter_max_prompts, len(examined))))
     k = g.variance_filter_samples
-    conversations = [prompt for prompt in examined["prompt"] for _ in range(k)]
-    references = [reference for reference in examined["reference_answer"] for _ in range(k)]
-    was_training = model.training
-    model.eval()
-    try:
-        answers = generate_batch(model, tokenizer, conversations, g.max_completion_length, FILTER_BATCH,
-                                 sampling=decoding(g.temperature))
-    finally:
-        model.train(was_training)
+    conversations, references, answers = sample_answers(model, tokenizer, examined, k, g.max_completion_length,
+                                                        g.temperature)
     functions, weights = build_rewards(cfg)  # fresh counters: the run's reward statistics stay the training's own
     total = np.zeros(len(answers))
     for function, weight in zip(functions, weights):

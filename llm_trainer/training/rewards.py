@@ -31,8 +31,17 @@ UNVERIFIABLE = (TIMEOUT, TOO_LONG, TOO_COMPLEX)
 class BaseReward(ABC):
     """Base of the GRPO rewards: ``score`` gives one float per completion."""
 
+    # Whether the reward judges answers to questions with a short reference answer (one word or a few): rows whose
+    # reference is longer are then left out of GRPO and of verifier-built pairs. False for a reward whose reference
+    # is a test suite.
+    needs_short_reference = True
+
     def __init__(self, cfg: Any):
         self.cfg = cfg
+
+    def answered(self, completion: str) -> bool:
+        """Whether a completion gives an answer at all (pairs count the questions no sample answered)."""
+        return bool(completion.strip())
 
     @abstractmethod
     def score(self, completions: list[str], references: list[str], lengths: list[int]) -> list[float]:
@@ -47,6 +56,10 @@ class AnswerCorrectReward(BaseReward):
         super().__init__(cfg)
         self.settings = scoring_settings(cfg)
         self.unverifiable = 0
+
+    def answered(self, completion: str) -> bool:
+        """Whether the completion states an answer on a final-answer line."""
+        return has_final_answer(completion)
 
     def score(self, completions: list[str], references: list[str], lengths: list[int]) -> list[float]:
         """1 for each completion the evaluation's judge finds correct, else 0."""
@@ -103,6 +116,14 @@ class TestsPassReward(BaseReward):
         from llm_trainer.code_sandbox import check_mode
 
         check_mode(self.sandbox)  # a missing layer refuses when training starts, not at the first reward
+
+    needs_short_reference = False  # the reference is the tests
+
+    def answered(self, completion: str) -> bool:
+        """Whether the completion holds code (fenced, or from a def/class/import line)."""
+        from llm_trainer.evaluation.code import extract_code
+
+        return bool(extract_code(completion).strip())
 
     def score(self, completions: list[str], references: list[str], lengths: list[int]) -> list[float]:
         """1 for each completion whose code passes every test of its reference, else 0."""
