@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -70,6 +70,12 @@ class ModelConfig(Section):
                                      "such as 'production', which the runner resolves to its folder.")
     tiny: TinyModelConfig = Field(TinyModelConfig(), description=f"Shape and pre-training budget of the offline "
                                   f"'{TINY_MODEL_NAME}' model.")
+
+    @field_validator("init_adapter", mode="before")
+    @classmethod
+    def _version_number_as_text(cls, value: Any) -> Any:
+        """A version number (``--set model.init_adapter=3``, which YAML reads as an int) names that version."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @field_validator("base_model")
     @classmethod
