@@ -48,4 +48,4 @@ def train_model(
     tracking.log_artifact(run_dir / "loss_curve.png")
     log_metadata(metadata={**result.metrics, "run_dir": str(run_dir)})
     metrics = {**result.metrics, "run_dir": str(run_dir), "base_model": result.adapter.base_model}
-    return result.adapter, metrics, HTMLString(png_html(png, f"{spec.name}: training and validation loss"))
+    return result.adapter, metrics, HTMLString(png_html(png, f"{spec.name}: loss, and memory per logging step"))
