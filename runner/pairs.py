@@ -27,25 +27,19 @@ def check_output(path: Path, overwrite: bool) -> None:
 
 
 def write_pairs(cfg: RunConfig, adapter: LoraAdapter, output: Path, label: str) -> int:
-    """Sample, judge and pair; write the pairs to ``output`` and print the counts. Exit status 0, or 1 with no
-    pair."""
+    """Sample, judge and pair; write the pairs (train and held-out alike: the reader splits its own way) to
+    ``output`` and print the counts. No pair at all is a DataError (one line, exit status 2)."""
     from llm_trainer.data import build_processor
     from llm_trainer.modeling import load_tokenizer
     from llm_trainer.training.pairs import pairs_from_adapter, write_pairs_jsonl
 
     processor = build_processor(cfg.data)
     processed, _ = processor.preprocess(processor.load())
-    print(f"answering {len(processed['train'])} train questions with {label} "
-          f"({cfg.training.dpo.pairs_samples} samples each)", file=sys.stderr, flush=True)
+    d = cfg.training.dpo
+    print(f"answering up to {d.pairs_max_questions or 'all'} of the {len(processed['train'])} train questions with "
+          f"{label} ({d.pairs_samples} samples each)", file=sys.stderr, flush=True)
     tokenizer = load_tokenizer(str(adapter.path), cfg.model)
     splits, counts = pairs_from_adapter(cfg, processed, tokenizer, adapter.base_model, str(adapter.path))
-    staging = output.with_name(f".{output.name}.tmp")
-    written = write_pairs_jsonl(splits["train"], str(staging))
-    with open(staging, "a", encoding="utf-8") as out:  # the held-out pairs too: the reader splits its own way
-        for row in splits["validation"]:
-            out.write(json.dumps({k: row[k] for k in ("prompt", "chosen", "rejected", "reference_answer")},
-                                 ensure_ascii=False) + "\n")
-            written += 1
-    staging.replace(output)
+    write_pairs_jsonl(splits.values(), output)
     print(json.dumps({"output": str(output), **counts}, indent=2))
-    return 0 if written else 1
+    return 0

@@ -90,8 +90,6 @@ class DpoTrainer(BaseTrainer):
     def _pairs(self, processed: Any, model: Any, tokenizer: Any, run_dir: Path) -> tuple[Any, Any, dict[str, float]]:
         """(train pairs, held-out pairs, counts): the data's pairs, or verifier-built ones (saved in the run folder
         and reused by a resumed run), each without the pairs over the length limits."""
-        import datasets
-
         d = self.cfg.training.dpo
         split = processed["train"] if hasattr(processed, "keys") else processed
         if d.pairs == "verifier" and not {"chosen", "rejected"} <= set(split.column_names):
@@ -176,17 +174,20 @@ def preference_rows(split: Any) -> Any:
 def within_lengths(pairs: Any, tokenizer: Any, max_prompt: int, max_length: int) -> tuple[Any, int]:
     """The pairs whose prompt fits ``max_prompt`` tokens and whose prompt plus longer answer fits ``max_length``
     (TRL would cut them, training on answers without their end); and how many were dropped."""
-    prompts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True) for p in pairs["prompt"]]
-    answers = [max(len(tokenizer(c[0]["content"], add_special_tokens=False)["input_ids"]),
-                   len(tokenizer(r[0]["content"], add_special_tokens=False)["input_ids"]))
-               for c, r in zip(pairs["chosen"], pairs["rejected"])]
-    lengths = np.array([len(_ids(p)) for p in prompts])
-    fits = (lengths <= max_prompt) & (lengths + np.array(answers) + 1 <= max_length)  # + the end-of-turn token
+    if not len(pairs):
+        return pairs, 0
+    prompts = _ids(tokenizer.apply_chat_template(list(pairs["prompt"]), add_generation_prompt=True, tokenize=True))
+    lengths = np.array([len(ids) for ids in prompts])
+    answers = [np.array([len(ids) for ids in tokenizer([turns[0]["content"] for turns in pairs[side]],
+                                                       add_special_tokens=False)["input_ids"]])
+               for side in ("chosen", "rejected")]
+    longer = np.maximum(*answers)
+    fits = (lengths <= max_prompt) & (lengths + longer + 1 <= max_length)  # + the end-of-turn token
     return pairs.select(np.flatnonzero(fits)), int((~fits).sum())
 
 
-def _ids(encoded: Any) -> list[int]:
-    """apply_chat_template's token ids (a list, or a BatchEncoding in newer transformers)."""
+def _ids(encoded: Any) -> list[list[int]]:
+    """apply_chat_template's token ids for a batch (lists, or a BatchEncoding in newer transformers)."""
     return encoded["input_ids"] if hasattr(encoded, "keys") else encoded
 
 

@@ -14,6 +14,7 @@ import json
 import logging
 import time
 import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -140,10 +141,16 @@ def pair_splits(pairs: Any, share: float) -> Any:
                                  "validation": pairs.select(np.flatnonzero(held))})
 
 
-def write_pairs_jsonl(pairs: Any, path: str) -> int:
-    """The pairs as JSON lines in the preference processor's pairs_chat shape (``data.processor: preference``
-    reads them back); the number of lines."""
-    with open(path, "w", encoding="utf-8") as out:
-        for row in pairs:
-            out.write(json.dumps({k: row[k] for k in PAIR_COLUMNS}, ensure_ascii=False) + "\n")
-    return len(pairs)
+def write_pairs_jsonl(parts: Any, path: Path) -> int:
+    """Every pair of ``parts`` (Datasets of pairs, e.g. the train and held-out splits) as JSON lines in the
+    preference processor's pairs_chat shape (``data.processor: preference`` reads them back), written to a staging
+    file and renamed into place; the number of lines."""
+    staging = path.with_name(f".{path.name}.tmp")
+    written = 0
+    with open(staging, "w", encoding="utf-8") as out:
+        for part in parts:
+            for row in part.select_columns(list(PAIR_COLUMNS)):
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                written += 1
+    staging.replace(path)
+    return written
