@@ -16,7 +16,6 @@ SFT, evaluation and GRPO; only the answer tokens are scored.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,8 @@ from llm_trainer.fsutil import write_dir_atomically
 from llm_trainer.progress import ProgressWithFigures
 from llm_trainer.training.base import BaseTrainer, LoraAdapter, MetricsHook, TrainResult
 from llm_trainer.training.kit import (MarkCompleteCheckpoints, RunFolderTrainerMixin, load_policy,
-                                      lora_weights_in_float32, one_gpu_per_process, peak_memory_mb, resume_checkpoint,
-                                      save_adapter, shared_arguments)
+                                      lora_weights_in_float32, one_gpu_per_process, peak_memory_mb,
+                                      save_adapter, shared_arguments, timed_train)
 
 PAIRS_FOLDER = "pairs"  # the run's pairs (verifier-built ones cost a generation pass): reused on resume
 TRACKED = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
@@ -44,7 +43,6 @@ class DpoTrainer(BaseTrainer):
     def train(self, processed: Any, tokenizer: Any, run_dir: Path, on_metrics: MetricsHook | None = None
               ) -> TrainResult:
         """DPO on the pairs (built first when configured); held-out pair metrics; save the adapter."""
-        import torch
         from transformers import set_seed
 
         cfg = self.cfg
@@ -61,11 +59,7 @@ class DpoTrainer(BaseTrainer):
         trainer.remove_callback(PrinterCallback)
         lora_weights_in_float32(model)
         trainable, total = model.get_nb_trainable_parameters()
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        started = time.time()
-        trainer.train(resume_from_checkpoint=resume_checkpoint(cfg.training, run_dir / "checkpoints"))
-        wall_time = time.time() - started
+        wall_time = timed_train(trainer, cfg.training, run_dir / "checkpoints")
         held_out_metrics = trainer.evaluate(eval_dataset=held_out) if held_out is not None and len(held_out) else {}
         adapter_dir = save_adapter(trainer, model, tokenizer, cfg, base_model, run_dir, selected_adapters=["default"])
         history = list(trainer.state.log_history)

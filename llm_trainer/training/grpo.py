@@ -14,7 +14,6 @@ the same end-of-turn tokens.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,8 @@ from llm_trainer.progress import ProgressWithFigures
 from llm_trainer.registry import REWARDS
 from llm_trainer.training.base import BaseTrainer, LoraAdapter, MetricsHook, TrainResult
 from llm_trainer.training.kit import (MarkCompleteCheckpoints, RunFolderTrainerMixin, load_policy,
-                                      lora_weights_in_float32, one_gpu_per_process, peak_memory_mb, resume_checkpoint,
-                                      save_adapter, shared_arguments, verifiable_prompts)
+                                      lora_weights_in_float32, one_gpu_per_process, peak_memory_mb,
+                                      save_adapter, shared_arguments, timed_train, verifiable_prompts)
 from llm_trainer.training.reward_variance import prompts_with_reward_variance
 from llm_trainer.training.rewards import RewardFunction, build_rewards, report_constant_rewards
 
@@ -44,7 +43,6 @@ class GrpoTrainer(BaseTrainer):
     def train(self, processed: Any, tokenizer: Any, run_dir: Path, on_metrics: MetricsHook | None = None
               ) -> TrainResult:
         """GRPO on the verifiable train prompts: sample, reward and update the adapter; save it."""
-        import torch
         from transformers import set_seed
 
         cfg = self.cfg
@@ -67,11 +65,7 @@ class GrpoTrainer(BaseTrainer):
         trainer.remove_callback(PrinterCallback)  # dicts of quoted numbers; the progress line shows the run
         lora_weights_in_float32(model)
         trainable, total = model.get_nb_trainable_parameters()
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        started = time.time()
-        trainer.train(resume_from_checkpoint=resume_checkpoint(cfg.training, run_dir / "checkpoints"))
-        wall_time = time.time() - started
+        wall_time = timed_train(trainer, cfg.training, run_dir / "checkpoints")
         constant = report_constant_rewards(rewards)
         # not TRL's frozen "ref" copy of the adapter
         adapter_dir = save_adapter(trainer, model, tokenizer, cfg, base_model, run_dir, selected_adapters=["default"])

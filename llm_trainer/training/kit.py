@@ -148,6 +148,20 @@ def resume_checkpoint(training: Any, checkpoints: Path) -> str | None:
     return str(max(complete, key=lambda p: int(p.name.rsplit("-", 1)[1])))
 
 
+def timed_train(trainer: Any, training: Any, checkpoints: Path) -> float:
+    """Train from the newest complete checkpoint in ``checkpoints`` (resume_checkpoint), with the GPU's peak memory
+    (peak_memory_mb) counted from here; the wall time in seconds."""
+    import time
+
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    started = time.time()
+    trainer.train(resume_from_checkpoint=resume_checkpoint(training, checkpoints))
+    return time.time() - started
+
+
 def save_adapter(trainer: Any, model: Any, tokenizer: Any, cfg: Any, base_model: str, run_dir: Path,
                  **save_kwargs: Any) -> Path:
     """The trained adapter, its tokenizer, its base model's name and its model card in ``run_dir/adapter``,
