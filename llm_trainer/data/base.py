@@ -36,9 +36,25 @@ class BaseDataProcessor(ABC):
 
     # Columns beyond KEPT_COLUMNS that ``format_batch`` returns and the evaluator needs (e.g. a SQL row's schema).
     extra_columns: tuple[str, ...] = ()
+    # The system prompt while data.system_prompt is left at its default, which is the reasoning processor's own: a
+    # domain's instruction (SQL, code), or none (chat and preference data bring their own turns).
+    domain_system_prompt = ""
 
     def __init__(self, cfg: DataConfig):
         self.cfg = cfg
+
+    def system_prompt(self) -> str:
+        """data.system_prompt when the config sets one, else ``domain_system_prompt``."""
+        prompt = self.cfg.system_prompt
+        return self.domain_system_prompt if prompt == DataConfig.model_fields["system_prompt"].default else prompt
+
+    def with_system_prompt(self, turns: list[dict[str, str]]) -> list[dict[str, str]]:
+        """The chat turns after the system prompt (``system_prompt``), unless there is none or they start with
+        their own."""
+        system = self.system_prompt()
+        if not system or (turns and turns[0]["role"] == "system"):
+            return turns
+        return [{"role": "system", "content": system}, *turns]
 
     def load(self) -> datasets.Dataset:
         """The configured source as a Dataset, each row numbered (``row_id``) and its read errors kept."""

@@ -22,7 +22,6 @@ import logging
 from typing import Any
 
 from llm_trainer.code_sandbox import CodeSandbox, Job, Limits, describe_layers, layers
-from llm_trainer.config import DataConfig
 from llm_trainer.data.base import TOO_LONG, BaseDataProcessor
 from llm_trainer.data.text import dedup_key
 from llm_trainer.evaluation.code import join_reference
@@ -62,6 +61,7 @@ class CodeDataProcessor(BaseDataProcessor):
     """``data.processor: code``: Python problems whose reference solution passes their own tests."""
 
     extra_columns = ("task", "reference_code")
+    domain_system_prompt = DEFAULT_SYSTEM_PROMPT
 
     def format_batch(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         """Problems -> chat messages, with the tests as the reference; references checked in the sandbox."""
@@ -106,18 +106,10 @@ class CodeDataProcessor(BaseDataProcessor):
         target = code_target(reference)
         if len(user) + len(target) > self.cfg.max_chars:
             return TOO_LONG, None
-        messages = [{"role": "user", "content": user}, {"role": "assistant", "content": target}]
-        system = self.system_prompt()
-        if system:
-            messages.insert(0, {"role": "system", "content": system})
+        messages = self.with_system_prompt([{"role": "user", "content": user}, {"role": "assistant", "content": target}])
         return None, {"messages": messages, "question": question, "reference": join_reference(tests, setup_code),
                       "task": task if isinstance(task, str) else "", "code": reference.strip(),
                       "dedup": f"{question}\n{tests}", "job": Job(reference, tests, setup_code)}
-
-    def system_prompt(self) -> str:
-        """data.system_prompt, unless it is still the reasoning processor's default (then a code one)."""
-        prompt = self.cfg.system_prompt
-        return DEFAULT_SYSTEM_PROMPT if prompt == DataConfig.model_fields["system_prompt"].default else prompt
 
     @staticmethod
     def _sandbox() -> CodeSandbox:

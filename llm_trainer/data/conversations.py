@@ -48,12 +48,6 @@ def detect_format(columns: list[str]) -> str:
                     "(alpaca); set data.format")
 
 
-def default_system_prompt(cfg: DataConfig) -> str:
-    """data.system_prompt when the config sets one; the reasoning processor's default does not apply here."""
-    default = DataConfig.model_fields["system_prompt"].default
-    return "" if cfg.system_prompt == default else cfg.system_prompt
-
-
 class ChatDataProcessor(BaseDataProcessor):
     """``data.processor: chat``: multi-turn conversations (messages, alpaca or sharegpt rows)."""
 
@@ -147,10 +141,7 @@ class ChatDataProcessor(BaseDataProcessor):
                 if content is not None and not isinstance(content, str):
                     return "malformed_conversation", []
                 messages.append({"role": role, "content": clean_text(content or "")})
-        system = default_system_prompt(self.cfg)
-        if system and (not messages or messages[0]["role"] != "system"):
-            messages.insert(0, {"role": "system", "content": system})
-        return None, messages
+        return None, self.with_system_prompt(messages)
 
     def _check(self, messages: list[dict[str, str]]) -> str | None:
         if any(not m["content"] for m in messages):

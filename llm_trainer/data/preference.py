@@ -22,7 +22,7 @@ import datasets
 
 from llm_trainer.config import DataConfig
 from llm_trainer.data.base import TOO_LONG, BaseDataProcessor
-from llm_trainer.data.conversations import ROLES, default_system_prompt
+from llm_trainer.data.conversations import ROLES
 from llm_trainer.data.text import clean_text, dedup_key
 from llm_trainer.errors import ConfigError, DataError
 
@@ -66,13 +66,11 @@ class PreferenceDataProcessor(BaseDataProcessor):
         """Rows of the pair shape -> prompt turns + chosen answer, and the two answers; bad pairs dropped."""
         out, (load_errors, prompts, chosen, rejected) = self.begin_batch(batch, "load_error", "prompt", "chosen",
                                                                         "rejected")
-        system = default_system_prompt(self.cfg)
         for load_error, prompt, good, bad in zip(load_errors, prompts, chosen, rejected):
             reason, turns, good_text, bad_text = load_error, [], "", ""
             if reason is None:
                 reason, turns, good_text, bad_text = self.pair(prompt, good, bad)
-            if reason is None and system and turns[0]["role"] != "system":
-                turns = [{"role": "system", "content": system}, *turns]
+                turns = self.with_system_prompt(turns)
             if reason is None and sum(len(t["content"]) for t in turns) + len(good_text) + len(bad_text) > \
                     self.cfg.max_chars:
                 reason = TOO_LONG

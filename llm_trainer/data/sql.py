@@ -18,7 +18,6 @@ from typing import Any
 
 import datasets
 
-from llm_trainer.config import DataConfig
 from llm_trainer.data.base import TOO_LONG, BaseDataProcessor
 from llm_trainer.data.sql_transpile import transpile_to_sqlite
 from llm_trainer.data.text import clean_text, dedup_key
@@ -53,6 +52,7 @@ class SqlDataProcessor(BaseDataProcessor):
     """``data.processor: sql``: text-to-SQL rows whose gold query runs on their schema."""
 
     extra_columns = ("sql_context", "sql_complexity", "gold_transpiled")
+    domain_system_prompt = DEFAULT_SYSTEM_PROMPT
 
     def format_batch(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         """Text-to-SQL rows -> chat messages and the columns the SQL evaluator reads."""
@@ -87,16 +87,8 @@ class SqlDataProcessor(BaseDataProcessor):
         user = sql_prompt(context, question)
         if len(user) + len(target) > self.cfg.max_chars:
             return TOO_LONG, None
-        messages = [{"role": "user", "content": user}, {"role": "assistant", "content": target}]
-        system = self.system_prompt()
-        if system:
-            messages.insert(0, {"role": "system", "content": system})
+        messages = self.with_system_prompt([{"role": "user", "content": user}, {"role": "assistant", "content": target}])
         return None, (messages, question, gold, context, transpiled)
-
-    def system_prompt(self) -> str:
-        """data.system_prompt, unless it is still the reasoning processor's default (then a SQL one)."""
-        prompt = self.cfg.system_prompt
-        return DEFAULT_SYSTEM_PROMPT if prompt == DataConfig.model_fields["system_prompt"].default else prompt
 
     def _executable(self, context: str, gold: str) -> tuple[str, str, bool, str | None]:
         """(context and gold SQL for SQLite, whether the gold was transpiled, drop reason or None)."""
