@@ -79,10 +79,11 @@ def against_base(record: VersionRecord, metric: str) -> str:
 
 
 def _short_model(name: str | None) -> str:
-    """A base model as a Hub id, or the last part of a local path."""
+    """A base model as a Hub id, or the last two parts of a local path (a built model's folder is often just
+    ``model``; the part above it tells two builds apart)."""
     if not name:
         return "-"
-    return name.rstrip("/").rsplit("/", 1)[-1] if name.startswith(("/", ".")) else name
+    return ".../" + "/".join(name.rstrip("/").split("/")[-2:]) if name.startswith(("/", ".")) else name
 
 
 def table_rows(records: list[VersionRecord], gate: list[str]) -> tuple[list[str], list[list[str]]]:

@@ -143,3 +143,12 @@ def test_sql_and_chat_metrics_are_compared_by_what_the_gate_uses():
     assert compared_metrics(chat, "eval_loss") == (["eval_loss"], [])
     assert "production: no version" in compare_text("chat", chat, "eval_loss")
     assert compare_png("chat", chat, "eval_loss").startswith(PNG_MAGIC)
+
+
+def test_a_local_base_model_is_named_by_its_last_two_path_parts():
+    from llm_trainer.version_compare import _short_model
+
+    built = "/home/u/.llm_trainer/zenml/local_stores/2457/prepare_base_model/base_model/df1c/b9861ae7/model"
+    assert _short_model(built) == ".../b9861ae7/model"  # not just "model", which every built tiny model is called
+    assert _short_model("meta-llama/Meta-Llama-3-8B-Instruct") == "meta-llama/Meta-Llama-3-8B-Instruct"
+    assert _short_model(None) == "-"
