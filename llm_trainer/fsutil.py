@@ -53,7 +53,13 @@ def write_dir_atomically(target: Path, save: Callable[[str], None], replace: boo
             else:
                 retired.unlink()
         elif not target.exists():
-            os.replace(staging, target)
+            try:
+                os.replace(staging, target)
+            except OSError as error:
+                # Another process finished the same folder between the check and the rename (two runs building one
+                # cached tiny model at once): its complete copy stands and this one is dropped.
+                if error.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not target.is_dir():
+                    raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target

@@ -86,6 +86,31 @@ def test_without_replace_an_existing_folder_is_kept(tmp_path):
     assert (target / "weights.safetensors").read_text() == "first"
 
 
+def test_a_folder_another_process_finished_first_stands_and_this_copy_is_dropped(tmp_path, monkeypatch):
+    """Two runs building one cached model at once: the other one renames its folder into place between this one's
+    check and its rename (which then fails with ENOTEMPTY). Theirs stands, no staging folder is left, no error."""
+    target = tmp_path / "model"
+    real_replace = os.replace
+
+    def the_other_run_wins(source, destination):
+        Path(destination).mkdir()
+        write_files("theirs")(str(destination))  # their complete folder, just renamed into place
+        return real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", the_other_run_wins)
+    assert write_dir_atomically(target, write_files("ours")) == target
+    assert (target / "weights.safetensors").read_text() == "theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+    def disk_error(source, destination):
+        raise OSError(errno.EIO, os.strerror(errno.EIO), str(destination))
+
+    monkeypatch.setattr(os, "replace", disk_error)
+    with pytest.raises(OSError, match="Input/output error"):  # any other failure is still an error
+        write_dir_atomically(tmp_path / "other", write_files("ours"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
 # --- file modes: a server running as another user can read what was saved ------------------------------------
 
 
