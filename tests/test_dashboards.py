@@ -40,7 +40,9 @@ def project(tmp_path_factory):
     summary = home.parent / "summary.json"
     result = subprocess.run([sys.executable, "run_pipeline.py", "train", "--config", "configs/quickstart.yaml",
                              "--set", f"output_dir={home / 'outputs'}", "--set", "training.max_steps=4",
-                             "--set", "training.logging_steps=1", "--summary", str(summary)],
+                             "--set", "training.logging_steps=1",
+                             "--set", "model.tiny.pretrain_max_tokens=20000",  # a fresh store builds its own base model
+                             "--summary", str(summary)],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return env, json.loads(summary.read_text())

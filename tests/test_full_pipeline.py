@@ -210,6 +210,7 @@ def test_a_scheduled_pipeline_names_its_version_when_it_runs(tmp_path):
     cfg = load_config(ROOT / "configs" / "quickstart.yaml", [
         f"data.source={source}", "training.max_steps=2", "training.eval_steps=2", "training.save_steps=2",
         "evaluation.max_samples=2", "evaluation.max_new_tokens=8", "registry.model_name=scheduled-test",
+        "model.tiny.pretrain_max_tokens=20000",  # changed data builds another base model: the short build
         f"output_dir={tmp_path}/outputs"])
     configured, params = configure_run("full", cfg)
 

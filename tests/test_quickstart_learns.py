@@ -45,6 +45,11 @@ def run_quickstart(config: str, summary, *overrides: str, timeout: int = 1200) -
         cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+# The shipped GRPO quickstart takes about 5 minutes here (512 prompts x 8 answers for the variance filter, then 200
+# steps); the sweep in bench/grpo_sweep.py measures it whole. This test runs the same config end to end, shorter.
+GRPO_SHORTER = ("training.max_steps=50", "training.grpo.variance_filter_max_prompts=192")
+
+
 def from_the_sft_version(sft_steps: dict) -> str:
     """model.init_adapter set to the quickstart's SFT version by number: production may be another test's version by
     then (GRPO's and DPO's runs register next to it, and either may be promoted)."""
@@ -95,16 +100,17 @@ def test_the_quickstart_learns_the_short_tasks_and_promotes_on_accuracy(quicksta
 
 
 def test_grpo_on_the_correctness_reward_keeps_the_sft_answers_and_the_gate_holds(quickstart, tmp_path):
-    """configs/grpo_quickstart.yaml end to end from the quickstart's promoted SFT adapter: the reward (the evaluation's
-    judge) rises on the prompts the variance filter keeps, test accuracy does not fall below the SFT adapter's beyond
+    """configs/grpo_quickstart.yaml end to end (50 of its 200 steps, 192 of its 512 filter prompts) from the
+    quickstart's promoted SFT adapter: the reward (the evaluation's judge) rises on the prompts the variance filter keeps, test accuracy does not fall below the SFT adapter's beyond
     the sweep's spread (README, "SFT then GRPO"), and the gate's decision follows the accuracy and the guard."""
     _, sft_steps = quickstart
     summary = tmp_path / "grpo.json"
-    result = run_quickstart("configs/grpo_quickstart.yaml", summary, from_the_sft_version(sft_steps))
+    result = run_quickstart("configs/grpo_quickstart.yaml", summary, from_the_sft_version(sft_steps), *GRPO_SHORTER)
     assert result.returncode == 0, result.stderr[-4000:]
     steps = json.loads(summary.read_text())["steps"]
     sft, grpo, train = sft_steps["evaluate_finetuned"], steps["evaluate_finetuned"], steps["train_model"]
-    assert 0 < train["grpo_variance_filter_kept"] < train["grpo_variance_filter_examined"] == 512
+    assert 0 < train["grpo_variance_filter_kept"] < train["grpo_variance_filter_examined"] == 192
+    assert train["global_step"] == 50
     assert train["last_rewards/answer_correct/mean"] >= train["first_rewards/answer_correct/mean"] - 0.1
     sft_learnable, rows = family_accuracy(sft, LEARNABLE_TASKS)
     grpo_learnable, _ = family_accuracy(grpo, LEARNABLE_TASKS)
@@ -125,12 +131,13 @@ def test_dpo_on_verifier_pairs_runs_end_to_end_with_lineage_and_the_gate_holds(q
 
     _, sft_steps = quickstart
     summary = tmp_path / "dpo.json"
-    result = run_quickstart("configs/dpo_quickstart.yaml", summary, from_the_sft_version(sft_steps))
+    result = run_quickstart("configs/dpo_quickstart.yaml", summary, from_the_sft_version(sft_steps),
+                            "training.dpo.pairs_max_questions=384")  # a third of the shipped 1,024, for time
     assert result.returncode == 0, result.stderr[-4000:]
     record = json.loads(summary.read_text())
     steps = record["steps"]
     pairs, train = steps["build_pairs"], steps["train_model"]
-    assert pairs["pairs_questions"] == 1024 and pairs["pairs"] > 100
+    assert pairs["pairs_questions"] == 384 and pairs["pairs"] > 40
     assert train["dpo_train_pairs"] + train["dpo_pairs_too_long"] == pairs["pairs"] - train["dpo_held_out_pairs"]
     assert train["last_rewards/margins"] > train["first_rewards/margins"]
     sft, dpo = sft_steps["evaluate_finetuned"], steps["evaluate_finetuned"]
