@@ -146,12 +146,34 @@ def test_make_pairs_counts_questions_by_outcome():
     scores = np.array([[1, 0, 1, 0], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]], dtype=float)
     pairs, counts = make_pairs(answers, scores, per_question=2, seed=0)
     assert counts == {"pairs_questions": 4, "pairs_no_answer": 1, "pairs_no_correct": 1, "pairs_no_wrong": 1,
-                      "pairs": 1, "pairs_questions_used": 1}  # the two right answers are the same text: one pair
+                      "pairs_gold_chosen": 0, "pairs": 1, "pairs_questions_used": 1}  # two right, one text: one pair
     assert pairs[0][0] == 0 and pairs[0][1] == "Final answer: 4" and pairs[0][2] in ("Final answer: 5",
                                                                                     "Final answer: 6")
     pairs, counts = make_pairs([["Final answer: 4", "Final answer: 04", "Final answer: 5", "Final answer: 6"]],
                                np.array([[1, 1, 0, 0]], dtype=float), per_question=2, seed=0)
     assert counts["pairs"] == 2 and len({p[1] for p in pairs}) == 2 and len({p[2] for p in pairs}) == 2
+
+
+def test_gold_chosen_pairs_the_datas_answer_with_a_wrong_one_where_no_sample_is_right():
+    """pairs_gold_chosen (SPIN-style): a question the model never answers right still gives one pair, the data's own
+    answer against one of the wrong ones; questions with a right sample, or with no wrong one, are as before."""
+    from llm_trainer.training.pairs import make_pairs
+
+    answers = [["Final answer: 4", "Final answer: 5", "Final answer: 4", "Final answer: 6"],
+               ["Final answer: 1"] * 4,
+               ["Final answer: 9", "Final answer: 8", "Final answer: 7", "Final answer: 7"],
+               ["", "no idea", "  ", "maybe"],
+               ["Final answer: 3"] * 4]
+    scores = np.array([[1, 0, 1, 0], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]], dtype=float)
+    gold = ["2 + 2 = 4.\n\nFinal answer: 4", "Final answer: 1", "Final answer: 10", "Final answer: 2", "  "]
+    pairs, counts = make_pairs(answers, scores, per_question=2, seed=0, gold=gold)
+    assert counts == {"pairs_questions": 5, "pairs_no_answer": 0, "pairs_no_correct": 1, "pairs_no_wrong": 1,
+                      "pairs_gold_chosen": 2, "pairs": 3, "pairs_questions_used": 3}
+    by_question = {index: (chosen, rejected) for index, chosen, rejected in pairs}
+    assert by_question[0][0] == "Final answer: 4"  # a sampled right answer, not the gold one
+    assert by_question[2][0] == "Final answer: 10" and by_question[2][1] in answers[2]
+    assert by_question[3] in (("Final answer: 2", "no idea"), ("Final answer: 2", "maybe"))  # unanswered: taught
+    assert 4 not in by_question  # an empty gold answer is no pair
 
 
 def test_code_questions_reach_verifier_pairs_through_the_tests_pass_reward():

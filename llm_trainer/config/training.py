@@ -141,6 +141,9 @@ class DpoConfig(Section):
     pairs_max_new_tokens: int = Field(256, gt=0, description="pairs verifier: tokens per sampled answer, at most.")
     pairs_max_questions: int | None = Field(1024, gt=0, description="pairs verifier: train questions answered "
                                             "(drawn by the seed); all when null.")
+    pairs_gold_chosen: bool = Field(False, description="pairs verifier: a question with wrong answers but no correct "
+                                    "one pairs the data's own answer (the SFT target) as chosen with one wrong answer "
+                                    "(SPIN-style), instead of giving no pair; counted as pairs_gold_chosen.")
     validation_share: float = Field(0.1, ge=0, lt=1, description="Share of the pairs (by question) held out to "
                                     "measure reward accuracy and margin after training.")
 

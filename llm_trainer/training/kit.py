@@ -264,11 +264,12 @@ def sum_over_ranks(value: int) -> int:
     return int(total.item())
 
 
-def verifiable_prompts(processed: Any, cfg: Any, trainer: str = "grpo", short_references: bool = True
-                       ) -> tuple[Any, dict[str, int]]:
+def verifiable_prompts(processed: Any, cfg: Any, trainer: str = "grpo", short_references: bool = True,
+                       with_answer: bool = False) -> tuple[Any, dict[str, int]]:
     """The train rows whose reference answer can be verified (single word or short, when ``short_references``: the
     rewards compare answers; else any non-empty reference, e.g. a test suite), as TRL's prompt data set: ``prompt``
-    (the chat turns before the answer) and ``reference_answer``; and how many rows were left out."""
+    (the chat turns before the answer) and ``reference_answer``, plus the data's own answer turn as ``answer`` when
+    ``with_answer``; and how many rows were left out."""
     split = processed["train"] if hasattr(processed, "keys") else processed
     missing = [c for c in PROMPT_COLUMNS if c not in split.column_names]
     if missing:
@@ -289,8 +290,9 @@ def verifiable_prompts(processed: Any, cfg: Any, trainer: str = "grpo", short_re
         raise DataError(f"training.trainer {trainer}: none of the {len(references)} train rows has a {what} to "
                         "reward")
     rows = split.select(keep).select_columns(list(PROMPT_COLUMNS))
-    prompts = rows.map(lambda batch: {"prompt": [m[:-1] for m in batch["messages"]]}, batched=True,
-                       remove_columns=["messages"], desc="prompts")
+    prompts = rows.map(lambda batch: {"prompt": [m[:-1] for m in batch["messages"]],
+                                      **({"answer": [m[-1]["content"] for m in batch["messages"]]} if with_answer else {})},
+                       batched=True, remove_columns=["messages"], desc="prompts")
     return prompts, counts
 
 

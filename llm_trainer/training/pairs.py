@@ -44,19 +44,26 @@ def sample_and_score(model: Any, tokenizer: Any, questions: Any, cfg: Any, rewar
 
 
 def make_pairs(answers: list[list[str]], scores: np.ndarray, per_question: int, seed: int,
-               answered: Any = has_final_answer) -> tuple[list[tuple[int, str, str]], dict[str, int]]:
+               answered: Any = has_final_answer, gold: list[str] | None = None
+               ) -> tuple[list[tuple[int, str, str]], dict[str, int]]:
     """(question index, chosen, rejected) for each question with correct (score >= 1) and wrong (score <= 0)
     answers: up to ``per_question`` pairs, each distinct answer used once, drawn by the seed; and the counts (a
-    question none of whose answers is ``answered`` counts as no answer)."""
+    question none of whose answers is ``answered`` counts as no answer). With ``gold`` (the data's own answer to
+    each question), a question with wrong answers and no correct one gives one pair, gold against a wrong answer."""
     rng = np.random.default_rng(seed)
     pairs: list[tuple[int, str, str]] = []
-    counts = {"pairs_questions": len(answers), "pairs_no_answer": 0, "pairs_no_correct": 0, "pairs_no_wrong": 0}
+    counts = {"pairs_questions": len(answers), "pairs_no_answer": 0, "pairs_no_correct": 0, "pairs_no_wrong": 0,
+              "pairs_gold_chosen": 0}
     for index, (texts, row) in enumerate(zip(answers, scores)):
+        wrong = list(dict.fromkeys(t for t, s in zip(texts, row) if s <= 0.0 and t.strip()))
+        if gold is not None and wrong and not (row >= 1.0).any() and gold[index].strip():
+            pairs.append((index, gold[index], str(wrong[rng.integers(len(wrong))])))
+            counts["pairs_gold_chosen"] += 1
+            continue
         if not any(text.strip() and answered(text) for text in texts):
             counts["pairs_no_answer"] += 1
             continue
         right = list(dict.fromkeys(t for t, s in zip(texts, row) if s >= 1.0 and t.strip()))
-        wrong = list(dict.fromkeys(t for t, s in zip(texts, row) if s <= 0.0 and t.strip()))
         if not right:
             counts["pairs_no_correct"] += 1
             continue
@@ -83,13 +90,15 @@ def build_pairs(model: Any, tokenizer: Any, processed: Any, cfg: Any) -> tuple[A
     started = time.time()
     reward = REWARDS.resolve(d.verifier)(cfg)
     questions, counts = verifiable_prompts(processed, cfg, trainer="dpo",
-                                           short_references=getattr(reward, "needs_short_reference", True))
+                                           short_references=getattr(reward, "needs_short_reference", True),
+                                           with_answer=d.pairs_gold_chosen)
     questions = questions.shuffle(seed=cfg.seed)
     if d.pairs_max_questions is not None:
         questions = questions.select(range(min(d.pairs_max_questions, len(questions))))
     answers, scores = sample_and_score(model, tokenizer, questions, cfg, reward)
     pairs, pair_counts = make_pairs(answers, scores, d.pairs_per_question, cfg.seed,
-                                    getattr(reward, "answered", has_final_answer))
+                                    getattr(reward, "answered", has_final_answer),
+                                    list(questions["answer"]) if d.pairs_gold_chosen else None)
     counts.update(pair_counts, pairs_sampled_accuracy=round(float((scores >= 1.0).mean()), 4),
                   pairs_seconds=round(time.time() - started, 1))
     logger.warning("DPO pairs: %d pairs from %d of %d questions (%d with no correct answer, %d with no wrong one, "
