@@ -290,9 +290,13 @@ def verifiable_prompts(processed: Any, cfg: Any, trainer: str = "grpo", short_re
         raise DataError(f"training.trainer {trainer}: none of the {len(references)} train rows has a {what} to "
                         "reward")
     rows = split.select(keep).select_columns(list(PROMPT_COLUMNS))
-    prompts = rows.map(lambda batch: {"prompt": [m[:-1] for m in batch["messages"]],
-                                      **({"answer": [m[-1]["content"] for m in batch["messages"]]} if with_answer else {})},
-                       batched=True, remove_columns=["messages"], desc="prompts")
+    def split_turns(batch: dict[str, list]) -> dict[str, list]:
+        columns = {"prompt": [m[:-1] for m in batch["messages"]]}
+        if with_answer:
+            columns["answer"] = [m[-1]["content"] for m in batch["messages"]]
+        return columns
+
+    prompts = rows.map(split_turns, batched=True, remove_columns=["messages"], desc="prompts")
     return prompts, counts
 
 
