@@ -24,9 +24,10 @@ def test_notebook_runs_the_quickstart_top_to_bottom(tmp_path, monkeypatch):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     tagged = [i for i, cell in enumerate(notebook.cells) if "parameters" in cell.metadata.get("tags", [])]
     assert len(tagged) == 1
+    # a fresh store builds its own base model: the short build
     overrides = ["training.max_steps=6", "training.eval_steps=3", "training.save_steps=3",
                  "evaluation.max_samples=8", "evaluation.max_new_tokens=24", f"output_dir={tmp_path / 'outputs'}",
-                 "model.tiny.pretrain_epochs=3"]  # a fresh store builds its own base model: the short build
+                 "model.tiny.pretrain_epochs=3", "model.tiny.pretrain_max_tokens=20000"]
     notebook.cells.insert(tagged[0] + 1, nbformat.v4.new_code_cell(
         f'CONFIG = "configs/quickstart.yaml"\nOVERRIDES = {overrides!r}'))
 
