@@ -290,6 +290,7 @@ def verifiable_prompts(processed: Any, cfg: Any, trainer: str = "grpo", short_re
         raise DataError(f"training.trainer {trainer}: none of the {len(references)} train rows has a {what} to "
                         "reward")
     rows = split.select(keep).select_columns(list(PROMPT_COLUMNS))
+
     def split_turns(batch: dict[str, list]) -> dict[str, list]:
         columns = {"prompt": [m[:-1] for m in batch["messages"]]}
         if with_answer:

@@ -55,15 +55,15 @@ def make_pairs(answers: list[list[str]], scores: np.ndarray, per_question: int, 
     counts = {"pairs_questions": len(answers), "pairs_no_answer": 0, "pairs_no_correct": 0, "pairs_no_wrong": 0,
               "pairs_gold_chosen": 0}
     for index, (texts, row) in enumerate(zip(answers, scores)):
+        right = list(dict.fromkeys(t for t, s in zip(texts, row) if s >= 1.0 and t.strip()))
         wrong = list(dict.fromkeys(t for t, s in zip(texts, row) if s <= 0.0 and t.strip()))
-        if gold is not None and wrong and not (row >= 1.0).any() and gold[index].strip():
+        if gold is not None and wrong and not right and gold[index].strip():
             pairs.append((index, gold[index], str(wrong[rng.integers(len(wrong))])))
             counts["pairs_gold_chosen"] += 1
             continue
         if not any(text.strip() and answered(text) for text in texts):
             counts["pairs_no_answer"] += 1
             continue
-        right = list(dict.fromkeys(t for t, s in zip(texts, row) if s >= 1.0 and t.strip()))
         if not right:
             counts["pairs_no_correct"] += 1
             continue
