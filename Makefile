@@ -24,11 +24,14 @@ quickstart: install
 process: install
 	$(PY) run_pipeline.py process --config $(CONFIG)
 
+# Tests run in TEST_WORKERS processes (pytest-xdist), a test file per worker at a time: its module fixtures are built
+# once. TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: install
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 # Both serve the project's own stores on 127.0.0.1, in the foreground: Ctrl-C stops them.
 dashboard: install

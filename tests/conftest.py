@@ -15,6 +15,10 @@ from llm_trainer.paths import isolated_environment  # noqa: E402 - imports nothi
 
 # Set before anything imports zenml, datasets or huggingface_hub: they read these at import time.
 os.environ.update(isolated_environment(_SESSION_DIR))
+# Under pytest-xdist (`make test` runs 2 workers) each worker gets its own session folder, as above, and one torch
+# thread: two workers with a thread per core each would oversubscribe the cores. An explicit setting wins.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 
