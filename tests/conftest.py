@@ -106,6 +106,16 @@ def tiny_adapter(tiny_fp32, tmp_path_factory):
     return LoraAdapter.from_folder(folder)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def zenml_source_root():
+    """Pipelines run in the test process find their steps' sources from the project's root, as `python
+    run_pipeline.py` does. ZenML starts from the main module's file, which a pytest-xdist worker's has none of."""
+    if not getattr(sys.modules.get("__main__"), "__file__", None):
+        from zenml.utils import source_utils
+
+        source_utils.set_custom_source_root(str(ROOT))
+
+
 def pytest_sessionfinish(session, exitstatus):
     """The session's state folder (ZenML store, MLflow database, caches) goes with the session."""
     import shutil
