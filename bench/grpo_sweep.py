@@ -95,7 +95,7 @@ def main() -> None:
                    "gain": round(scores["accuracy"] - sft_scores["accuracy"], 4),
                    "learnable_gain": round(scores["learnable"] - sft_scores["learnable"], 4),
                    "reward_curve": curve, "kept_rows": grpo.metrics.get("grpo_rows"),
-                   **{k: v for k, v in grpo.metrics.items() if k.startswith(("grpo_rows_", "pairs", "dpo_", "held_out"))}}
+                   **{k: v for k, v in grpo.metrics.items() if k.startswith(("grpo_rows_", "grpo_variance", "pairs", "dpo_", "held_out"))}}
             results["runs"].append(run)
             print(cfg.training.trainer, json.dumps(run), flush=True)
     if args.out:

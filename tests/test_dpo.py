@@ -146,12 +146,28 @@ def test_make_pairs_counts_questions_by_outcome():
     scores = np.array([[1, 0, 1, 0], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]], dtype=float)
     pairs, counts = make_pairs(answers, scores, per_question=2, seed=0)
     assert counts == {"pairs_questions": 4, "pairs_no_answer": 1, "pairs_no_correct": 1, "pairs_no_wrong": 1,
-                      "pairs_gold_chosen": 0, "pairs": 1, "pairs_questions_used": 1}  # two right, one text: one pair
+                      "pairs_gold_chosen": 0, "pairs_rarely_correct": 0, "pairs": 1, "pairs_questions_used": 1}  # two right, one text: one pair
     assert pairs[0][0] == 0 and pairs[0][1] == "Final answer: 4" and pairs[0][2] in ("Final answer: 5",
                                                                                     "Final answer: 6")
     pairs, counts = make_pairs([["Final answer: 4", "Final answer: 04", "Final answer: 5", "Final answer: 6"]],
                                np.array([[1, 1, 0, 0]], dtype=float), per_question=2, seed=0)
     assert counts["pairs"] == 2 and len({p[1] for p in pairs}) == 2 and len({p[2] for p in pairs}) == 2
+
+
+def test_min_pass_rate_leaves_out_questions_answered_right_only_by_a_rare_sample():
+    """pairs_min_pass_rate: a question with 1 right answer in 8 (a lucky sample) gives no pair at 0.25 and is counted;
+    2 in 8 is enough; the other outcomes are counted as before."""
+    from llm_trainer.training.pairs import make_pairs
+
+    answers = [[f"Final answer: {n}" for n in (4, 5, 6, 7, 8, 9, 10, 11)],
+               [f"Final answer: {n}" for n in (3, 3, 5, 6, 7, 8, 9, 10)],
+               ["Final answer: 1"] * 8]
+    scores = np.array([[1, 0, 0, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0, 0], [0] * 8], dtype=float)
+    pairs, counts = make_pairs(answers, scores, per_question=2, seed=0, min_pass_rate=0.25)
+    assert {index for index, _, _ in pairs} == {1}
+    assert (counts["pairs_rarely_correct"], counts["pairs_no_correct"], counts["pairs"]) == (1, 1, 1)
+    pairs, counts = make_pairs(answers, scores, per_question=2, seed=0)
+    assert {index for index, _, _ in pairs} == {0, 1} and counts["pairs_rarely_correct"] == 0
 
 
 def test_gold_chosen_pairs_the_datas_answer_with_a_wrong_one_where_no_sample_is_right():
@@ -168,7 +184,7 @@ def test_gold_chosen_pairs_the_datas_answer_with_a_wrong_one_where_no_sample_is_
     gold = ["2 + 2 = 4.\n\nFinal answer: 4", "Final answer: 1", "Final answer: 10", "Final answer: 2", "  "]
     pairs, counts = make_pairs(answers, scores, per_question=2, seed=0, gold=gold)
     assert counts == {"pairs_questions": 5, "pairs_no_answer": 0, "pairs_no_correct": 1, "pairs_no_wrong": 1,
-                      "pairs_gold_chosen": 2, "pairs": 3, "pairs_questions_used": 3}
+                      "pairs_gold_chosen": 2, "pairs_rarely_correct": 0, "pairs": 3, "pairs_questions_used": 3}
     by_question = {index: (chosen, rejected) for index, chosen, rejected in pairs}
     assert by_question[0][0] == "Final answer: 4"  # a sampled right answer, not the gold one
     assert by_question[2][0] == "Final answer: 10" and by_question[2][1] in answers[2]

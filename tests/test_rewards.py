@@ -183,6 +183,14 @@ def test_the_variance_filter_keeps_only_prompts_whose_answers_score_differently(
     assert seen == {"sampling": {"do_sample": True, "temperature": 0.5, "top_p": 1.0, "top_k": 0}, "asked": 12,
                     "budget": cfg.training.grpo.max_completion_length}  # sampled as the quickstart's GRPO samples
     assert model.training is True  # back in training mode for GRPO
+    # "sometimes" averages (1.2 + 0.2 + 0) / 3 = 0.47: under a minimum mean reward of 0.5 it is left out, and counted
+    strict = grpo_config("training.grpo.variance_filter_samples=3",
+                         "training.grpo.variance_filter_min_mean_reward=0.5").train_spec()
+    with pytest.raises(DataError, match="each of the 1 prompts whose answers' rewards vary has a mean reward under 0.5"):
+        reward_variance.prompts_with_reward_variance(model, None, prompts, strict)
+    answers["sometimes"] = ["Final answer: 7", "Final answer: 7", "x"]  # (1.2 + 1.2 + 0) / 3 = 0.8
+    kept, counts = reward_variance.prompts_with_reward_variance(model, None, prompts, strict)
+    assert len(kept) == 1 and counts["grpo_variance_filter_below_min_mean_reward"] == 0
     answers["sometimes"] = ["Final answer: 1"] * 3
     with pytest.raises(DataError, match="all 3 sampled answers were the same for each of the 4 prompts"):
         reward_variance.prompts_with_reward_variance(model, None, prompts, cfg)

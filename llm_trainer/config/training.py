@@ -65,6 +65,11 @@ class GrpoConfig(Section):
                                          "answers better than others): the others teach nothing. 0: off.")
     variance_filter_max_prompts: int | None = Field(512, gt=0, description="Prompts the variance filter examines, "
                                                     "drawn by the seed; all when null.")
+    variance_filter_min_mean_reward: float = Field(0.0, ge=0, description="With the variance filter: keep only "
+                                                   "prompts whose answers' mean weighted reward is at least this (with "
+                                                   "answer_correct alone: the share answered right), leaving out "
+                                                   "prompts the model gets right only by a rare lucky sample "
+                                                   "(online difficulty filtering). 0: any prompt that varies.")
     use_vllm: bool = Field(False, description="Generate with TRL's vLLM integration (a GPU with vllm installed).")
     vllm_mode: Literal["colocate", "server"] = Field("colocate", description="With use_vllm: vLLM in the training "
                                                      "process, or a separate `trl vllm-serve` server.")
@@ -144,6 +149,9 @@ class DpoConfig(Section):
     pairs_gold_chosen: bool = Field(False, description="pairs verifier: a question with wrong answers but no correct "
                                     "one pairs the data's own answer (the SFT target) as chosen with one wrong answer "
                                     "(SPIN-style), instead of giving no pair; counted as pairs_gold_chosen.")
+    pairs_min_pass_rate: float = Field(0.0, ge=0, le=1, description="pairs verifier: a question whose share of "
+                                       "correct answers is under this gives no pair (the right answer was a rare "
+                                       "lucky sample); counted as pairs_rarely_correct. 0: any question with both.")
     validation_share: float = Field(0.1, ge=0, lt=1, description="Share of the pairs (by question) held out to "
                                     "measure reward accuracy and margin after training.")
 

@@ -44,16 +44,17 @@ def sample_and_score(model: Any, tokenizer: Any, questions: Any, cfg: Any, rewar
 
 
 def make_pairs(answers: list[list[str]], scores: np.ndarray, per_question: int, seed: int,
-               answered: Any = has_final_answer, gold: list[str] | None = None
+               answered: Any = has_final_answer, gold: list[str] | None = None, min_pass_rate: float = 0.0
                ) -> tuple[list[tuple[int, str, str]], dict[str, int]]:
     """(question index, chosen, rejected) for each question with correct (score >= 1) and wrong (score <= 0)
     answers: up to ``per_question`` pairs, each distinct answer used once, drawn by the seed; and the counts (a
     question none of whose answers is ``answered`` counts as no answer). With ``gold`` (the data's own answer to
-    each question), a question with wrong answers and no correct one gives one pair, gold against a wrong answer."""
+    each question), a question with wrong answers and no correct one gives one pair, gold against a wrong answer. A
+    question with a share of correct answers under ``min_pass_rate`` gives no pair (counted as rarely correct)."""
     rng = np.random.default_rng(seed)
     pairs: list[tuple[int, str, str]] = []
     counts = {"pairs_questions": len(answers), "pairs_no_answer": 0, "pairs_no_correct": 0, "pairs_no_wrong": 0,
-              "pairs_gold_chosen": 0}
+              "pairs_gold_chosen": 0, "pairs_rarely_correct": 0}
     for index, (texts, row) in enumerate(zip(answers, scores)):
         right = list(dict.fromkeys(t for t, s in zip(texts, row) if s >= 1.0 and t.strip()))
         wrong = list(dict.fromkeys(t for t, s in zip(texts, row) if s <= 0.0 and t.strip()))
@@ -69,6 +70,9 @@ def make_pairs(answers: list[list[str]], scores: np.ndarray, per_question: int, 
             continue
         if not wrong:
             counts["pairs_no_wrong"] += 1
+            continue
+        if float(np.mean(row >= 1.0)) < min_pass_rate:
+            counts["pairs_rarely_correct"] += 1
             continue
         n = min(per_question, len(right), len(wrong))
         for chosen, rejected in zip(rng.permutation(right)[:n], rng.permutation(wrong)[:n]):
@@ -98,13 +102,14 @@ def build_pairs(model: Any, tokenizer: Any, processed: Any, cfg: Any) -> tuple[A
     answers, scores = sample_and_score(model, tokenizer, questions, cfg, reward)
     pairs, pair_counts = make_pairs(answers, scores, d.pairs_per_question, cfg.seed,
                                     getattr(reward, "answered", has_final_answer),
-                                    list(questions["answer"]) if d.pairs_gold_chosen else None)
+                                    list(questions["answer"]) if d.pairs_gold_chosen else None, d.pairs_min_pass_rate)
     counts.update(pair_counts, pairs_sampled_accuracy=round(float((scores >= 1.0).mean()), 4),
                   pairs_seconds=round(time.time() - started, 1))
     logger.warning("DPO pairs: %d pairs from %d of %d questions (%d with no correct answer, %d with no wrong one, "
-                   "%d with no answer), sampled accuracy %.1f%%, in %.0f s", counts["pairs"],
+                   "%d rarely correct, %d with no answer), sampled accuracy %.1f%%, in %.0f s", counts["pairs"],
                    counts["pairs_questions_used"], len(answers), counts["pairs_no_correct"], counts["pairs_no_wrong"],
-                   counts["pairs_no_answer"], 100 * counts["pairs_sampled_accuracy"], counts["pairs_seconds"])
+                   counts["pairs_rarely_correct"], counts["pairs_no_answer"], 100 * counts["pairs_sampled_accuracy"],
+                   counts["pairs_seconds"])
     if not pairs:
         raise DataError(f"training.dpo.pairs verifier: none of the {len(answers)} questions gave both a correct and a "
                         f"wrong answer in {d.pairs_samples} samples ({counts['pairs_no_correct']} had no correct "

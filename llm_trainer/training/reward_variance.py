@@ -60,17 +60,25 @@ def prompts_with_reward_variance(model: Any, tokenizer: Any, prompts: Any, cfg: 
                                               reference_answer=references))
     by_prompt = total.reshape(len(examined), k)
     varies = by_prompt.max(axis=1) > by_prompt.min(axis=1)
+    hard = varies & (by_prompt.mean(axis=1) < g.variance_filter_min_mean_reward)
     best = max(weights) if weights else 0.0
-    counts = {"grpo_variance_filter_examined": len(examined), "grpo_variance_filter_kept": int(varies.sum()),
+    counts = {"grpo_variance_filter_examined": len(examined), "grpo_variance_filter_kept": int((varies & ~hard).sum()),
               "grpo_variance_filter_constant": int((~varies).sum()),
+              "grpo_variance_filter_below_min_mean_reward": int(hard.sum()),
               "grpo_variance_filter_seconds": round(time.time() - started, 1),
               "grpo_variance_filter_mean_reward": round(float(total.mean()), 4) if len(total) else 0.0}
-    logger.warning("GRPO variance filter: %d of %d prompts kept (the others' %d sampled answers all got the same "
-                   "reward, so they would teach nothing), in %.0f s", counts["grpo_variance_filter_kept"],
-                   len(examined), k, counts["grpo_variance_filter_seconds"])
+    logger.warning("GRPO variance filter: %d of %d prompts kept (%d whose %d sampled answers all got the same "
+                   "reward, so they would teach nothing, and %d whose mean reward is under %g left out), in %.0f s",
+                   counts["grpo_variance_filter_kept"], len(examined), counts["grpo_variance_filter_constant"], k,
+                   counts["grpo_variance_filter_below_min_mean_reward"], g.variance_filter_min_mean_reward,
+                   counts["grpo_variance_filter_seconds"])
     if not varies.any():
         raise DataError(f"training.grpo.variance_filter_samples: the rewards of all {k} sampled answers were the same "
                         f"for each of the {len(examined)} prompts examined (mean reward {total.mean():.2f} of at most "
                         f"{best:g}), so GRPO has nothing to learn from; start from an adapter that answers some of them "
                         "right, raise temperature, or set variance_filter_samples: 0")
-    return examined.select(np.flatnonzero(varies)), counts
+    if hard.any() and not (varies & ~hard).any():
+        raise DataError(f"training.grpo.variance_filter_min_mean_reward: each of the {int(hard.sum())} prompts whose "
+                        f"answers' rewards vary has a mean reward under {g.variance_filter_min_mean_reward:g}, so none "
+                        "is left to train on; lower it, or set it to 0")
+    return examined.select(np.flatnonzero(varies & ~hard)), counts
