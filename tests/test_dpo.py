@@ -146,7 +146,7 @@ def test_make_pairs_counts_questions_by_outcome():
     scores = np.array([[1, 0, 1, 0], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]], dtype=float)
     pairs, counts = make_pairs(answers, scores, per_question=2, seed=0)
     assert counts == {"pairs_questions": 4, "pairs_no_answer": 1, "pairs_no_correct": 1, "pairs_no_wrong": 1,
-                      "pairs_gold_chosen": 0, "pairs_rarely_correct": 0, "pairs": 1, "pairs_questions_used": 1}  # two right, one text: one pair
+                      "pairs_gold_chosen": 0, "pairs_rarely_correct": 0, "pairs_greedy_right": 0, "pairs": 1, "pairs_questions_used": 1}  # two right, one text: one pair
     assert pairs[0][0] == 0 and pairs[0][1] == "Final answer: 4" and pairs[0][2] in ("Final answer: 5",
                                                                                     "Final answer: 6")
     pairs, counts = make_pairs([["Final answer: 4", "Final answer: 04", "Final answer: 5", "Final answer: 6"]],
@@ -170,6 +170,23 @@ def test_min_pass_rate_leaves_out_questions_answered_right_only_by_a_rare_sample
     assert {index for index, _, _ in pairs} == {0, 1} and counts["pairs_rarely_correct"] == 0
 
 
+def test_greedy_wrong_pairs_reject_the_greedy_answer_and_skip_questions_it_gets_right():
+    """pairs_greedy_wrong: the greedy answer (what evaluation reads) is the first one rejected where it is wrong; a
+    question answered right greedily gives no pair and is counted."""
+    from llm_trainer.training.pairs import make_pairs
+
+    answers = [["Final answer: 4", "Final answer: 5", "Final answer: 4", "Final answer: 6"],
+               ["Final answer: 7", "Final answer: 2", "Final answer: 3", "Final answer: 7"]]
+    scores = np.array([[1, 0, 1, 0], [1, 0, 0, 1]], dtype=float)
+    greedy = [("Final answer: 9", 0.0), ("Final answer: 7", 1.0)]
+    pairs, counts = make_pairs(answers, scores, per_question=2, seed=0, greedy=greedy)
+    assert (counts["pairs_greedy_right"], counts["pairs"], counts["pairs_questions_used"]) == (1, 1, 1)
+    assert pairs == [(0, "Final answer: 4", "Final answer: 9")]  # one distinct right answer: one pair
+    pairs, _ = make_pairs([answers[0] + ["Final answer: 04"]], np.array([[1, 0, 1, 0, 1]], dtype=float),
+                          per_question=3, seed=0, greedy=[("Final answer: 6", 0.0)])
+    assert [p[2] for p in pairs][0] == "Final answer: 6" and len(pairs) == 2  # the greedy answer, not a duplicate
+
+
 def test_gold_chosen_pairs_the_datas_answer_with_a_wrong_one_where_no_sample_is_right():
     """pairs_gold_chosen (SPIN-style): a question the model never answers right still gives one pair, the data's own
     answer against one of the wrong ones; questions with a right sample, or with no wrong one, are as before."""
@@ -184,7 +201,7 @@ def test_gold_chosen_pairs_the_datas_answer_with_a_wrong_one_where_no_sample_is_
     gold = ["2 + 2 = 4.\n\nFinal answer: 4", "Final answer: 1", "Final answer: 10", "Final answer: 2", "  "]
     pairs, counts = make_pairs(answers, scores, per_question=2, seed=0, gold=gold)
     assert counts == {"pairs_questions": 5, "pairs_no_answer": 0, "pairs_no_correct": 1, "pairs_no_wrong": 1,
-                      "pairs_gold_chosen": 2, "pairs_rarely_correct": 0, "pairs": 3, "pairs_questions_used": 3}
+                      "pairs_gold_chosen": 2, "pairs_rarely_correct": 0, "pairs_greedy_right": 0, "pairs": 3, "pairs_questions_used": 3}
     by_question = {index: (chosen, rejected) for index, chosen, rejected in pairs}
     assert by_question[0][0] == "Final answer: 4"  # a sampled right answer, not the gold one
     assert by_question[2][0] == "Final answer: 10" and by_question[2][1] in answers[2]

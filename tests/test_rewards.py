@@ -186,11 +186,22 @@ def test_the_variance_filter_keeps_only_prompts_whose_answers_score_differently(
     # "sometimes" averages (1.2 + 0.2 + 0) / 3 = 0.47: under a minimum mean reward of 0.5 it is left out, and counted
     strict = grpo_config("training.grpo.variance_filter_samples=3",
                          "training.grpo.variance_filter_min_mean_reward=0.5").train_spec()
-    with pytest.raises(DataError, match="each of the 1 prompts whose answers' rewards vary has a mean reward under 0.5"):
+    with pytest.raises(DataError, match=r"of the 1 prompts whose answers' rewards vary, 1 have a mean reward under "
+                                        r"variance_filter_min_mean_reward \(0.5\) and 0 a greedy answer"):
         reward_variance.prompts_with_reward_variance(model, None, prompts, strict)
     answers["sometimes"] = ["Final answer: 7", "Final answer: 7", "x"]  # (1.2 + 1.2 + 0) / 3 = 0.8
     kept, counts = reward_variance.prompts_with_reward_variance(model, None, prompts, strict)
     assert len(kept) == 1 and counts["grpo_variance_filter_below_min_mean_reward"] == 0
+    # variance_filter_greedy_wrong: the fake's greedy answer is a prompt's first one; right here, so nothing to change
+    greedy = grpo_config("training.grpo.variance_filter_samples=3",
+                         "training.grpo.variance_filter_greedy_wrong=true").train_spec()
+    with pytest.raises(DataError, match="0 have a mean reward under .* and 1 a greedy answer as good as the best"):
+        reward_variance.prompts_with_reward_variance(model, None, prompts, greedy)
+    assert seen["sampling"] == {"do_sample": False} and seen["asked"] == 4  # one greedy answer per prompt
+    answers["sometimes"] = ["Final answer: 1", "Final answer: 7", "x"]  # greedy wrong, a sample right: kept
+    kept, counts = reward_variance.prompts_with_reward_variance(model, None, prompts, greedy)
+    assert [p[0]["content"] for p in kept["prompt"]] == ["sometimes"]
+    assert (counts["grpo_variance_filter_kept"], counts["grpo_variance_filter_greedy_best"]) == (1, 0)
     answers["sometimes"] = ["Final answer: 1"] * 3
     with pytest.raises(DataError, match="all 3 sampled answers were the same for each of the 4 prompts"):
         reward_variance.prompts_with_reward_variance(model, None, prompts, cfg)

@@ -70,6 +70,10 @@ class GrpoConfig(Section):
                                                    "answer_correct alone: the share answered right), leaving out "
                                                    "prompts the model gets right only by a rare lucky sample "
                                                    "(online difficulty filtering). 0: any prompt that varies.")
+    variance_filter_greedy_wrong: bool = Field(False, description="With the variance filter: keep only prompts "
+                                               "whose greedy answer (what evaluation reads) scores below the best "
+                                               "sampled one, where GRPO can change that answer; on the others it only "
+                                               "sharpens what greedy decoding already says.")
     use_vllm: bool = Field(False, description="Generate with TRL's vLLM integration (a GPU with vllm installed).")
     vllm_mode: Literal["colocate", "server"] = Field("colocate", description="With use_vllm: vLLM in the training "
                                                      "process, or a separate `trl vllm-serve` server.")
@@ -152,6 +156,9 @@ class DpoConfig(Section):
     pairs_min_pass_rate: float = Field(0.0, ge=0, le=1, description="pairs verifier: a question whose share of "
                                        "correct answers is under this gives no pair (the right answer was a rare "
                                        "lucky sample); counted as pairs_rarely_correct. 0: any question with both.")
+    pairs_greedy_wrong: bool = Field(False, description="pairs verifier: also answer each question greedily (as "
+                                     "evaluation does); a question answered right that way gives no pair (counted as "
+                                     "pairs_greedy_right), and the others' greedy answer is the first one rejected.")
     validation_share: float = Field(0.1, ge=0, lt=1, description="Share of the pairs (by question) held out to "
                                     "measure reward accuracy and margin after training.")
 

@@ -28,14 +28,14 @@ logger = logging.getLogger(__name__)
 PAIR_COLUMNS = ("prompt", "chosen", "rejected", "reference_answer")
 
 
-def sample_and_score(model: Any, tokenizer: Any, questions: Any, cfg: Any, reward: Any
+def sample_and_score(model: Any, tokenizer: Any, questions: Any, cfg: Any, reward: Any, greedy: bool = False
                      ) -> tuple[list[list[str]], np.ndarray]:
-    """``pairs_samples`` sampled answers to each question (TRL's prompt rows: ``prompt``, ``reference_answer``) and
-    their scores by ``reward`` (the verifier), shaped (questions, samples)."""
+    """``pairs_samples`` sampled answers to each question (TRL's prompt rows: ``prompt``, ``reference_answer``), or
+    the one greedy answer, and their scores by ``reward`` (the verifier), shaped (questions, samples)."""
     d = cfg.training.dpo
-    k = d.pairs_samples
+    k = 1 if greedy else d.pairs_samples
     conversations, references, answers = sample_answers(model, tokenizer, questions, k, d.pairs_max_new_tokens,
-                                                        d.pairs_temperature)
+                                                        0.0 if greedy else d.pairs_temperature)
     texts = [a.text for a in answers]
     verifier = RewardFunction(d.verifier.rpartition(":")[2], reward)
     scores = np.asarray(verifier(prompts=conversations, completions=texts,
@@ -44,17 +44,19 @@ def sample_and_score(model: Any, tokenizer: Any, questions: Any, cfg: Any, rewar
 
 
 def make_pairs(answers: list[list[str]], scores: np.ndarray, per_question: int, seed: int,
-               answered: Any = has_final_answer, gold: list[str] | None = None, min_pass_rate: float = 0.0
-               ) -> tuple[list[tuple[int, str, str]], dict[str, int]]:
+               answered: Any = has_final_answer, gold: list[str] | None = None, min_pass_rate: float = 0.0,
+               greedy: list[tuple[str, float]] | None = None) -> tuple[list[tuple[int, str, str]], dict[str, int]]:
     """(question index, chosen, rejected) for each question with correct (score >= 1) and wrong (score <= 0)
     answers: up to ``per_question`` pairs, each distinct answer used once, drawn by the seed; and the counts (a
     question none of whose answers is ``answered`` counts as no answer). With ``gold`` (the data's own answer to
     each question), a question with wrong answers and no correct one gives one pair, gold against a wrong answer. A
-    question with a share of correct answers under ``min_pass_rate`` gives no pair (counted as rarely correct)."""
+    question with a share of correct answers under ``min_pass_rate`` gives no pair (counted as rarely correct). With
+    ``greedy`` (each question's greedy answer and its score), a question answered right greedily gives no pair, and
+    the others' wrong greedy answer is the first one rejected: the pairs move the answer evaluation reads."""
     rng = np.random.default_rng(seed)
     pairs: list[tuple[int, str, str]] = []
     counts = {"pairs_questions": len(answers), "pairs_no_answer": 0, "pairs_no_correct": 0, "pairs_no_wrong": 0,
-              "pairs_gold_chosen": 0, "pairs_rarely_correct": 0}
+              "pairs_gold_chosen": 0, "pairs_rarely_correct": 0, "pairs_greedy_right": 0}
     for index, (texts, row) in enumerate(zip(answers, scores)):
         right = list(dict.fromkeys(t for t, s in zip(texts, row) if s >= 1.0 and t.strip()))
         wrong = list(dict.fromkeys(t for t, s in zip(texts, row) if s <= 0.0 and t.strip()))
@@ -75,8 +77,17 @@ def make_pairs(answers: list[list[str]], scores: np.ndarray, per_question: int, 
             counts["pairs_rarely_correct"] += 1
             continue
         n = min(per_question, len(right), len(wrong))
-        for chosen, rejected in zip(rng.permutation(right)[:n], rng.permutation(wrong)[:n]):
-            pairs.append((index, str(chosen), str(rejected)))
+        rejected = [str(text) for text in rng.permutation(wrong)]
+        if greedy is not None:
+            text, score = greedy[index]
+            if score >= 1.0:
+                counts["pairs_greedy_right"] += 1
+                continue
+            if text.strip():
+                rejected = [text, *[other for other in rejected if other != text]]
+                n = min(per_question, len(right), len(rejected))
+        for chosen, wrong_answer in zip(rng.permutation(right)[:n], rejected[:n]):
+            pairs.append((index, str(chosen), wrong_answer))
     counts["pairs"] = len(pairs)
     counts["pairs_questions_used"] = len({index for index, _, _ in pairs})
     return pairs, counts
@@ -100,16 +111,21 @@ def build_pairs(model: Any, tokenizer: Any, processed: Any, cfg: Any) -> tuple[A
     if d.pairs_max_questions is not None:
         questions = questions.select(range(min(d.pairs_max_questions, len(questions))))
     answers, scores = sample_and_score(model, tokenizer, questions, cfg, reward)
+    greedy = None
+    if d.pairs_greedy_wrong:
+        greedy_answers, greedy_scores = sample_and_score(model, tokenizer, questions, cfg, reward, greedy=True)
+        greedy = [(texts[0], float(row[0])) for texts, row in zip(greedy_answers, greedy_scores)]
     pairs, pair_counts = make_pairs(answers, scores, d.pairs_per_question, cfg.seed,
                                     getattr(reward, "answered", has_final_answer),
-                                    list(questions["answer"]) if d.pairs_gold_chosen else None, d.pairs_min_pass_rate)
+                                    list(questions["answer"]) if d.pairs_gold_chosen else None, d.pairs_min_pass_rate,
+                                    greedy)
     counts.update(pair_counts, pairs_sampled_accuracy=round(float((scores >= 1.0).mean()), 4),
                   pairs_seconds=round(time.time() - started, 1))
     logger.warning("DPO pairs: %d pairs from %d of %d questions (%d with no correct answer, %d with no wrong one, "
-                   "%d rarely correct, %d with no answer), sampled accuracy %.1f%%, in %.0f s", counts["pairs"],
-                   counts["pairs_questions_used"], len(answers), counts["pairs_no_correct"], counts["pairs_no_wrong"],
-                   counts["pairs_rarely_correct"], counts["pairs_no_answer"], 100 * counts["pairs_sampled_accuracy"],
-                   counts["pairs_seconds"])
+                   "%d rarely correct, %d answered right greedily, %d with no answer), sampled accuracy %.1f%%, in "
+                   "%.0f s", counts["pairs"], counts["pairs_questions_used"], len(answers), counts["pairs_no_correct"],
+                   counts["pairs_no_wrong"], counts["pairs_rarely_correct"], counts["pairs_greedy_right"],
+                   counts["pairs_no_answer"], 100 * counts["pairs_sampled_accuracy"], counts["pairs_seconds"])
     if not pairs:
         raise DataError(f"training.dpo.pairs verifier: none of the {len(answers)} questions gave both a correct and a "
                         f"wrong answer in {d.pairs_samples} samples ({counts['pairs_no_correct']} had no correct "
