@@ -74,6 +74,11 @@ class GrpoConfig(Section):
                                                "whose greedy answer (what evaluation reads) scores below the best "
                                                "sampled one, where GRPO can change that answer; on the others it only "
                                                "sharpens what greedy decoding already says.")
+    sft_weight: float = Field(0.0, ge=0, description="Add this weight x the SFT loss (the next-token loss of the "
+                              "data's own answers, prompt masked) on sft_batch_size train rows to each micro-batch's "
+                              "GRPO loss (InstructGPT's PPO-ptx): GRPO learns only from the prompts it samples; the "
+                              "term keeps learning from every row. Logged as sft_loss. 0: off.")
+    sft_batch_size: int = Field(16, gt=0, description="With sft_weight: train rows in each micro-batch's SFT term.")
     use_vllm: bool = Field(False, description="Generate with TRL's vLLM integration (a GPU with vllm installed).")
     vllm_mode: Literal["colocate", "server"] = Field("colocate", description="With use_vllm: vLLM in the training "
                                                      "process, or a separate `trl vllm-serve` server.")

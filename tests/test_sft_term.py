@@ -1,0 +1,72 @@
+"""The SFT term of GRPO (training.grpo.sft_weight): which rows each batch takes, that only answer tokens are learnt,
+and that a GRPO run with it logs the term and lowers it."""
+
+from __future__ import annotations
+
+import pytest
+
+ANSWERS = ["The last word is horse.\n\nFinal answer: horse", "7 is odd.\n\nFinal answer: odd",
+           "Of 2 and 4, the larger is 4.\n\nFinal answer: 4"]
+
+
+def conversations(n: int) -> list[list[dict]]:
+    return [[{"role": "system", "content": "Solve it."}, {"role": "user", "content": f"Question {i}?"},
+             {"role": "assistant", "content": ANSWERS[i % len(ANSWERS)]}] for i in range(n)]
+
+
+def test_each_pass_takes_every_row_once_in_a_seeded_order(tiny_fp32):
+    from llm_trainer.training.sft_term import SftTerm
+
+    term = SftTerm(conversations(10), tiny_fp32.tokenizer, 256, batch_size=5, weight=1.0, seed=3)
+    first_pass = term.rows_of_draw(0) + term.rows_of_draw(1)
+    assert sorted(first_pass) == list(range(10))
+    second_pass = term.rows_of_draw(2) + term.rows_of_draw(3)
+    assert sorted(second_pass) == list(range(10)) and second_pass != first_pass  # a new order each pass
+    assert term.rows_of_draw(2) == SftTerm(conversations(10), tiny_fp32.tokenizer, 256, 5, 1.0, 3).rows_of_draw(2)
+    assert term.rows_of_draw(0) != SftTerm(conversations(10), tiny_fp32.tokenizer, 256, 5, 1.0, 4).rows_of_draw(0)
+    uneven = SftTerm(conversations(7), tiny_fp32.tokenizer, 256, batch_size=3, weight=1.0, seed=3)
+    assert len(set(uneven.rows_of_draw(0) + uneven.rows_of_draw(1))) == 6  # whole batches; the 7th waits a pass
+
+
+def test_only_the_answer_tokens_are_learnt_and_rows_with_none_left_are_refused(tiny_fp32):
+    import torch
+
+    from llm_trainer.errors import DataError
+    from llm_trainer.training.sft_term import SftTerm
+
+    term = SftTerm(conversations(3), tiny_fp32.tokenizer, 256, batch_size=3, weight=1.0, seed=0)
+    for row, answer in zip(term.rows, ANSWERS):
+        learnt = [t for t in row["labels"] if t != -100]
+        assert tiny_fp32.tokenizer.decode(learnt).startswith(answer)  # the answer (and the end of the turn) only
+        assert row["labels"][:len(row["labels"]) - len(learnt)] == [-100] * (len(row["labels"]) - len(learnt))
+    loss = term.loss(tiny_fp32.model, 0)
+    assert loss.ndim == 0 and torch.isfinite(loss) and loss.item() > 0
+    with pytest.raises(DataError, match="none of the 2 train rows has an answer token left within"):
+        SftTerm(conversations(2), tiny_fp32.tokenizer, 8, batch_size=2, weight=1.0, seed=0)
+
+
+@pytest.mark.slow
+def test_grpo_with_the_sft_term_logs_it_and_lowers_it(tmp_path):
+    """Six GRPO steps from the base model with the format reward and the SFT term: the term is logged at every
+    step, falls, and counts toward the loss; without it, no sft_loss is logged."""
+    from helpers.quickstart import QUICKSTART, prepare_quickstart
+
+    from llm_trainer.config import load_config
+    from llm_trainer.training import run_training
+
+    grpo_yaml = QUICKSTART.parent / "grpo_quickstart.yaml"
+    _, _, processed, tokenizer = prepare_quickstart(["data.max_seq_length=256"])
+    common = ["model.init_adapter=null", "data.max_seq_length=256", "training.logging_steps=1",
+              "training.max_steps=6", "training.save_steps=100", "training.grpo.num_generations=4",
+              "training.per_device_train_batch_size=8", "training.gradient_accumulation_steps=1",
+              "training.grpo.max_completion_length=24", "training.grpo.variance_filter_samples=0",
+              "training.grpo.rewards={format: 1.0}", "training.learning_rate=3e-3"]
+    with_term = run_training(load_config(grpo_yaml, [*common, "training.grpo.sft_weight=1.0",
+                                                     "training.grpo.sft_batch_size=16"]),
+                             processed, tokenizer, tmp_path / "with")
+    sft_loss = [h["sft_loss"] for h in with_term.history if "sft_loss" in h]
+    assert len(sft_loss) == 6
+    assert sum(sft_loss[-2:]) / 2 < sum(sft_loss[:2]) / 2, sft_loss
+    assert with_term.metrics["last_sft_loss"] == pytest.approx(sft_loss[-1])
+    without = run_training(load_config(grpo_yaml, common), processed, tokenizer, tmp_path / "without")
+    assert not any("sft_loss" in h for h in without.history)
