@@ -343,3 +343,26 @@ def _main() -> None:
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     _main()
+
+
+@pytest.mark.slow
+def test_the_data_sft_term_is_added_to_dpo_and_needs_rows_with_messages(dpo_run, tmp_path):
+    """training.dpo.data_sft_weight: the SFT term on the questions' own answers is logged at every DPO step; on
+    preference rows (no chat messages to learn from) it is refused in one line."""
+    from datasets import Dataset, DatasetDict
+
+    from llm_trainer.config import load_config
+    from llm_trainer.errors import ConfigError
+    from llm_trainer.training import run_training
+
+    overrides = [*dpo_run["overrides"], "training.max_steps=3", "training.save_steps=100",
+                 "training.dpo.data_sft_weight=1.0", "training.dpo.data_sft_batch_size=8"]
+    cfg = load_config(DPO_QUICKSTART, overrides)
+    result = run_training(cfg, None, dpo_run["tokenizer"], tmp_path / "dpo", processed=dpo_run["processed"])
+    sft_loss = [h["data_sft_loss"] for h in result.history if "data_sft_loss" in h and "loss" in h]
+    assert len(sft_loss) == 3 and all(0 < value < 20 for value in sft_loss)
+    pairs = Dataset.from_dict({"prompt": [[{"role": "user", "content": "2+2?"}]],
+                               "chosen": [[{"role": "assistant", "content": "Final answer: 4"}]],
+                               "rejected": [[{"role": "assistant", "content": "Final answer: 5"}]]})
+    with pytest.raises(ConfigError, match="data_sft_weight: the SFT term learns the train rows' own answers"):
+        run_training(cfg, None, dpo_run["tokenizer"], tmp_path / "pairs", processed=DatasetDict({"train": pairs}))

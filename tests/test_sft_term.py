@@ -1,4 +1,4 @@
-"""The SFT term of GRPO (training.grpo.sft_weight): which rows each batch takes, that only answer tokens are learnt,
+"""The SFT term of GRPO and DPO (data_sft_weight): which rows each batch takes, that only answer tokens are learnt,
 and that a GRPO run with it logs the term and lowers it."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def test_only_the_answer_tokens_are_learnt_and_rows_with_none_left_are_refused(t
         assert row["labels"][:len(row["labels"]) - len(learnt)] == [-100] * (len(row["labels"]) - len(learnt))
     loss = term.loss(tiny_fp32.model, 0)
     assert loss.ndim == 0 and torch.isfinite(loss) and loss.item() > 0
-    with pytest.raises(DataError, match="none of the 2 train rows has an answer token left within"):
+    with pytest.raises(DataError, match="data_sft_weight: none of the 2 train rows has an answer token left within"):
         SftTerm(conversations(2), tiny_fp32.tokenizer, 8, batch_size=2, weight=1.0, seed=0)
 
 
@@ -61,12 +61,12 @@ def test_grpo_with_the_sft_term_logs_it_and_lowers_it(tmp_path):
               "training.per_device_train_batch_size=8", "training.gradient_accumulation_steps=1",
               "training.grpo.max_completion_length=24", "training.grpo.variance_filter_samples=0",
               "training.grpo.rewards={format: 1.0}", "training.learning_rate=3e-3"]
-    with_term = run_training(load_config(grpo_yaml, [*common, "training.grpo.sft_weight=1.0",
-                                                     "training.grpo.sft_batch_size=16"]),
+    with_term = run_training(load_config(grpo_yaml, [*common, "training.grpo.data_sft_weight=1.0",
+                                                     "training.grpo.data_sft_batch_size=16"]),
                              processed, tokenizer, tmp_path / "with")
-    sft_loss = [h["sft_loss"] for h in with_term.history if "sft_loss" in h]
+    sft_loss = [h["data_sft_loss"] for h in with_term.history if "data_sft_loss" in h]
     assert len(sft_loss) == 6
     assert sum(sft_loss[-2:]) / 2 < sum(sft_loss[:2]) / 2, sft_loss
-    assert with_term.metrics["last_sft_loss"] == pytest.approx(sft_loss[-1])
+    assert with_term.metrics["last_data_sft_loss"] == pytest.approx(sft_loss[-1])
     without = run_training(load_config(grpo_yaml, common), processed, tokenizer, tmp_path / "without")
-    assert not any("sft_loss" in h for h in without.history)
+    assert not any("data_sft_loss" in h for h in without.history)

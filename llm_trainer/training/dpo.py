@@ -27,6 +27,7 @@ from llm_trainer.errors import DataError, UserError
 from llm_trainer.fsutil import write_dir_atomically
 from llm_trainer.progress import ProgressWithFigures
 from llm_trainer.training.base import BaseTrainer, LoraAdapter, MetricsHook, TrainResult
+from llm_trainer.training.sft_term import SftTermMixin, data_sft_term
 from llm_trainer.training.kit import (MarkCompleteCheckpoints, RunFolderTrainerMixin, load_policy,
                                       lora_weights_in_float32, one_gpu_per_process, peak_memory_mb,
                                       save_adapter, shared_arguments, timed_train)
@@ -56,6 +57,8 @@ class DpoTrainer(BaseTrainer):
             train_dataset=train_pairs, processing_class=tokenizer,
             callbacks=self._callbacks())
         trainer.on_metrics = on_metrics
+        trainer.sft_term = data_sft_term(processed, tokenizer, cfg, cfg.training.dpo.data_sft_weight,
+                                         cfg.training.dpo.data_sft_batch_size)
         trainer.remove_callback(PrinterCallback)
         lora_weights_in_float32(model)
         trainable, total = model.get_nb_trainable_parameters()
@@ -185,8 +188,9 @@ def _ids(encoded: Any) -> list[list[int]]:
     return encoded["input_ids"] if hasattr(encoded, "keys") else encoded
 
 
-class _TrackingDpoTrainer(RunFolderTrainerMixin, DPOTrainer):
-    """Metrics to the project's hook (TRL's rewards/* means included)."""
+class _TrackingDpoTrainer(SftTermMixin, RunFolderTrainerMixin, DPOTrainer):
+    """Metrics to the project's hook (TRL's rewards/* means included); the SFT term (``training.dpo.data_sft_weight``)
+    added to the loss."""
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         super().log(logs, start_time)  # adds TRL's rewards/* means since the last log to ``logs``

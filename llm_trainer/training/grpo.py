@@ -30,7 +30,7 @@ from llm_trainer.training.kit import (MarkCompleteCheckpoints, RunFolderTrainerM
                                       save_adapter, shared_arguments, timed_train, verifiable_prompts)
 from llm_trainer.training.reward_variance import prompts_with_reward_variance
 from llm_trainer.training.rewards import RewardFunction, build_rewards, report_constant_rewards
-from llm_trainer.training.sft_term import SftTerm
+from llm_trainer.training.sft_term import SftTermMixin, data_sft_term
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,8 @@ class GrpoTrainer(BaseTrainer):
             model=model, reward_funcs=rewards, args=self._grpo_arguments(run_dir / "checkpoints", weights),
             train_dataset=prompts, processing_class=tokenizer, callbacks=self._callbacks())
         trainer.on_metrics, trainer.reward_functions = on_metrics, rewards
-        trainer.sft_term = self._sft_term(processed, tokenizer)
+        trainer.sft_term = data_sft_term(processed, tokenizer, cfg, cfg.training.grpo.data_sft_weight,
+                                         cfg.training.grpo.data_sft_batch_size)
         trainer.remove_callback(PrinterCallback)  # dicts of quoted numbers; the progress line shows the run
         lora_weights_in_float32(model)
         trainable, total = model.get_nb_trainable_parameters()
@@ -86,15 +87,6 @@ class GrpoTrainer(BaseTrainer):
         }
         return TrainResult(adapter=LoraAdapter(path=adapter_dir, base_model=base_model), metrics=metrics,
                            history=history, model=model)
-
-    def _sft_term(self, processed: Any, tokenizer: Any) -> SftTerm | None:
-        """``training.grpo.sft_weight``: every train row's own answer, for the SFT term (None when 0)."""
-        g = self.cfg.training.grpo
-        if not g.sft_weight:
-            return None
-        split = processed["train"] if hasattr(processed, "keys") else processed
-        return SftTerm(list(split["messages"]), tokenizer, self.cfg.data.max_seq_length, g.sft_batch_size,
-                       g.sft_weight, self.cfg.seed)
 
     def _callbacks(self) -> list[Any]:
         return [MarkCompleteCheckpoints(), ProgressWithFigures({"reward": "reward {:.3f}",
@@ -128,25 +120,11 @@ class GrpoTrainer(BaseTrainer):
         ))
 
 
-class _TrackingGrpoTrainer(RunFolderTrainerMixin, GRPOTrainer):
-    """Prompts through the project's own prompt encoding; reward failures counted; metrics to the hook."""
+class _TrackingGrpoTrainer(SftTermMixin, RunFolderTrainerMixin, GRPOTrainer):
+    """Prompts through the project's own prompt encoding; reward failures counted; metrics to the hook; the SFT term
+    (``training.grpo.data_sft_weight``) added to the loss."""
 
     reward_functions: list[RewardFunction] = []
-    sft_term: SftTerm | None = None
-    _sft_draws: int | None = None
-
-    def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
-                     ) -> Any:
-        """GRPO's loss, plus the SFT term on the next batch of train rows (scaled per micro-batch as GRPO's is)."""
-        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        if self.sft_term is None or not model.training:
-            return loss
-        if self._sft_draws is None:  # after a resume, the batches an uninterrupted run would take next
-            self._sft_draws = self.state.global_step * self.args.gradient_accumulation_steps
-        sft = self.sft_term.loss(model, self._sft_draws)
-        self._sft_draws += 1
-        self._metrics["train"]["sft_loss"].append(sft.item())
-        return loss + self.sft_term.weight * sft / self.current_gradient_accumulation_steps
 
     def _tokenize_prompts(self, prompts: list) -> tuple[list[list[int]], None, dict]:
         from llm_trainer.inference import context_window
@@ -170,7 +148,7 @@ def _reward_counts(rewards: list[RewardFunction]) -> dict[str, int]:
     return counts
 
 
-TRACKED = ("reward", "reward_std", "frac_reward_zero_std", "kl", "completions/mean_length", "sft_loss")
+TRACKED = ("reward", "reward_std", "frac_reward_zero_std", "kl", "completions/mean_length", "data_sft_loss")
 
 
 def _logged(history: list[dict[str, Any]]) -> list[dict[str, float]]:

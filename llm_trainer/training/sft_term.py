@@ -30,7 +30,7 @@ class SftTerm:
                      zip(tokenized["input_ids"], tokenized["labels"], tokenized["label_tokens"],
                          tokenized["prompt_length"]) if n > 0 and prompt < max_seq_length]
         if not self.rows:
-            raise DataError(f"training.grpo.sft_weight: none of the {len(messages)} train rows has an answer token "
+            raise DataError(f"data_sft_weight: none of the {len(messages)} train rows has an answer token "
                             f"left within data.max_seq_length ({max_seq_length}) to learn from")
         self.batch_size, self.weight, self.seed = min(batch_size, len(self.rows)), weight, seed
         self.collate = PaddedCollator(tokenizer.pad_token_id)
@@ -47,3 +47,40 @@ class SftTerm:
         batch = self.collate([self.rows[i] for i in self.rows_of_draw(draw)])
         device = next(model.parameters()).device
         return model(**{key: value.to(device) for key, value in batch.items()}).loss
+
+
+class SftTermMixin:
+    """For a TRL trainer: its loss plus the SFT term (``sft_term``) on the next batch of train rows, each micro-batch,
+    scaled for gradient accumulation as the trainer's own loss is, and logged as ``data_sft_loss``."""
+
+    sft_term: SftTerm | None = None
+    _sft_draws: int | None = None
+
+    def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
+                     ) -> Any:
+        """The trainer's loss, plus the SFT term while training."""
+        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)  # type: ignore[misc]
+        if self.sft_term is None or not model.training or return_outputs:
+            return loss
+        if self._sft_draws is None:  # after a resume, the batches an uninterrupted run would take next
+            self._sft_draws = self.state.global_step * self.args.gradient_accumulation_steps  # type: ignore[attr-defined]
+        sft = self.sft_term.loss(model, self._sft_draws)
+        self._sft_draws += 1
+        self._metrics["train"]["data_sft_loss"].append(sft.item())  # type: ignore[attr-defined]
+        # GRPO's loss comes scaled for gradient accumulation (TRL's loss_is_scaled_for_ga); DPO's is scaled after
+        scale = self.current_gradient_accumulation_steps if self.loss_is_scaled_for_ga else 1  # type: ignore[attr-defined]
+        return loss + self.sft_term.weight * sft / scale
+
+
+def data_sft_term(processed: Any, tokenizer: Any, cfg: Any, weight: float, batch_size: int) -> SftTerm | None:
+    """The SFT term over every train row of ``processed`` (chat ``messages``, the last turn the answer); None when
+    ``weight`` is 0."""
+    from llm_trainer.errors import ConfigError
+
+    if not weight:
+        return None
+    split = processed["train"] if hasattr(processed, "keys") else processed
+    if "messages" not in split.column_names:
+        raise ConfigError("data_sft_weight: the SFT term learns the train rows' own answers (chat messages), but these "
+                          f"rows have none (columns: {', '.join(split.column_names)}); set it to 0")
+    return SftTerm(list(split["messages"]), tokenizer, cfg.data.max_seq_length, batch_size, weight, cfg.seed)
