@@ -44,7 +44,19 @@ SFT_ONLY = ("per_device_eval_batch_size", "eval_steps", "early_stopping_patience
 GRPO_LOSS_TYPES = Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"]
 
 
-class GrpoConfig(Section):
+class DataSftTerm(Section):
+    """The SFT term GRPO and DPO can add to their own loss (llm_trainer/training/sft_term.py)."""
+
+    data_sft_weight: float = Field(0.0, ge=0, description="Add this weight x the SFT loss (the next-token loss of "
+                                   "the data's own answers, prompt masked) on data_sft_batch_size train rows to each "
+                                   "micro-batch's loss (InstructGPT's PPO-ptx): GRPO and DPO learn only from the "
+                                   "prompts they sample or pair; the term keeps learning from every row. Needs rows "
+                                   "with chat messages (DPO: pairs verifier). Logged as data_sft_loss. 0: off.")
+    data_sft_batch_size: int = Field(16, gt=0, description="With data_sft_weight: train rows in each micro-batch's "
+                                     "SFT term.")
+
+
+class GrpoConfig(DataSftTerm):
     """TRL GRPOConfig fields for ``training.trainer: grpo`` (``training.grpo``). Learning rate, steps, batch sizes
     (in completions), schedule, optimizer, logging and checkpointing come from ``training`` as for SFT."""
 
@@ -74,13 +86,6 @@ class GrpoConfig(Section):
                                                "whose greedy answer (what evaluation reads) scores below the best "
                                                "sampled one, where GRPO can change that answer; on the others it only "
                                                "sharpens what greedy decoding already says.")
-    data_sft_weight: float = Field(0.0, ge=0, description="Add this weight x the SFT loss (the next-token loss of "
-                                   "the data's own answers, prompt masked) on data_sft_batch_size train rows to each "
-                                   "micro-batch's GRPO loss (InstructGPT's PPO-ptx): GRPO learns only from the prompts "
-                                   "it samples; the term keeps learning from every row. Logged as data_sft_loss. 0: "
-                                   "off.")
-    data_sft_batch_size: int = Field(16, gt=0, description="With data_sft_weight: train rows in each micro-batch's "
-                                     "SFT term.")
     use_vllm: bool = Field(False, description="Generate with TRL's vLLM integration (a GPU with vllm installed).")
     vllm_mode: Literal["colocate", "server"] = Field("colocate", description="With use_vllm: vLLM in the training "
                                                      "process, or a separate `trl vllm-serve` server.")
@@ -127,7 +132,7 @@ NOT_READ_BY_DPO = ("early_stopping_patience", "early_stopping_threshold", "max_e
                    "loss_chunk_size", "use_liger_kernel", "offload_activations")
 
 
-class DpoConfig(Section):
+class DpoConfig(DataSftTerm):
     """TRL DPOConfig fields for ``training.trainer: dpo`` (``training.dpo``), and how the preference pairs are made.
     Learning rate, steps, batch sizes (in pairs), schedule and checkpointing come from ``training`` as for SFT."""
 
@@ -140,13 +145,6 @@ class DpoConfig(Section):
     sft_weight: float = Field(0.0, ge=0, description="Weight of a supervised loss on the chosen answers added to the "
                               "preference loss (RPO, as TRL's loss_type sft): keeps the chosen answers likely, where DPO "
                               "alone can lower both answers' likelihood and lose accuracy on reasoning. 0: off.")
-    data_sft_weight: float = Field(0.0, ge=0, description="Add this weight x the SFT loss of the train rows' own "
-                                   "answers (data_sft_batch_size rows per micro-batch, as under training.grpo) to the "
-                                   "preference loss: the pairs come from the questions that gave both a right and a "
-                                   "wrong answer; the term keeps learning from every row. Needs rows with chat "
-                                   "messages (pairs: verifier). Logged as data_sft_loss. 0: off.")
-    data_sft_batch_size: int = Field(16, gt=0, description="With data_sft_weight: train rows in each micro-batch's "
-                                     "SFT term.")
     max_prompt_length: int = Field(512, gt=0, description="Pairs whose prompt is longer (in tokens) are dropped and "
                                    "counted, not truncated.")
     max_length: int = Field(1024, gt=0, description="Pairs whose prompt plus longer answer is longer (in tokens) are "
