@@ -30,6 +30,7 @@ GRPO_OVERRIDES = ["data.max_seq_length=256", "training.logging_steps=1", "traini
                   # the format reward's dynamics this file measures: no prompt filter, full-temperature samples
                   "training.gradient_accumulation_steps=1", "training.learning_rate=3e-3",
                   "training.grpo.variance_filter_samples=0", "training.grpo.temperature=1.0",
+                  "training.grpo.data_sft_weight=0",  # the GRPO loss alone (tests/test_sft_term.py: with the term)
                   'training.grpo.rewards={format: 1.0, "test_grpo:FlakyReward": 0.0, "test_grpo:ConstantReward": 0.0}']
 
 

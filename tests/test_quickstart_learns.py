@@ -45,11 +45,6 @@ def run_quickstart(config: str, summary, *overrides: str, timeout: int = 1200) -
         cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-# The shipped GRPO quickstart takes about 5 minutes here (512 prompts x 8 answers for the variance filter, then 200
-# steps); the sweep in bench/grpo_sweep.py measures it whole. This test runs the same config end to end, shorter.
-GRPO_SHORTER = ("training.max_steps=50", "training.grpo.variance_filter_max_prompts=192")
-
-
 def from_the_sft_version(sft_steps: dict) -> str:
     """model.init_adapter set to the quickstart's SFT version by number: production may be another test's version by
     then (GRPO's and DPO's runs register next to it, and either may be promoted)."""
@@ -99,23 +94,29 @@ def test_the_quickstart_learns_the_short_tasks_and_promotes_on_accuracy(quicksta
     assert abs(stated - tuned_learnable) <= 0.15, (stated, tuned_learnable)
 
 
-def test_grpo_on_the_correctness_reward_keeps_the_sft_answers_and_the_gate_holds(quickstart, tmp_path):
-    """configs/grpo_quickstart.yaml end to end (50 of its 200 steps, 192 of its 512 filter prompts) from the
-    quickstart's promoted SFT adapter: the reward (the evaluation's judge) rises on the prompts the variance filter keeps, test accuracy does not fall below the SFT adapter's beyond
-    the sweep's spread (README, "SFT then GRPO"), and the gate's decision follows the accuracy and the guard."""
+def test_grpo_with_the_data_sft_term_raises_accuracy_over_the_sft_adapter_and_the_gate_holds(quickstart, tmp_path):
+    """configs/grpo_quickstart.yaml whole (the variance filter over 512 prompts, then 200 steps with the SFT term on
+    the data's own answers; about 5 minutes here) from the quickstart's SFT version: the reward (the evaluation's judge)
+    rises on the kept prompts, test accuracy rises over the SFT adapter's, and the gate follows accuracy and the guard.
+
+    The sweep (README, "SFT then GRPO"; seeds 42, 1, 2) gained 5, 7 and 4 of the 105 verifiable test rows, and 5, 6
+    and 5 of the 41 learnable-family rows; the test asks for 3 and 4 (one below the smallest gain seen: another
+    CPU's floating-point differences move an answer or two), with seed 42's run."""
     _, sft_steps = quickstart
     summary = tmp_path / "grpo.json"
-    result = run_quickstart("configs/grpo_quickstart.yaml", summary, from_the_sft_version(sft_steps), *GRPO_SHORTER)
+    result = run_quickstart("configs/grpo_quickstart.yaml", summary, from_the_sft_version(sft_steps))
     assert result.returncode == 0, result.stderr[-4000:]
     steps = json.loads(summary.read_text())["steps"]
     sft, grpo, train = sft_steps["evaluate_finetuned"], steps["evaluate_finetuned"], steps["train_model"]
-    assert 0 < train["grpo_variance_filter_kept"] < train["grpo_variance_filter_examined"] == 192
-    assert train["global_step"] == 50
-    assert train["last_rewards/answer_correct/mean"] >= train["first_rewards/answer_correct/mean"] - 0.1
+    assert 0 < train["grpo_variance_filter_kept"] < train["grpo_variance_filter_examined"] == 512
+    assert train["global_step"] == 200
+    assert train["last_rewards/answer_correct/mean"] > train["first_rewards/answer_correct/mean"]
+    assert 0 < train["last_data_sft_loss"] < 5
     sft_learnable, rows = family_accuracy(sft, LEARNABLE_TASKS)
     grpo_learnable, _ = family_accuracy(grpo, LEARNABLE_TASKS)
-    assert grpo_learnable >= sft_learnable - 0.10, (sft_learnable, grpo_learnable)  # 4 of 41 rows
-    assert grpo["accuracy"] >= sft["accuracy"] - 0.05, (sft["accuracy"], grpo["accuracy"])
+    test_rows = round(sft["count_single_word"] + sft["count_short"])
+    assert round((grpo["accuracy"] - sft["accuracy"]) * test_rows) >= 3, (sft["accuracy"], grpo["accuracy"])
+    assert round((grpo_learnable - sft_learnable) * rows) >= 4, (sft_learnable, grpo_learnable)
     assert grpo["extraction_failed"] <= sft["extraction_failed"] + 0.02
     decision = steps["register_model"]
     assert decision["metric"] == "accuracy"

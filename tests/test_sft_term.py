@@ -68,5 +68,5 @@ def test_grpo_with_the_sft_term_logs_it_and_lowers_it(tmp_path):
     assert len(sft_loss) == 6
     assert sum(sft_loss[-2:]) / 2 < sum(sft_loss[:2]) / 2, sft_loss
     assert with_term.metrics["last_data_sft_loss"] == pytest.approx(sft_loss[-1])
-    without = run_training(load_config(grpo_yaml, common), processed, tokenizer, tmp_path / "without")
+    without = run_training(load_config(grpo_yaml, [*common, "training.grpo.data_sft_weight=0"]), processed, tokenizer, tmp_path / "without")
     assert not any("data_sft_loss" in h for h in without.history)
