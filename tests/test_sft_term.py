@@ -45,6 +45,53 @@ def test_only_the_answer_tokens_are_learnt_and_rows_with_none_left_are_refused(t
         SftTerm(conversations(2), tiny_fp32.tokenizer, 8, batch_size=2, weight=1.0, seed=0)
 
 
+def test_the_term_is_added_scaled_for_accumulation_and_a_resumed_run_takes_the_next_draws(tiny_fp32):
+    """compute_loss adds weight x the term to the trainer's own loss (divided by the accumulation steps where the
+    trainer's loss comes scaled for them, as GRPO's does), logs it, and after a resume at step 3 of 2 micro-batches
+    each starts at draw 6, the draw an uninterrupted run would take next."""
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    import torch
+
+    from llm_trainer.training.sft_term import SftTerm, SftTermMixin
+
+    class Trainer:
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            return torch.tensor(1.0)
+
+    class WithTerm(SftTermMixin, Trainer):
+        pass
+
+    def trainer(scaled: bool, global_step: int) -> WithTerm:
+        made = WithTerm()
+        made.sft_term = SftTerm(conversations(12), tiny_fp32.tokenizer, 256, batch_size=2, weight=0.5, seed=1)
+        made.state, made.args = SimpleNamespace(global_step=global_step), SimpleNamespace(gradient_accumulation_steps=2)
+        made.loss_is_scaled_for_ga, made.current_gradient_accumulation_steps = scaled, 2
+        made._metrics = {"train": defaultdict(list)}
+        return made
+
+    model, was_training = tiny_fp32.model, tiny_fp32.model.training
+    model.train()  # the term is added while training only
+    try:
+        resumed = trainer(scaled=True, global_step=3)
+        first, second = resumed.compute_loss(model, {}), resumed.compute_loss(model, {})
+        term = resumed.sft_term
+        with torch.no_grad():
+            draw6, draw7, draw0 = (term.loss(model, draw).item() for draw in (6, 7, 0))
+        unscaled = trainer(scaled=False, global_step=0)  # DPO: the trainer scales the summed loss itself
+        dpo_like, evaluating = unscaled.compute_loss(model, {}), unscaled.compute_loss(model, {}, return_outputs=True)
+        model.eval()
+        in_eval = unscaled.compute_loss(model, {})
+    finally:
+        model.train(was_training)
+    assert resumed._metrics["train"]["data_sft_loss"] == pytest.approx([draw6, draw7])
+    assert first.item() == pytest.approx(1.0 + 0.5 * draw6 / 2)  # GRPO: the term divided by the 2 micro-batches
+    assert second.item() == pytest.approx(1.0 + 0.5 * draw7 / 2)
+    assert dpo_like.item() == pytest.approx(1.0 + 0.5 * draw0)
+    assert evaluating.item() == 1.0 and in_eval.item() == 1.0  # the trainer's own loss alone
+
+
 @pytest.mark.slow
 def test_grpo_with_the_sft_term_logs_it_and_lowers_it(tmp_path):
     """Six GRPO steps from the base model with the format reward and the SFT term: the term is logged at every
@@ -68,5 +115,6 @@ def test_grpo_with_the_sft_term_logs_it_and_lowers_it(tmp_path):
     assert len(sft_loss) == 6
     assert sum(sft_loss[-2:]) / 2 < sum(sft_loss[:2]) / 2, sft_loss
     assert with_term.metrics["last_data_sft_loss"] == pytest.approx(sft_loss[-1])
-    without = run_training(load_config(grpo_yaml, [*common, "training.grpo.data_sft_weight=0"]), processed, tokenizer, tmp_path / "without")
+    without = run_training(load_config(grpo_yaml, [*common, "training.grpo.data_sft_weight=0"]), processed, tokenizer,
+                           tmp_path / "without")
     assert not any("data_sft_loss" in h for h in without.history)
