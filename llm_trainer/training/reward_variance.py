@@ -55,22 +55,24 @@ def prompts_with_reward_variance(model: Any, tokenizer: Any, prompts: Any, cfg: 
     k = g.variance_filter_samples
     functions, weights = build_rewards(cfg)  # fresh counters: the run's reward statistics stay the training's own
 
-    def rewards(samples: int, temperature: float) -> np.ndarray:
-        conversations, references, answers = sample_answers(model, tokenizer, examined, samples,
+    def rewards(rows: Any, samples: int, temperature: float) -> np.ndarray:
+        conversations, references, answers = sample_answers(model, tokenizer, rows, samples,
                                                             g.max_completion_length, temperature)
         total = np.zeros(len(answers))
         for function, weight in zip(functions, weights):
             total += weight * np.asarray(function(prompts=conversations, completions=[a.text for a in answers],
                                                   completion_ids=[[0] * a.new_tokens for a in answers],
                                                   reference_answer=references))
-        return total.reshape(len(examined), samples)
+        return total.reshape(len(rows), samples)
 
-    by_prompt = rewards(k, g.temperature)
+    by_prompt = rewards(examined, k, g.temperature)
     varies = by_prompt.max(axis=1) > by_prompt.min(axis=1)
     hard = varies & (by_prompt.mean(axis=1) < g.variance_filter_min_mean_reward)
     greedy_best = np.zeros(len(examined), dtype=bool)
-    if g.variance_filter_greedy_wrong:
-        greedy_best = varies & ~hard & (rewards(1, 0.0)[:, 0] >= by_prompt.max(axis=1))
+    candidates = np.flatnonzero(varies & ~hard)
+    if g.variance_filter_greedy_wrong and len(candidates):  # greedy answers only where they decide
+        greedy = rewards(examined.select(candidates), 1, 0.0)[:, 0]
+        greedy_best[candidates] = greedy >= by_prompt.max(axis=1)[candidates]
     keep = varies & ~hard & ~greedy_best
     best = max(weights) if weights else 0.0
     counts = {"grpo_variance_filter_examined": len(examined), "grpo_variance_filter_kept": int(keep.sum()),
