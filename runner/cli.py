@@ -14,13 +14,13 @@ from llm_trainer.hub_check import hub_failure
 from runner.arguments import parse_args
 from runner.commands import run_command
 from runner.quiet import (INTERRUPTED, TERMINATED, Terminated, quiet_dependencies, split_answer_stream,
-                          stop_on_sigterm)
+                          stop_on_signals)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     configure_logging(args.verbose)
-    stop_on_sigterm()
+    stop_on_signals()
     # `use`: only the answer goes to stdout (`use --prompt ... > answer.txt`), everything else to stderr.
     args.answer_stream = split_answer_stream() if args.command == "use" else sys.stdout
     try:

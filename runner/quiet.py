@@ -8,6 +8,7 @@ settings (or log) at import time.
 
 from __future__ import annotations
 
+import _thread
 import logging
 import os
 import signal
@@ -87,15 +88,38 @@ class Terminated(KeyboardInterrupt):
     (locks released, the run marked as ZenML marks an interrupted one) instead of the default instant death."""
 
 
-def stop_on_sigterm() -> None:
-    """From here on SIGTERM raises Terminated in the main thread. ZenML's step signal handler calls this one
-    after its own, as it calls Python's Ctrl-C handler; uvicorn re-raises the signal once it has shut down.
-    Only the main thread can set a handler: elsewhere (``main`` called from a thread) SIGTERM stays as it is."""
+def stop_on_signals() -> None:
+    """From here on SIGTERM raises Terminated in the main thread, and a Ctrl-C or SIGTERM that Python swallowed is
+    raised again. ZenML's step signal handler calls this one after its own, as it calls Python's Ctrl-C handler;
+    uvicorn re-raises the signal once it has shut down. Only the main thread can set a handler: elsewhere (``main``
+    called from a thread) the signals stay as they are."""
     if threading.current_thread() is not threading.main_thread():
         return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    if getattr(sys.unraisablehook, "__wrapped__", None) is None:
+        sys.unraisablehook = _redeliver_lost_stops(sys.unraisablehook)
 
-    def handle(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM during the clean-up ends it at once
-        raise Terminated()
 
-    signal.signal(signal.SIGTERM, handle)
+def _raise_terminated(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM during the clean-up ends it at once
+    raise Terminated()
+
+
+def _redeliver_lost_stops(previous):
+    """A signal handler's exception raised while Python runs a weakref callback, a ``__del__`` or the garbage
+    collector is printed as "Exception ignored" and dropped: the stop is lost and a training run goes on. This
+    hook signals the main thread again instead, from a thread, so that the handler runs once the callback is over
+    (if it lands in another callback, this hook sees it again)."""
+
+    def hook(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            previous(unraisable)
+            return
+        signum = signal.SIGINT
+        if isinstance(unraisable.exc_value, Terminated):
+            signum = signal.SIGTERM
+            signal.signal(signal.SIGTERM, _raise_terminated)  # the lost one had set the default, instant death
+        threading.Timer(0.01, _thread.interrupt_main, args=(signum,)).start()
+
+    hook.__wrapped__ = previous
+    return hook
