@@ -25,10 +25,11 @@ process: install
 	$(PY) run_pipeline.py process --config $(CONFIG)
 
 # Tests run in TEST_WORKERS processes (pytest-xdist), a test file per worker at a time: its module fixtures are built
-# once. TEST_WORKERS=0 runs them in this process.
+# once. TEST_WORKERS=0 runs them in this process. The 30 slowest tests are listed at the end (the suite's budget is
+# 35 minutes on 2 cores).
 TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=30
 
 test-fast: install
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
