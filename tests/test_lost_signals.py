@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.cli import as_at_a_terminal
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # The signal arrives inside a weakref callback (the handler runs on the loop's backward jump, still inside it); then
@@ -42,7 +44,8 @@ except KeyboardInterrupt as exc:
 
 def run(signal_name: str, install: bool) -> subprocess.CompletedProcess:
     script = SCRIPT.format(signal=signal_name, install="stop_on_signals()" if install else "")
-    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          preexec_fn=as_at_a_terminal)
 
 
 @pytest.mark.parametrize("signal_name, raised", [("SIGTERM", "Terminated"), ("SIGINT", "KeyboardInterrupt")])

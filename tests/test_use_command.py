@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from helpers.cli import FP32, use_cli
+from helpers.cli import FP32, as_at_a_terminal, use_cli
 
 
 def test_use_prompt_writes_only_the_answer_to_stdout(tiny_adapter, tiny_fp32):
@@ -117,7 +117,7 @@ def test_ctrl_c_at_the_chat_prompt_is_one_line_and_exit_130(tiny_adapter):
     child = pexpect.spawn(sys.executable, ["run_pipeline.py", "use", "--config", "configs/quickstart.yaml", *FP32,
                                            "--adapter", str(tiny_adapter.path), "--interactive",
                                            "--max-new-tokens", "8"],
-                          cwd=str(ROOT), encoding="utf-8", timeout=240)
+                          cwd=str(ROOT), encoding="utf-8", timeout=240, preexec_fn=as_at_a_terminal)
     try:
         child.expect_exact(f"chatting with the adapter in {tiny_adapter.path}")
         child.expect_exact("you> ")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -21,6 +22,14 @@ def run_cli(*args: str, env: dict | None = None, prelude: str = "", timeout: int
                    f"source_utils.set_custom_source_root({str(ROOT)!r})\n{prelude}\n"
                    "import run_pipeline\nsys.exit(run_pipeline.main(sys.argv[1:]))"]
     return subprocess.run([*command, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def as_at_a_terminal() -> None:
+    """``preexec_fn`` for a child that must take Ctrl-C as a terminal's foreground job does. A shell without job
+    control (`make test &`, a CI runner's script) starts background commands with SIGINT and SIGQUIT ignored, every
+    child inherits that, and Python then installs no Ctrl-C handler: the test would wait for an exit that never comes."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:
