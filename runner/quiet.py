@@ -115,11 +115,12 @@ def _redeliver_lost_stops(previous):
         if not isinstance(unraisable.exc_value, KeyboardInterrupt):
             previous(unraisable)
             return
-        signum = signal.SIGINT
-        if isinstance(unraisable.exc_value, Terminated):
-            signum = signal.SIGTERM
+        signum = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+        if signum == signal.SIGTERM and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _raise_terminated)  # the lost one had set the default, instant death
-        threading.Timer(0.01, _thread.interrupt_main, args=(signum,)).start()
+        resend = threading.Timer(0.01, _thread.interrupt_main, args=(signum,))
+        resend.daemon = True
+        resend.start()
 
     hook.__wrapped__ = previous
     return hook
