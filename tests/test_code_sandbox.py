@@ -105,6 +105,15 @@ def listener():
     server.close()
 
 
+def own_temp_folder(tmp_path: Path, monkeypatch) -> Path:
+    """The sandbox's run folders go to a folder of this test's own: the other test worker's code-domain runs make
+    and remove theirs in the shared temp folder at the same time."""
+    folder = tmp_path / "sandbox-folders"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
 def test_every_hostile_case_is_wrong_in_bounded_time_and_leaves_nothing(tmp_path, listener, monkeypatch):
     port, connected = listener
     monkeypatch.setenv("HF_TOKEN", "hf_secret_test_token")
@@ -114,7 +123,7 @@ def test_every_hostile_case_is_wrong_in_bounded_time_and_leaves_nothing(tmp_path
     cases["loopback connection"] = (cases["loopback connection"][0].format(port=port), {"denied"})
     token = Path.home() / ".cache/huggingface/token"
     cases["reads the token file"] = (cases["reads the token file"][0].format(token=str(token)), {"crashed", "denied"})
-    before = set(os.listdir(tempfile.gettempdir()))
+    folders = own_temp_folder(tmp_path, monkeypatch)
     sandbox = CodeSandbox(Limits(timeout_seconds=3, memory_mb=512))
     started = time.monotonic()
     results = sandbox.run_many([Job(program, TEST) for program, _ in cases.values()])
@@ -126,9 +135,8 @@ def test_every_hostile_case_is_wrong_in_bounded_time_and_leaves_nothing(tmp_path
     assert connected == [], "the sandbox reached a loopback server"
     for path in targets.values():
         assert not path.exists(), path
-    assert not any(Path(tempfile.gettempdir()).glob(f"{MARK}*"))
-    left = {name for name in set(os.listdir(tempfile.gettempdir())) - before if name.startswith("llm-trainer-code-")}
-    assert left == set()  # no sandbox folder left behind (other people's test sessions may add their own)
+    assert not any(targets["tmp"].parent.glob(f"{MARK}*"))
+    assert list(folders.iterdir()) == []  # no sandbox folder left behind
     assert sandbox_processes() == []
 
 
@@ -267,12 +275,14 @@ def test_a_layer_that_will_not_apply_is_reported_missing(monkeypatch):
 
 
 @pytest.mark.parametrize("switched_off", [("net_ns",), ("pid_ns",), ("mount_ns",), ("pid_ns", "net_ns", "mount_ns")])
-def test_without_the_namespaces_no_tmpfs_is_mounted_where_it_would_outlive_the_run(monkeypatch, switched_off):
+def test_without_the_namespaces_no_tmpfs_is_mounted_where_it_would_outlive_the_run(tmp_path, monkeypatch,
+                                                                                   switched_off):
     from llm_trainer import code_sandbox
 
+    folders = own_temp_folder(tmp_path, monkeypatch)
     offered = {**layers(), **{name: "switched off for the test" for name in switched_off}}
     monkeypatch.setattr(code_sandbox, "layers", lambda: offered)
     result = CodeSandbox(Limits(timeout_seconds=10), mode="weak").run(Job(GOOD, TEST))
     assert result.passed and "tmpfs" not in result.layers
     assert "llm-trainer-code-" not in Path("/proc/self/mounts").read_text()
-    assert not any(Path(tempfile.gettempdir()).glob("llm-trainer-code-*"))
+    assert list(folders.iterdir()) == []
