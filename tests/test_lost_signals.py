@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from helpers.cli import as_at_a_terminal
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # The signal arrives inside a weakref callback (the handler runs on the loop's backward jump, still inside it); then
 # the main line goes on for up to 5 s. "stopped" if the stop reached it, "lost" if it did not.
