@@ -366,3 +366,30 @@ def test_the_data_sft_term_is_added_to_dpo_and_needs_rows_with_messages(dpo_run,
                                "rejected": [[{"role": "assistant", "content": "Final answer: 5"}]]})
     with pytest.raises(ConfigError, match="data_sft_weight: the SFT term learns the train rows' own answers"):
         run_training(cfg, None, dpo_run["tokenizer"], tmp_path / "pairs", processed=DatasetDict({"train": pairs}))
+
+
+def test_pairs_built_in_their_own_step_carry_the_terms_rows(dpo_run, tmp_path):
+    """In `train` and `full` the build_pairs step makes the pairs and the train step gets them in place of the
+    processed rows. With data_sft_weight they carry the questions' rows, and the term learns the same rows as a run
+    that builds its pairs itself (it used to stop: the pairs have no chat messages)."""
+    from datasets import load_from_disk
+
+    from llm_trainer.config import load_config
+    from llm_trainer.training import run_training
+    from llm_trainer.training.pairs import with_term_rows
+    from llm_trainer.training.sft_term import TERM_ROWS, data_sft_term
+
+    processed, tokenizer = dpo_run["processed"], dpo_run["tokenizer"]
+    built = load_from_disk(str(dpo_run["folder"] / "dpo" / "pairs" / "rows"))  # the fixture's verifier pairs
+    cfg = load_config(DPO_QUICKSTART, [*dpo_run["overrides"], "training.max_steps=2", "training.save_steps=100",
+                                       "training.dpo.data_sft_weight=1.0", "training.dpo.data_sft_batch_size=8"])
+    handed = with_term_rows(built, processed, cfg)
+    assert set(handed) == {"train", "validation", TERM_ROWS} and len(handed[TERM_ROWS]) == len(processed["train"])
+    assert data_sft_term(handed, tokenizer, cfg, 1.0, 8).rows == data_sft_term(processed, tokenizer, cfg, 1.0, 8).rows
+    result = run_training(cfg, None, tokenizer, tmp_path / "dpo", processed=handed)
+    m = result.metrics
+    assert m["dpo_train_pairs"] + m["dpo_held_out_pairs"] + m["dpo_pairs_too_long"] == sum(map(len, built.values()))
+    assert [h["step"] for h in result.history if "data_sft_loss" in h] == [1, 2]
+    assert 0 < result.metrics["last_data_sft_loss"] < 20
+    off = load_config(DPO_QUICKSTART, [*dpo_run["overrides"], "training.dpo.data_sft_weight=0"])
+    assert with_term_rows(built, processed, off) is built

@@ -76,8 +76,10 @@ class DpoTrainer(BaseTrainer):
             "peak_memory_mb": peak_memory_mb(),
             "trainable_params": int(trainable),
             "total_params": int(total),
-            **({f"first_{k}": logged[0][k] for k in ("loss", *TRACKED)} if logged else {}),
-            **({f"last_{k}": logged[-1][k] for k in ("loss", *TRACKED)} if logged else {}),
+            **({f"first_{k}": logged[0][k] for k in ("loss", *TRACKED, "data_sft_loss") if k in logged[0]}
+               if logged else {}),
+            **({f"last_{k}": logged[-1][k] for k in ("loss", *TRACKED, "data_sft_loss") if k in logged[-1]}
+               if logged else {}),
             **{f"held_out_{k.removeprefix('eval_')}": v for k, v in held_out_metrics.items()
                if k.removeprefix("eval_") in (*TRACKED, "loss")},
         }

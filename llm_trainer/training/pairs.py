@@ -158,6 +158,18 @@ def pairs_from_adapter(spec: Any, processed: Any, tokenizer: Any, base_model: st
     return pair_splits(pairs, spec.training.dpo.validation_share), counts
 
 
+def with_term_rows(pairs: Any, processed: Any, spec: Any) -> Any:
+    """``pairs`` plus, when ``training.dpo.data_sft_weight`` asks for the SFT term, the processed train rows' chat
+    ``messages`` as the TERM_ROWS split: a DPO run handed these pairs learns the term from the same rows as one that
+    builds its pairs itself."""
+    from llm_trainer.training.sft_term import TERM_ROWS
+
+    train = processed["train"]
+    if not spec.training.dpo.data_sft_weight or "messages" not in train.column_names:
+        return pairs  # without messages the trainer says what is missing
+    return type(pairs)({**pairs, TERM_ROWS: train.select_columns(["messages"])})
+
+
 def pair_splits(pairs: Any, share: float) -> Any:
     """A DatasetDict of train and validation pairs: about ``share`` of the questions held out, by a stable hash of
     the prompt, so that the pairs of one question stay on one side (none held out when too few questions)."""

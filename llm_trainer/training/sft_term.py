@@ -18,6 +18,10 @@ from llm_trainer.data.collate import PaddedCollator
 from llm_trainer.data.tokenization import tokenize_batch
 from llm_trainer.errors import DataError
 
+# The split of the pipeline's verifier-built pairs (the build_pairs step's artifact) that carries the questions' own
+# answers for the term: the train step gets the pairs in place of the processed rows.
+TERM_ROWS = "sft_term_rows"
+
 
 class SftTerm:
     """``weight`` x the mean next-token loss of a batch of the train rows' answers (``messages``: the chat turns,
@@ -73,13 +77,16 @@ class SftTermMixin:
 
 
 def data_sft_term(processed: Any, tokenizer: Any, cfg: Any, weight: float, batch_size: int) -> SftTerm | None:
-    """The SFT term over every train row of ``processed`` (chat ``messages``, the last turn the answer); None when
-    ``weight`` is 0."""
+    """The SFT term over every train row of ``processed`` (chat ``messages``, the last turn the answer), or over its
+    TERM_ROWS split where it has one (pairs built in a step of their own); None when ``weight`` is 0."""
     from llm_trainer.errors import ConfigError
 
     if not weight:
         return None
-    split = processed["train"] if hasattr(processed, "keys") else processed
+    if hasattr(processed, "keys"):
+        split = processed[TERM_ROWS] if TERM_ROWS in processed else processed["train"]
+    else:
+        split = processed
     if "messages" not in split.column_names:
         raise ConfigError("data_sft_weight: the SFT term learns the train rows' own answers (chat messages), but these "
                           f"rows have none (columns: {', '.join(split.column_names)}); set it to 0")
