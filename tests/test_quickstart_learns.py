@@ -142,8 +142,6 @@ def test_dpo_on_verifier_pairs_runs_end_to_end_with_lineage_and_the_gate_holds(q
     assert train["dpo_train_pairs"] + train["dpo_pairs_too_long"] == pairs["pairs"] - train["dpo_held_out_pairs"]
     assert train["last_rewards/margins"] > train["first_rewards/margins"]
     assert 0 < train["last_data_sft_loss"] < 1  # the SFT term ran, on the questions' rows the pairs carried
-    print("dpo", {k: v for k, v in train.items() if k.startswith(("first_", "last_", "held_out", "dpo_"))},
-          "accuracy", sft_steps["evaluate_finetuned"]["accuracy"], "->", steps["evaluate_finetuned"]["accuracy"])
     sft, dpo = sft_steps["evaluate_finetuned"], steps["evaluate_finetuned"]
     sft_learnable, _ = family_accuracy(sft, LEARNABLE_TASKS)
     dpo_learnable, _ = family_accuracy(dpo, LEARNABLE_TASKS)

@@ -67,6 +67,7 @@ class DpoTrainer(BaseTrainer):
         adapter_dir = save_adapter(trainer, model, tokenizer, cfg, base_model, run_dir, selected_adapters=["default"])
         history = list(trainer.state.log_history)
         logged = [h for h in history if "loss" in h and "rewards/margins" in h]
+        ends = {"first": logged[0], "last": logged[-1]} if logged else {}
         metrics = {
             **counts,
             "dpo_train_pairs": len(train_pairs),
@@ -76,10 +77,8 @@ class DpoTrainer(BaseTrainer):
             "peak_memory_mb": peak_memory_mb(),
             "trainable_params": int(trainable),
             "total_params": int(total),
-            **({f"first_{k}": logged[0][k] for k in ("loss", *TRACKED, "data_sft_loss") if k in logged[0]}
-               if logged else {}),
-            **({f"last_{k}": logged[-1][k] for k in ("loss", *TRACKED, "data_sft_loss") if k in logged[-1]}
-               if logged else {}),
+            **{f"{end}_{k}": row[k] for end, row in ends.items()
+               for k in ("loss", *TRACKED, "data_sft_loss") if k in row},
             **{f"held_out_{k.removeprefix('eval_')}": v for k, v in held_out_metrics.items()
                if k.removeprefix("eval_") in (*TRACKED, "loss")},
         }

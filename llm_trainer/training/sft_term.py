@@ -83,10 +83,7 @@ def data_sft_term(processed: Any, tokenizer: Any, cfg: Any, weight: float, batch
 
     if not weight:
         return None
-    if hasattr(processed, "keys"):
-        split = processed[TERM_ROWS] if TERM_ROWS in processed else processed["train"]
-    else:
-        split = processed
+    split = processed.get(TERM_ROWS, processed["train"]) if hasattr(processed, "keys") else processed
     if "messages" not in split.column_names:
         raise ConfigError("data_sft_weight: the SFT term learns the train rows' own answers (chat messages), but these "
                           f"rows have none (columns: {', '.join(split.column_names)}); set it to 0")
